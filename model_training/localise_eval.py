@@ -1,0 +1,119 @@
+"""Measure the white-cell localiser against the BCCD ground-truth boxes.
+
+    python -m model_training.localise_eval --bccd ../shared/data/bccd --out reports/localisation
+
+Writes ``metrics.json``, ``report.md`` and ``boxes.png`` (16 test fields, the worst first,
+predicted box in yellow, true WBC boxes in green).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from model_training import localise
+
+Box = tuple[float, float, float, float]
+
+
+def iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def wbc_boxes(xml_path: Path) -> list[Box]:
+    root = ET.parse(xml_path).getroot()
+    boxes = []
+    for obj in root.findall("object"):
+        if obj.findtext("name") == "WBC":
+            bb = obj.find("bndbox")
+            assert bb is not None
+            boxes.append(
+                tuple(float(bb.findtext(k) or 0) for k in ("xmin", "ymin", "xmax", "ymax"))
+            )
+    return boxes  # type: ignore[return-value]
+
+
+def evaluate_fields(bccd: Path, names: list[str]) -> list[dict]:
+    rows = []
+    for name in names:
+        truth = wbc_boxes(bccd / "Annotations" / f"{name}.xml")
+        if not truth:
+            continue  # six fields hold no WBC: nothing to find
+        with Image.open(bccd / "JPEGImages" / f"{name}.jpg") as im:
+            rgb = im.convert("RGB")
+        start = time.perf_counter()
+        box = localise.find_cell(rgb)
+        ms = (time.perf_counter() - start) * 1000
+        pred = (box.x0, box.y0, box.x1, box.y1)
+        best = max(iou(pred, t) for t in truth)
+        rows.append({"name": name, "iou": best, "ms": ms, "pred": pred, "truth": truth,
+                     "localised": box.localised})
+    return rows
+
+
+def summary(rows: list[dict]) -> dict:
+    ious = np.array([r["iou"] for r in rows])
+    return {
+        "fields": len(rows),
+        "iou_ge_0.5": float(np.mean(ious >= 0.5)),
+        "mean_iou": float(ious.mean()),
+        "localised": float(np.mean([r["localised"] for r in rows])),
+    }
+
+
+def draw_grid(bccd: Path, rows: list[dict], path: Path) -> None:
+    worst = sorted(rows, key=lambda r: r["iou"])[:8]
+    rest = [r for r in rows if r not in worst][:: max(1, len(rows) // 8)][:8]
+    tiles = []
+    for r in worst + rest:
+        with Image.open(bccd / "JPEGImages" / f"{r['name']}.jpg") as im:
+            tile = im.convert("RGB")
+        draw = ImageDraw.Draw(tile)
+        for t in r["truth"]:
+            draw.rectangle(t, outline=(0, 200, 0), width=4)
+        draw.rectangle(r["pred"], outline=(255, 220, 0), width=4)
+        draw.text((8, 8), f"{r['name']} IoU {r['iou']:.2f}", fill=(0, 0, 0))
+        tiles.append(tile.resize((320, 240)))
+    grid = Image.new("RGB", (4 * 320, 4 * 240), "white")
+    for i, tile in enumerate(tiles[:16]):
+        grid.paste(tile, ((i % 4) * 320, (i // 4) * 240))
+    grid.save(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bccd", type=Path, default=Path("../shared/data/bccd"))
+    parser.add_argument("--out", type=Path, default=Path("reports/localisation"))
+    args = parser.parse_args()
+    sets = args.bccd / "ImageSets" / "Main"
+    lists = {s: (sets / f"{s}.txt").read_text().split() for s in ("trainval", "test")}
+    results = {s: evaluate_fields(args.bccd, names) for s, names in lists.items()}
+    all_rows = results["trainval"] + results["test"]
+    ms = np.array([r["ms"] for r in all_rows])
+    metrics = {
+        "test": summary(results["test"]),
+        "trainval": summary(results["trainval"]),
+        "all": summary(all_rows),
+        "ms_per_field_640x480": {"median": float(np.median(ms)),
+                                 "p95": float(np.percentile(ms, 95))},
+        "command": "python -m model_training.localise_eval --bccd ../shared/data/bccd "
+                   "--out reports/localisation",
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    draw_grid(args.bccd, results["test"], args.out / "boxes.png")
+    print(json.dumps(metrics))
+
+
+if __name__ == "__main__":
+    main()
