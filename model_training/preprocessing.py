@@ -32,6 +32,10 @@ class ImageDecodeError(ImageError):
     """Undecodable, truncated or unsupported image data."""
 
 
+class UnsupportedFormat(ImageError):
+    """A recognised image format that the service does not accept."""
+
+
 class ImageTooLarge(ImageError):
     """More pixels than allowed: refused before the pixels are decoded."""
 
@@ -73,7 +77,9 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
             image = Image.open(io.BytesIO(data))
             fmt = image.format
             if fmt not in SUPPORTED_FORMATS:
-                raise ImageDecodeError(f"unsupported image format {fmt}")
+                raise UnsupportedFormat(
+                    f"unsupported image format {fmt}; send JPEG, PNG, BMP, TIFF, WebP or GIF"
+                )
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageTooLarge(

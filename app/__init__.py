@@ -1,0 +1,1 @@
+"""White-blood-cell classification service."""

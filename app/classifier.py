@@ -1,0 +1,82 @@
+"""From upload bytes to a classification: shared preprocessing, predictor, calibration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.errors import BadImage, ModelNotReady, PayloadTooLarge, UnsupportedMediaType
+from app.observability import CLASSIFIED
+from app.predictor import Predictor
+from model_training.metrics import apply_temperature
+from model_training.preprocessing import (
+    ImageError,
+    ImageTooLarge,
+    UnsupportedFormat,
+    Prepared,
+    preprocess_bytes,
+)
+
+
+@dataclass
+class Classifier:
+    predictor: Predictor
+    max_pixels: int
+    review_threshold: float | None = None
+
+    @property
+    def threshold(self) -> float:
+        if self.review_threshold is not None:
+            return self.review_threshold
+        return float(self.predictor.metadata.get("review_threshold", 0.9))
+
+    @property
+    def temperature(self) -> float:
+        return float(self.predictor.metadata.get("temperature", 1.0))
+
+    def model_info(self) -> dict[str, str]:
+        meta = self.predictor.metadata
+        return {"name": str(meta.get("name", "wbc-classifier")),
+                "version": str(meta.get("version", "?"))}
+
+    def prepare(self, data: bytes) -> Prepared:
+        """Decode and localise one image; BadImage / PayloadTooLarge on bad input."""
+        try:
+            return preprocess_bytes(data, self.max_pixels)
+        except ImageTooLarge as exc:
+            raise PayloadTooLarge(str(exc)) from exc
+        except UnsupportedFormat as exc:
+            raise UnsupportedMediaType(str(exc)) from exc
+        except ImageError as exc:
+            raise BadImage(str(exc)) from exc
+
+    def classify(self, prepared: list[Prepared]) -> list[dict[str, Any]]:
+        """Run the network on prepared crops and shape one result per crop."""
+        if not self.predictor.ready:
+            raise ModelNotReady("model is not loaded yet")
+        if not prepared:
+            return []
+        raw = self.predictor.predict(np.stack([p.array for p in prepared]))
+        probs = apply_temperature(raw, self.temperature)
+        classes = self.predictor.classes
+        results = []
+        for p, row in zip(prepared, probs, strict=True):
+            best = int(np.argmax(row))
+            label = classes[best]
+            CLASSIFIED.labels(label).inc()
+            results.append({
+                "label": label,
+                "confidence": round(float(row[best]), 6),
+                "probabilities": {c: round(float(v), 6) for c, v in zip(classes, row,
+                                                                        strict=True)},
+                "needs_review": bool(row[best] < self.threshold),
+                "localised": p.box.localised,
+                "cell_box": p.box.as_list(),
+                "model": self.model_info(),
+            })
+        return results
+
+    def classify_bytes(self, data: bytes) -> dict[str, Any]:
+        return self.classify([self.prepare(data)])[0]

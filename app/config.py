@@ -1,0 +1,41 @@
+"""Service settings: one pydantic-settings class, environment prefix ``WBC_``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WBC_", protected_namespaces=())
+
+    model_dir: Path = Field(PROJECT_ROOT / "models" / "wbc-classifier",
+                            description="model folder with numbered versions, or one version")
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    runtime: Literal["auto", "tensorflow", "tflite"] = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_request_bytes: int = 256 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_batch: int = 64
+    max_differential: int = 500
+    review_threshold: float | None = Field(
+        None, description="calibrated confidence below which a cell is flagged; "
+                          "default: the value chosen on validation data (metadata.json)")
+    api_key: str | None = None
+    api_key_file: Path | None = None
+    cors_origins: list[str] = []
+    inference_threads: int = 2
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,61 @@
+"""Request id, access log and Prometheus accounting for every request."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.observability import LATENCY, REQUESTS, request_id
+
+log = logging.getLogger("app.access")
+_VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+KNOWN_ROUTES = ("/predict/batch", "/predict", "/differential", "/explain", "/health/live",
+                "/health/ready", "/metrics", "/v1/models", "/v2/models", "/v2/health",
+                "/docs", "/openapi.json", "/admin")
+
+
+def route_label(path: str) -> str:
+    """Bounded label set for metrics: unknown paths do not create new series."""
+    for known in KNOWN_ROUTES:
+        if path == known or path.startswith(known + "/"):
+            return path if path.count("/") <= 4 and known.startswith("/v") else known
+    return "other"
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _VALID_ID.match(given) else uuid.uuid4().hex
+        token = request_id.set(rid)
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = route_label(scope.get("path", ""))
+            REQUESTS.labels(scope.get("method", "?"), route, str(status)).inc()
+            LATENCY.labels(route).observe(elapsed)
+            log.info("request", extra={"method": scope.get("method"), "route": route,
+                                       "status": status, "ms": round(elapsed * 1000, 2)})
+            request_id.reset(token)

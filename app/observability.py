@@ -1,0 +1,54 @@
+"""Prometheus metrics and structured JSON logging with request ids."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry()
+REQUESTS = Counter("wbc_http_requests_total", "HTTP requests by route and status",
+                   ["method", "route", "status"], registry=REGISTRY)
+LATENCY = Histogram("wbc_http_request_duration_seconds", "HTTP request latency by route",
+                    ["route"], registry=REGISTRY,
+                    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30))
+CLASSIFIED = Counter("wbc_images_classified_total", "Images classified, by predicted class",
+                     ["label"], registry=REGISTRY)
+REJECTED = Counter("wbc_images_rejected_total", "Images refused, by HTTP status",
+                   ["status"], registry=REGISTRY)
+MODEL_LOAD_SECONDS = Gauge("wbc_model_load_seconds", "Seconds the last model load took",
+                           registry=REGISTRY)
+MODEL_READY = Gauge("wbc_model_ready", "1 when the model is loaded and warmed up",
+                    registry=REGISTRY)
+
+request_id: ContextVar[str] = ContextVar("request_id", default="-")
+_STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message",
+                                                                             "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+                 "level": record.levelname, "logger": record.name,
+                 "message": record.getMessage(), "request_id": request_id.get()}
+        entry.update({k: v for k, v in record.__dict__.items() if k not in _STD_ATTRS})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

@@ -1,0 +1,58 @@
+"""POST /predict and /predict/batch: parse, classify off the event loop, shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import ClassifierDep, SettingsDep
+from app.errors import ServiceError
+from app.observability import REJECTED
+from app.openapi import ERRORS, image_body
+from app.schemas import BatchResponse, Prediction
+from app.uploads import Upload, read_files, read_single
+
+router = APIRouter(tags=["classification"])
+
+
+@router.post("/predict", response_model=Prediction, responses=ERRORS,
+             openapi_extra=image_body("file", many=False))
+async def predict(request: Request, classifier: ClassifierDep,
+                  settings: SettingsDep) -> dict[str, Any]:
+    """Classify one white-cell image (multipart field `file`, or a raw image/* body)."""
+    upload = await read_single(request, settings.max_image_bytes)
+    try:
+        return await run_in_threadpool(classifier.classify_bytes, upload.data)
+    except ServiceError as exc:
+        REJECTED.labels(str(exc.status_code)).inc()
+        raise
+
+
+def classify_many(classifier: Any, uploads: list[Upload]) -> list[dict[str, Any]]:
+    """Per-file results in input order; a bad file gets an error entry, the rest go on."""
+    prepared: list[Any] = []
+    results: list[dict[str, Any]] = []
+    for upload in uploads:
+        try:
+            prepared.append(classifier.prepare(upload.data))
+            results.append({"filename": upload.filename})
+        except ServiceError as exc:
+            REJECTED.labels(str(exc.status_code)).inc()
+            results.append({"filename": upload.filename, "error": exc.detail,
+                            "status": exc.status_code})
+    classified = iter(classifier.classify(prepared))
+    for entry in results:
+        if "error" not in entry:
+            entry.update(next(classified))
+    return results
+
+
+@router.post("/predict/batch", response_model=BatchResponse, response_model_exclude_none=True,
+             responses=ERRORS, openapi_extra=image_body("files", many=True))
+async def predict_batch(request: Request, classifier: ClassifierDep,
+                        settings: SettingsDep) -> dict[str, Any]:
+    """Classify up to `WBC_MAX_BATCH` images (multipart field `files`), in input order."""
+    uploads = await read_files(request, "files", settings.max_batch, settings.max_image_bytes)
+    return {"results": await run_in_threadpool(classify_many, classifier, uploads)}

@@ -1,0 +1,41 @@
+"""Response models: the JSON contract, shown in the OpenAPI schema."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="most probable class (or 'unknown')")
+    confidence: float = Field(description="calibrated probability of the label")
+    probabilities: dict[str, float] = Field(description="calibrated, sum to 1, class order")
+    needs_review: bool = Field(description="confidence below the review threshold")
+    localised: bool = Field(description="false: no white cell found, whole image used")
+    cell_box: list[int] = Field(description="[x0, y0, x1, y1] in the original image's pixels")
+    model: ModelRef
+
+
+class BatchItem(BaseModel):
+    filename: str
+    label: str | None = None
+    confidence: float | None = None
+    probabilities: dict[str, float] | None = None
+    needs_review: bool | None = None
+    localised: bool | None = None
+    cell_box: list[int] | None = None
+    model: ModelRef | None = None
+    error: str | None = None
+    status: int | None = Field(None, description="HTTP status this file alone would get")
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchItem]
+
+
+class ErrorResponse(BaseModel):
+    detail: str

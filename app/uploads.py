@@ -1,0 +1,138 @@
+"""Reading uploads: body-size limits and the two accepted request shapes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import MissingField, PayloadTooLarge, UnsupportedMediaType
+
+MULTIPART_OVERHEAD = 64 * 1024
+MAX_PARTS = 1000
+
+
+@dataclass
+class Upload:
+    filename: str
+    data: bytes
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over the limit: at once from Content-Length, else while streaming."""
+
+    def __init__(self, app: ASGIApp, single_limit: int, bulk_limit: int,
+                 bulk_paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.single_limit = single_limit
+        self.bulk_limit = bulk_limit
+        self.bulk_paths = bulk_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        bulk = any(path.startswith(p) for p in self.bulk_paths)
+        limit = self.bulk_limit if bulk else self.single_limit + MULTIPART_OVERHEAD
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                declared = -1
+            if declared > limit:
+                await _send_json(send, 413, f"request body of {declared} bytes is over the "
+                                            f"limit of {limit} bytes")
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+async def _send_json(send: Send, status: int, detail: str) -> None:
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_single(request: Request, limit: int) -> Upload:
+    """One image: multipart field ``file`` or a raw ``image/*`` body."""
+    ctype = _content_type(request)
+    if ctype == "multipart/form-data":
+        files = await read_files(request, "file", 1, limit)
+        return files[0]
+    if ctype.startswith("image/"):
+        data = await request.body()
+        _check_size(len(data), limit, "image")
+        return Upload("body", data)
+    raise UnsupportedMediaType(
+        f"unsupported content type {ctype or '(none)'}: send multipart/form-data with a "
+        f"'file' field, or the image itself with an image/* content type")
+
+
+async def read_files(request: Request, field: str, max_files: int, limit: int,
+                     ) -> list[Upload]:
+    """All uploads of multipart field ``field``, in order (at least one)."""
+    ctype = _content_type(request)
+    if ctype != "multipart/form-data":
+        raise UnsupportedMediaType(f"unsupported content type {ctype or '(none)'}: send "
+                                   f"multipart/form-data with '{field}' fields")
+    form = await _form(request)
+    items = [v for v in form.getlist(field) if isinstance(v, UploadFile)]
+    if not items:
+        present = sorted(set(form.keys()))
+        raise MissingField(f"missing multipart file field '{field}'"
+                           + (f" (got fields: {', '.join(present)})" if present else ""))
+    if len(items) > max_files:
+        raise PayloadTooLarge(f"{len(items)} files sent; the limit is {max_files} per request")
+    uploads = []
+    for item in items:
+        data = await item.read()
+        name = item.filename or ""
+        _check_size(len(data), limit, f"file {safe_filename(name)!r}")
+        uploads.append(Upload(safe_filename(name), data))
+    return uploads
+
+
+async def _form(request: Request) -> Any:
+    try:
+        return await request.form(max_files=MAX_PARTS, max_fields=MAX_PARTS)
+    except PayloadTooLarge:
+        raise
+    except Exception as exc:  # noqa: BLE001 - malformed multipart is the client's error
+        raise MissingField(f"malformed multipart body: {exc}") from exc
+
+
+def _check_size(size: int, limit: int, what: str) -> None:
+    if size > limit:
+        raise PayloadTooLarge(f"{what} is {size} bytes; the limit is {limit} bytes")
+
+
+def safe_filename(name: str) -> str:
+    """Base name only, control characters removed, bounded length: safe to echo back."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(ch for ch in base if ch.isprintable())
+    return cleaned[:255]

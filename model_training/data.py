@@ -1,0 +1,188 @@
+"""Image folders -> samples -> cached arrays, and the two split protocols.
+
+A data folder holds one subfolder per class (names case-insensitive). Unreadable
+files are skipped with a logged warning and counted (``Dataset.skipped``), so that
+one bad file among twelve thousand does not stop a run, yet is never silent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from model_training import localise, preprocessing
+from model_training.preprocessing import IMAGE_SIZE, ImageError, preprocess_file
+
+log = logging.getLogger(__name__)
+
+CLASSES = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+_VIEW_NAME = re.compile(r"^_(\d+)_\d+$")  # Kaggle: _<k>_<n>.jpeg, k = source cell
+
+
+class DataError(ValueError):
+    """The data folder is not a usable class-folder tree."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+    group: str  # views of the same source cell share a group
+
+
+@dataclass
+class Dataset:
+    x: np.ndarray  # uint8 [N, IMAGE_SIZE, IMAGE_SIZE, 3]
+    y: np.ndarray  # int64 [N]
+    groups: np.ndarray  # str [N]
+    paths: list[str]
+    skipped: list[str] = field(default_factory=list)
+
+    def fingerprint(self) -> dict[str, int | str]:
+        """Size and hash of (file name, source cell) pairs: which exact images were used."""
+        rows = sorted(f"{Path(p).parent.name}/{Path(p).name}|{g}"
+                      for p, g in zip(self.paths, self.groups, strict=True))
+        return {"n": len(rows), "sha256": hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]}
+
+    def subset(self, index: np.ndarray) -> Dataset:
+        return Dataset(self.x[index], self.y[index], self.groups[index],
+                       [self.paths[i] for i in index])
+
+
+def group_of(path: Path, label: int) -> str:
+    """Source-cell id: class + k for Kaggle view names, else the file itself."""
+    match = _VIEW_NAME.match(path.stem)
+    return f"{CLASSES[label]}/{match.group(1)}" if match else f"{CLASSES[label]}/{path.name}"
+
+
+def list_samples(root: Path) -> list[Sample]:
+    """All images under ``root/<class>/``, class order alphabetical, files sorted."""
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist")
+    samples: list[Sample] = []
+    seen: set[str] = set()
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        name = sub.name.lower()
+        if name not in CLASSES:
+            raise DataError(f"unknown class folder {sub}: expected one of {', '.join(CLASSES)}")
+        if name in seen:
+            raise DataError(f"class {name} appears twice in {root} (folder names differ in case)")
+        seen.add(name)
+        label = CLASSES.index(name)
+        for path in sorted(sub.rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                samples.append(Sample(path, label, group_of(path, label)))
+    if not samples:
+        raise DataError(f"no images found under {root}")
+    return samples
+
+
+def _files_key(samples: Sequence[Sample], root: Path) -> str:
+    """Hash of relative paths, sizes and labels: a changed file invalidates the cache."""
+    digest = hashlib.sha256()
+    for s in samples:
+        digest.update(f"{s.path.relative_to(root)}|{s.path.stat().st_size}|{s.label}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _preprocessing_version() -> str:
+    sources = (Path(localise.__file__).read_bytes(), Path(preprocessing.__file__).read_bytes())
+    return hashlib.sha256(b"".join(sources)).hexdigest()[:12]
+
+
+def _load_one(path: Path) -> np.ndarray | str:
+    try:
+        return preprocess_file(path).array
+    except (ImageError, OSError) as exc:
+        return f"{path}: {exc}"
+
+
+def _progress(done: int, total: int, label: str) -> None:
+    width = 30
+    filled = width * done // total
+    sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def load_folder(root: Path, cache_dir: Path | None = None, workers: int | None = None) -> Dataset:
+    """Preprocess every image of a class-folder tree once; cache the arrays on disk."""
+    root = Path(root)
+    samples = list_samples(root)
+    key = f"{_files_key(samples, root)}-{_preprocessing_version()}-{IMAGE_SIZE}"
+    cache = cache_dir / f"{key}.npz" if cache_dir else None
+    paths = [str(s.path) for s in samples]
+    labels = np.array([s.label for s in samples], dtype=np.int64)
+    groups = np.array([s.group for s in samples])
+    if cache and cache.exists():
+        with np.load(cache) as z:
+            keep = z["keep"]
+            skipped = [str(p) for p in z["skipped"]]
+            x = z["x"]
+        log.info("loaded %d cached arrays from %s", len(x), cache)
+    else:
+        arrays: list[np.ndarray] = []
+        keep_list: list[int] = []
+        skipped = []
+        workers = workers or min(4, os.cpu_count() or 1)
+        with ProcessPoolExecutor(workers) as pool:
+            for i, result in enumerate(pool.map(_load_one, [s.path for s in samples],
+                                                chunksize=64)):
+                if isinstance(result, str):
+                    log.warning("skipping unreadable image %s", result)
+                    skipped.append(result)
+                else:
+                    arrays.append(result)
+                    keep_list.append(i)
+                if (i + 1) % 250 == 0 or i + 1 == len(samples):
+                    _progress(i + 1, len(samples), f"preprocessing {root.name}")
+        keep = np.array(keep_list, dtype=np.int64)
+        x = np.stack(arrays) if arrays else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+        if cache:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache, x=x, keep=keep, skipped=np.array(skipped, dtype=str))
+    return Dataset(x, labels[keep], groups[keep], [paths[i] for i in keep], skipped)
+
+
+def grouped_split(groups: np.ndarray, labels: np.ndarray, fraction: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rest, held_out): about ``fraction`` of each class's groups held out whole."""
+    rng = np.random.default_rng(seed)
+    held: list[str] = []
+    for label in np.unique(labels):
+        class_groups = np.unique(groups[labels == label])
+        rng.shuffle(class_groups)
+        count = max(1, round(fraction * len(class_groups)))
+        held.extend(class_groups[:count].tolist())
+    mask = np.isin(groups, held)
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def random_split(n: int, seed: int, fractions: tuple[float, float] = (0.8, 0.1)
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The paper's split: a random 80/10/10 permutation of all files (leaks views)."""
+    order = np.random.default_rng(seed).permutation(n)
+    a = int(fractions[0] * n)
+    b = a + int(fractions[1] * n)
+    return order[:a], order[a:b], order[b:]
+
+
+def concat(parts: Sequence[Dataset]) -> Dataset:
+    return Dataset(
+        np.concatenate([p.x for p in parts]),
+        np.concatenate([p.y for p in parts]),
+        np.concatenate([p.groups for p in parts]),
+        [path for p in parts for path in p.paths],
+        [s for p in parts for s in p.skipped],
+    )

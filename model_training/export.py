@@ -1,0 +1,49 @@
+"""SavedModel export (TensorFlow Serving layout) and loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model_training.preprocessing import IMAGE_SIZE
+
+SIGNATURE = "serving_default"
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+
+
+def export_savedmodel(model: keras.Model, version_dir: Path, metadata: dict[str, Any]) -> None:
+    """Write ``version_dir`` as a SavedModel with a named ``serving_default`` signature,
+    plus ``metadata.json`` beside the graph."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32, name=INPUT_NAME)
+
+    def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {OUTPUT_NAME: model(image, training=False)}
+
+    archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=[spec])
+    version_dir.mkdir(parents=True, exist_ok=True)
+    archive.write_out(str(version_dir), verbose=False)
+    (version_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+
+
+class SavedModelRunner:
+    """Calls a SavedModel's ``serving_default`` on uint8 or float batches."""
+
+    def __init__(self, version_dir: Path) -> None:
+        self.loaded = tf.saved_model.load(str(version_dir))
+        self.fn = self.loaded.signatures[SIGNATURE]
+        self.metadata = json.loads((Path(version_dir) / "metadata.json").read_text())
+
+    def __call__(self, batch: np.ndarray, batch_size: int = 128) -> np.ndarray:
+        out = []
+        for start in range(0, len(batch), batch_size):
+            chunk = tf.constant(batch[start:start + batch_size], dtype=tf.float32)
+            out.append(self.fn(**{INPUT_NAME: chunk})[OUTPUT_NAME].numpy())
+        return np.concatenate(out) if out else np.zeros((0, 4), np.float32)

@@ -1,0 +1,88 @@
+"""Classification metrics (the paper's Table I) and probability calibration, numpy only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model_training.data import CLASSES
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(CLASSES)) -> np.ndarray:
+    matrix = np.zeros((n, n), dtype=np.int64)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    return matrix
+
+
+def classification_report(y_true: np.ndarray, probs: np.ndarray) -> dict:
+    """Accuracy, macro-F1 and per-class precision, recall, F1, support."""
+    y_pred = probs.argmax(axis=1)
+    matrix = confusion(y_true, y_pred)
+    per_class = {}
+    for i, name in enumerate(CLASSES):
+        tp = matrix[i, i]
+        predicted, actual = matrix[:, i].sum(), matrix[i, :].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": float(precision), "recall": float(recall),
+                           "f1": float(f1), "support": int(actual)}
+    present = [c for c in CLASSES if per_class[c]["support"] > 0]
+    return {
+        "accuracy": float((y_pred == y_true).mean()) if len(y_true) else 0.0,
+        "macro_f1": float(np.mean([per_class[c]["f1"] for c in present])) if present else 0.0,
+        "per_class": per_class,
+        "confusion_matrix": matrix.tolist(),
+        "n": int(len(y_true)),
+    }
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(logits / T) computed from probabilities: p^(1/T), renormalised."""
+    logp = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
+    logp -= logp.max(axis=-1, keepdims=True)
+    scaled = np.exp(logp)
+    return scaled / scaled.sum(axis=-1, keepdims=True)
+
+
+def fit_temperature(probs: np.ndarray, y_true: np.ndarray) -> float:
+    """The temperature minimising negative log-likelihood on held-out data (grid search)."""
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 141))
+    nll = [-np.log(np.clip(apply_temperature(probs, t)[np.arange(len(y_true)), y_true],
+                           1e-12, None)).mean() for t in grid]
+    return float(grid[int(np.argmin(nll))])
+
+
+def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        in_bin = (confidence > lo) & (confidence <= hi)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def choose_review_threshold(probs: np.ndarray, y_true: np.ndarray,
+                            target_accuracy: float = 0.99) -> float:
+    """Lowest confidence threshold whose unflagged cells reach ``target_accuracy``."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    for threshold in np.round(np.arange(0.40, 0.991, 0.01), 2):
+        kept = confidence >= threshold
+        if kept.any() and correct[kept].mean() >= target_accuracy:
+            return float(threshold)
+    return 0.99
+
+
+def review_stats(probs: np.ndarray, y_true: np.ndarray, threshold: float) -> dict:
+    confidence = probs.max(axis=1)
+    kept = confidence >= threshold
+    correct = probs.argmax(axis=1) == y_true
+    return {
+        "threshold": threshold,
+        "flagged_fraction": float(1 - kept.mean()),
+        "unflagged_accuracy": float(correct[kept].mean()) if kept.any() else 0.0,
+        "flagged_accuracy": float(correct[~kept].mean()) if (~kept).any() else None,
+    }

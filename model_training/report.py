@@ -1,0 +1,93 @@
+"""Evaluation report: Table I, accuracy, macro-F1, confusion matrix and curves as PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from model_training.data import CLASSES  # noqa: E402
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for name in CLASSES:
+        c = report["per_class"][name]
+        lines.append(f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} "
+                     f"| {c['support']} |")
+    lines.append(f"\naccuracy **{report['accuracy']:.4f}**, macro-F1 **{report['macro_f1']:.4f}**"
+                 f" on {report['n']} images")
+    return "\n".join(lines)
+
+
+def plot_confusion(matrix: list[list[int]], title: str, path: Path) -> None:
+    m = np.array(matrix)
+    fig, ax = plt.subplots(figsize=(5, 4.4))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=30)
+    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center",
+                    color="white" if m[i, j] > m.max() / 2 else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(history: dict[str, list[float]], path_prefix: Path) -> None:
+    for metric, label in (("accuracy", "Accuracy"), ("loss", "Loss")):
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        epochs = np.arange(1, len(history.get(metric, [])) + 1)
+        ax.plot(epochs, history.get(metric, []), label="training")
+        ax.plot(epochs, history.get(f"val_{metric}", []), label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label.lower())
+        ax.set_title(f"Training and validation {label.lower()}")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(f"{path_prefix}_{metric}.png", dpi=110)
+        plt.close(fig)
+
+
+def write_report(out: Path, summary: dict[str, Any], history: dict[str, list[float]]) -> None:
+    """``out``/report.md, metrics.json, confusion_<set>.png, curves_{accuracy,loss}.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_curves(history, out / "curves")
+    parts = [f"# Evaluation: protocol `{summary['protocol']}`, arch `{summary['arch']}`\n",
+             f"Produced by:\n\n    {summary['command']}\n",
+             f"Training wall time: **{summary['train_seconds'] / 60:.1f} min** on "
+             f"{summary['machine']}; {summary['epochs_run']} epochs; "
+             f"{summary['n_train']} training / {summary['n_val']} validation images; "
+             f"skipped unreadable files: {summary['skipped']}.\n"]
+    if summary["protocol"] == "paper":
+        parts.append("**This split leaks.** As in the paper, all 12,515 files are split at random, "
+                     "so augmented views of the same 348 source cells fall on both sides. Its "
+                     "score measures memorisation as much as generalisation; the honest figure "
+                     "is the `official` protocol's.\n")
+    for name, report in summary["test"].items():
+        plot_confusion(report["confusion_matrix"], f"{name} ({summary['arch']})",
+                       out / f"confusion_{name}.png")
+        parts.append(f"## {name}\n\n{table(report)}\n\n![confusion](confusion_{name}.png)\n")
+    if "calibration" in summary:
+        cal = summary["calibration"]
+        parts.append(f"## Calibration and review flag\n\nTemperature {cal['temperature']:.3f} "
+                     f"(fitted on validation). Expected calibration error on TEST: "
+                     f"{cal['ece_before']:.4f} before, {cal['ece_after']:.4f} after.\n\n"
+                     f"Review threshold {cal['review']['threshold']:.2f} (chosen on validation):"
+                     f" on TEST {cal['review']['flagged_fraction']:.1%} of cells flagged, "
+                     f"accuracy of the unflagged rest "
+                     f"{cal['review']['unflagged_accuracy']:.4f}.\n")
+    parts.append("![accuracy](curves_accuracy.png) ![loss](curves_loss.png)\n")
+    (out / "report.md").write_text("\n".join(parts))

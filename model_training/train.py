@@ -1,0 +1,174 @@
+"""Training: splits, augmentation pipeline, fit, calibration, evaluation, export."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model_training import metrics
+from model_training.data import CLASSES, Dataset, concat, grouped_split, load_folder, random_split
+from model_training.export import SavedModelRunner, export_savedmodel
+from model_training.network import make_model
+from model_training.preprocessing import IMAGE_SIZE, RESIZE_METHOD
+from model_training.report import write_report
+
+log = logging.getLogger(__name__)
+
+VAL_FRACTION = 0.15  # share of TRAIN's source cells held out for validation (official)
+LABEL_SMOOTHING = 0.1
+PAPER_LR = 1e-3
+WBC_LR = 2e-3
+
+
+def official_splits(root: Path, cache: Path | None, seed: int) -> tuple[Dataset, Dataset,
+                                                                       dict[str, Dataset]]:
+    """Train and validation from TRAIN, grouped by source cell; test on TEST, TEST_SIMPLE."""
+    full = load_folder(root / "TRAIN", cache)
+    rest, held = grouped_split(full.groups, full.y, VAL_FRACTION, seed)
+    tests = {name: load_folder(root / name, cache) for name in ("TEST", "TEST_SIMPLE")}
+    train, val = full.subset(rest), full.subset(held)
+    train.skipped = full.skipped
+    return train, val, tests
+
+
+def paper_splits(root: Path, cache: Path | None, seed: int) -> tuple[Dataset, Dataset,
+                                                                    dict[str, Dataset]]:
+    """The paper's random 80/10/10 split of all files: views of one cell leak across it."""
+    pooled = concat([load_folder(root / n, cache) for n in ("TRAIN", "TEST", "TEST_SIMPLE")])
+    tr, va, te = random_split(len(pooled.y), seed)
+    train = pooled.subset(tr)
+    train.skipped = pooled.skipped
+    return train, pooled.subset(va), {"random_test": pooled.subset(te)}
+
+
+def augment(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Orientation (a cell has none) and stain/illumination jitter (other labs, other stains)."""
+    image = tf.image.random_flip_left_right(image)
+    image = tf.image.random_flip_up_down(image)
+    image = tf.image.rot90(image, tf.random.uniform([], 0, 4, dtype=tf.int32))
+    image = tf.cast(image, tf.float32) / 255.0
+    image = tf.image.random_hue(image, 0.04)
+    image = tf.image.random_saturation(image, 0.75, 1.3)
+    image = tf.image.random_brightness(image, 0.08)
+    image = tf.image.random_contrast(image, 0.8, 1.2)
+    return tf.clip_by_value(image, 0.0, 1.0) * 255.0, label
+
+
+def make_dataset(ds: Dataset, batch: int, training: bool, seed: int) -> tf.data.Dataset:
+    onehot = tf.one_hot(ds.y, len(CLASSES))
+    data = tf.data.Dataset.from_tensor_slices((ds.x, onehot))
+    if training:
+        data = data.shuffle(len(ds.y), seed=seed, reshuffle_each_iteration=True)
+        data = data.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        data = data.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    return data.batch(batch).prefetch(tf.data.AUTOTUNE)
+
+
+def compile_model(model: keras.Model, arch: str, steps: int) -> list[keras.callbacks.Callback]:
+    """The paper's recipe for ``paper`` (Adam, ReduceLROnPlateau on val accuracy, patience 3,
+    factor 0.3); cosine decay and label smoothing for the others."""
+    if arch == "paper":
+        optimizer = keras.optimizers.Adam(PAPER_LR)
+        loss = keras.losses.CategoricalCrossentropy()
+        callbacks = [keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", factor=0.3,
+                                                       patience=3, verbose=1)]
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(WBC_LR, decay_steps=steps,
+                                                          warmup_target=None)
+        optimizer = keras.optimizers.Adam(schedule)
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING)
+        callbacks = []
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=100,
+                                                   restore_best_weights=True))
+    return callbacks
+
+
+def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: int = 12,
+          batch_size: int = 32, seed: int = 42, version: int = 1,
+          cache_dir: Path | None = Path(".cache/arrays"),
+          report_dir: Path | None = None, max_train: int | None = None) -> dict[str, Any]:
+    """Run one full training and write the SavedModel, metadata.json and report."""
+    keras.utils.set_random_seed(seed)
+    command = "python -m model_training " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
+    splitter = official_splits if protocol == "official" else paper_splits
+    train_ds, val_ds, tests = splitter(Path(data_root), cache_dir, seed)
+    if max_train:
+        train_ds = train_ds.subset(np.arange(min(max_train, len(train_ds.y))))
+    if protocol == "official":
+        overlap = set(train_ds.groups) & set(val_ds.groups)
+        assert not overlap, f"source cells on both sides of the split: {sorted(overlap)[:5]}"
+    steps = epochs * math.ceil(len(train_ds.y) / batch_size)
+    model = make_model(arch)
+    callbacks = compile_model(model, arch, steps)
+    log.info("training %s on %d images, validating on %d", arch, len(train_ds.y), len(val_ds.y))
+    start = time.perf_counter()
+    history = model.fit(make_dataset(train_ds, batch_size, True, seed), epochs=epochs,
+                        validation_data=make_dataset(val_ds, 128, False, seed),
+                        callbacks=callbacks, verbose=2)
+    train_seconds = time.perf_counter() - start
+
+    val_probs = model.predict(val_ds.x.astype(np.float32), batch_size=128, verbose=0)
+    temperature = metrics.fit_temperature(val_probs, val_ds.y)
+    threshold = metrics.choose_review_threshold(
+        metrics.apply_temperature(val_probs, temperature), val_ds.y)
+
+    version_dir = Path(out) / str(version)
+    metadata: dict[str, Any] = {
+        "name": Path(out).name, "version": str(version), "classes": list(CLASSES),
+        "input": {"size": [IMAGE_SIZE, IMAGE_SIZE, 3], "dtype": "float32", "range": [0, 255],
+                  "color": "RGB", "resize_method": RESIZE_METHOD},
+        "protocol": protocol, "arch": arch, "epochs": epochs, "seed": seed,
+        "data_fingerprint": {name: ds.fingerprint() for name, ds in
+                             {"train": train_ds, "val": val_ds, **tests}.items()},
+        "temperature": temperature, "review_threshold": threshold,
+        "train_seconds": round(train_seconds, 1),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": command,
+    }
+    export_savedmodel(model, version_dir, metadata)
+    runner = SavedModelRunner(version_dir)  # evaluate the exported artefact itself
+    test_reports = {name: metrics.classification_report(ds.y, runner(ds.x))
+                    for name, ds in tests.items()}
+    first_test = next(iter(tests))
+    test_probs = runner(tests[first_test].x)
+    calibrated = metrics.apply_temperature(test_probs, temperature)
+    calibration = {
+        "temperature": temperature,
+        "ece_before": metrics.expected_calibration_error(test_probs, tests[first_test].y),
+        "ece_after": metrics.expected_calibration_error(calibrated, tests[first_test].y),
+        "review": metrics.review_stats(calibrated, tests[first_test].y, threshold),
+    }
+    metadata["test_metrics"] = {name: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
+                                       "n": r["n"]} for name, r in test_reports.items()}
+    metadata["calibration"] = calibration
+    (version_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+
+    summary = {
+        "protocol": protocol, "arch": arch, "command": command, "epochs_run":
+        len(history.history.get("loss", [])), "train_seconds": round(train_seconds, 1),
+        "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
+        "n_train": int(len(train_ds.y)), "n_val": int(len(val_ds.y)),
+        "skipped": len(train_ds.skipped) + sum(len(t.skipped) for t in tests.values()),
+        "val_accuracy_best": float(max(history.history.get("val_accuracy", [0]))),
+        "test": test_reports, "calibration": calibration,
+        "model_dir": str(version_dir),
+    }
+    if report_dir:
+        write_report(Path(report_dir), summary, history.history)
+    return summary
+
