@@ -14,8 +14,8 @@ from model_training.metrics import apply_temperature
 from model_training.preprocessing import (
     ImageError,
     ImageTooLarge,
-    UnsupportedFormat,
     Prepared,
+    UnsupportedFormat,
     preprocess_bytes,
 )
 

@@ -71,7 +71,8 @@ def list_samples(root: Path) -> list[Sample]:
         raise DataError(f"data folder {root} does not exist")
     samples: list[Sample] = []
     seen: set[str] = set()
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    subs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    for sub in sorted(subs, key=lambda p: p.name.lower()):
         name = sub.name.lower()
         if name not in CLASSES:
             raise DataError(f"unknown class folder {sub}: expected one of {', '.join(CLASSES)}")

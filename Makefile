@@ -1,0 +1,42 @@
+# Two commands matter: `make serve` and `make test`. Both install into .venv first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install serve test lint bench train localise container-smoke clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[train,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check app model_training tests bench
+
+test: lint
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q
+
+train: $(STAMP)
+	$(BIN)/python -m model_training train --protocol official \
+		--data ../shared/data/kaggle-blood-cells --out models/wbc-classifier
+
+localise: $(STAMP)
+	$(BIN)/python -m model_training.localise_eval --bccd ../shared/data/bccd \
+		--out reports/localisation
+
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -1,0 +1,81 @@
+"""Class folders, corrupt files, and the two split protocols."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model_training.data import (
+    CLASSES,
+    DataError,
+    grouped_split,
+    list_samples,
+    load_folder,
+    random_split,
+)
+from tests.synthetic import write_class_tree
+
+
+def test_class_folders_are_case_insensitive_and_ordered(tmp_path: Path) -> None:
+    write_class_tree(tmp_path, per_class=2,
+                     names=("eosinophil", "Lymphocyte", "MONOCYTE", "NeUtRoPhIl"))
+    samples = list_samples(tmp_path)
+    assert sorted({s.label for s in samples}) == [0, 1, 2, 3]
+    assert [CLASSES[s.label] for s in samples][::2] == list(CLASSES)
+
+
+def test_unknown_class_folder_is_an_error(tmp_path: Path) -> None:
+    write_class_tree(tmp_path, per_class=1)
+    (tmp_path / "BASOPHIL").mkdir()
+    with pytest.raises(DataError, match="unknown class folder"):
+        list_samples(tmp_path)
+
+
+def test_groups_come_from_the_source_cell_index(tmp_path: Path) -> None:
+    write_class_tree(tmp_path, per_class=4, groups=2)
+    groups = {s.group for s in list_samples(tmp_path)}
+    assert "eosinophil/0" in groups and "neutrophil/1" in groups
+    assert len(groups) == 8
+
+
+def test_corrupt_file_is_skipped_and_counted(tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    write_class_tree(tmp_path, per_class=2)
+    bad = tmp_path / "MONOCYTE" / "_9_1.jpeg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    dataset = load_folder(tmp_path, cache_dir=None, workers=1)
+    assert len(dataset.y) == 8
+    assert len(dataset.skipped) == 1 and str(bad) in dataset.skipped[0]
+    assert "skipping unreadable image" in caplog.text
+
+
+def test_cache_is_reused(tmp_path: Path) -> None:
+    root = write_class_tree(tmp_path / "data", per_class=1)
+    first = load_folder(root, cache_dir=tmp_path / "cache", workers=1)
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    second = load_folder(root, cache_dir=tmp_path / "cache", workers=1)
+    np.testing.assert_array_equal(first.x, second.x)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 30)), min_size=4, max_size=300),
+       st.floats(0.05, 0.5), st.integers(0, 10_000))
+def test_grouped_split_never_puts_a_group_on_both_sides(pairs: list[tuple[int, int]],
+                                                        fraction: float, seed: int) -> None:
+    labels = np.array([label for label, _ in pairs])
+    groups = np.array([f"{CLASSES[label]}/{k}" for label, k in pairs])
+    rest, held = grouped_split(groups, labels, fraction, seed)
+    assert len(rest) + len(held) == len(pairs)
+    assert not set(groups[rest]) & set(groups[held])
+    for label in np.unique(labels):  # every class is represented in validation
+        assert (labels[held] == label).any()
+
+
+def test_random_split_is_the_papers_80_10_10() -> None:
+    tr, va, te = random_split(1000, seed=1)
+    assert (len(tr), len(va), len(te)) == (800, 100, 100)
+    assert len(set(tr) | set(va) | set(te)) == 1000

@@ -1,0 +1,68 @@
+"""The localiser on synthetic fields with violet cells at known places."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model_training.localise import find_cell, square_crop
+from model_training.preprocessing import IMAGE_SIZE, prepare
+from tests.synthetic import BACKGROUND, field
+
+
+def _inside(box, x: int, y: int) -> bool:
+    return box.x0 <= x <= box.x1 and box.y0 <= y <= box.y1
+
+
+@pytest.mark.parametrize("cx,cy", [(160, 120), (30, 30), (290, 30), (30, 210), (290, 210),
+                                   (160, 12), (5, 120)])
+def test_finds_cell_at_known_places(cx: int, cy: int) -> None:
+    box = find_cell(field(cells=[(cx, cy, 26)], seed=cx + cy))
+    assert box.localised
+    assert _inside(box, cx, cy)
+    # the box covers the whole cell (radius 26) but not much more, clipped to the image
+    assert box.x0 <= max(2, cx - 20) and box.x1 >= min(318, cx + 20)
+    assert box.x1 - box.x0 <= 2.2 * 26 + 10
+    assert 0 <= box.x0 < box.x1 <= 320 and 0 <= box.y0 < box.y1 <= 240
+
+
+def test_two_cells_picks_the_larger() -> None:
+    box = find_cell(field(cells=[(70, 70, 16), (230, 160, 32)]))
+    assert _inside(box, 230, 160)
+    assert not _inside(box, 70, 70)
+
+
+def test_cell_filling_the_frame_keeps_nearly_whole_image() -> None:
+    image = field(size=(120, 120), cells=[(60, 60, 58)])
+    box = find_cell(image)
+    assert box.localised
+    x0, y0, x1, y1 = square_crop(box, *image.size)
+    assert (x1 - x0) >= 0.9 * 120
+
+
+def test_plain_background_falls_back_to_whole_image() -> None:
+    image = Image.new("RGB", (320, 240), BACKGROUND)
+    box = find_cell(image)
+    assert not box.localised
+    assert box.as_list() == [0, 0, 320, 240]
+    assert square_crop(box, 320, 240) == (0, 0, 320, 240)
+    prepared = prepare(image)
+    assert prepared.array.shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert not prepared.box.localised
+
+
+def test_crop_is_square_and_inside_image() -> None:
+    image = field(cells=[(300, 225, 24)])
+    x0, y0, x1, y1 = square_crop(find_cell(image), *image.size)
+    assert x1 - x0 == y1 - y0
+    assert 0 <= x0 and 0 <= y0 and x1 <= 320 and y1 <= 240
+
+
+def test_prepared_crop_is_centred_on_the_cell() -> None:
+    prepared = prepare(field(cells=[(60, 180, 26)]))
+    arr = prepared.array.astype(int)
+    violet = (arr[..., 2] - arr[..., 1]) > 60
+    ys, xs = np.nonzero(violet)
+    assert abs(xs.mean() - IMAGE_SIZE / 2) < IMAGE_SIZE * 0.15
+    assert abs(ys.mean() - IMAGE_SIZE / 2) < IMAGE_SIZE * 0.15

@@ -1,0 +1,57 @@
+"""A short real training run of the tiny network: export, reload, evaluate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from model_training.data import CLASSES, load_folder
+from model_training.export import SavedModelRunner
+from tests.conftest import PROJECT
+
+
+def test_export_has_named_signature_and_metadata(tiny_model: Path) -> None:
+    version = tiny_model / "1"
+    assert (version / "saved_model.pb").exists()
+    runner = SavedModelRunner(version)
+    meta = runner.metadata
+    assert meta["classes"] == list(CLASSES)
+    assert meta["input"]["size"] == [150, 150, 3]
+    assert meta["protocol"] == "official" and meta["arch"] == "tiny"
+    assert set(meta["test_metrics"]) == {"TEST", "TEST_SIMPLE"}
+    assert meta["temperature"] > 0 and 0 < meta["review_threshold"] < 1
+    assert meta["data_fingerprint"]["train"]["n"] > 0
+    spec = runner.fn.structured_input_signature[1]["image"]
+    assert spec.shape.as_list() == [None, 150, 150, 3]
+
+
+def test_probabilities_sum_to_one_in_class_order(tiny_model: Path, kaggle_like: Path) -> None:
+    runner = SavedModelRunner(tiny_model / "1")
+    data = load_folder(kaggle_like / "TEST", cache_dir=None, workers=1)
+    probs = runner(data.x)
+    assert probs.shape == (len(data.y), len(CLASSES))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert (probs >= 0).all()
+
+
+def test_validation_cells_never_in_training(tiny_model: Path) -> None:
+    meta = json.loads((tiny_model / "1" / "metadata.json").read_text())
+    fp = meta["data_fingerprint"]
+    assert fp["train"]["n"] + fp["val"]["n"] == 48  # every TRAIN file on exactly one side
+
+
+def test_evaluate_cli_last_line_is_json(tiny_model: Path, kaggle_like: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "model_training", "evaluate", "--model", str(tiny_model / "1"),
+         "--data", str(kaggle_like / "TEST")],
+        capture_output=True, text=True, cwd=PROJECT, timeout=300, check=True)
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 0 <= last["accuracy"] <= 1 and 0 <= last["macro_f1"] <= 1
+    for name in CLASSES:
+        assert set(last["per_class"][name]) >= {"precision", "recall", "f1", "support"}
+        assert last["per_class"][name]["support"] == 4
+    assert "| eosinophil |" in result.stdout
