@@ -1,0 +1,51 @@
+"""Deployment files agree with each other and with the Dockerfile."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from tests.conftest import PROJECT
+
+K8S = PROJECT / "deploy" / "kubernetes"
+
+
+def dockerfile() -> str:
+    return (PROJECT / "Dockerfile").read_text()
+
+
+def test_dockerfile_basics() -> None:
+    text = dockerfile()
+    assert text.startswith("#") and "FROM python:3.11-slim" in text
+    assert re.search(r"^USER 10001$", text, re.M)
+    assert "EXPOSE 8000" in text and "/health/ready" in text
+    # TensorFlow is installed before any source is copied
+    assert text.index("pip install") < text.index("COPY app/")
+
+
+def test_kubernetes_manifests_match_the_image() -> None:
+    deployment = yaml.safe_load((K8S / "deployment.yaml").read_text())
+    service = yaml.safe_load((K8S / "service.yaml").read_text())
+    hpa = yaml.safe_load((K8S / "hpa.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["ports"][0]["containerPort"] == 8000
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert pod["securityContext"]["runAsUser"] == 10001 and pod["securityContext"]["runAsNonRoot"]
+    compose = yaml.safe_load((PROJECT / "docker-compose.yml").read_text())
+    assert container["image"] == compose["services"]["wbc"]["image"]
+    labels = deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"] == labels
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+
+
+def test_compose_service() -> None:
+    wbc = yaml.safe_load((PROJECT / "docker-compose.yml").read_text())["services"]["wbc"]
+    assert wbc["read_only"] is True and any(t.startswith("/tmp") for t in wbc["tmpfs"])
+    assert wbc["healthcheck"]["test"][-1].count("/health/ready") == 1
+    assert any(v.endswith(":/srv/models:ro") for v in wbc["volumes"])
+    assert wbc["mem_limit"] and wbc["cpus"] and wbc["restart"]
