@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -10,6 +10,7 @@ import numpy as np
 from app.errors import BadImage, ModelNotReady, PayloadTooLarge, UnsupportedMediaType
 from app.observability import CLASSIFIED
 from app.predictor import Predictor
+from model_training.cellcheck import CellCheck
 from model_training.metrics import apply_temperature
 from model_training.preprocessing import (
     ImageError,
@@ -19,12 +20,18 @@ from model_training.preprocessing import (
     preprocess_bytes,
 )
 
+UNKNOWN = "unknown"
+
 
 @dataclass
 class Classifier:
     predictor: Predictor
     max_pixels: int
     review_threshold: float | None = None
+    cell_check: CellCheck = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cell_check = CellCheck(self.predictor.metadata.get("cell_check"))
 
     @property
     def threshold(self) -> float:
@@ -61,17 +68,20 @@ class Classifier:
         raw = self.predictor.predict(np.stack([p.array for p in prepared]))
         probs = apply_temperature(raw, self.temperature)
         classes = self.predictor.classes
+        check = self.cell_check
         results = []
         for p, row in zip(prepared, probs, strict=True):
             best = int(np.argmax(row))
-            label = classes[best]
+            is_cell = check.is_cell(p.array, p.box.localised)
+            label = classes[best] if is_cell else UNKNOWN
             CLASSIFIED.labels(label).inc()
             results.append({
                 "label": label,
-                "confidence": round(float(row[best]), 6),
+                "confidence": round(float(row[best]), 6) if is_cell else 0.0,
                 "probabilities": {c: round(float(v), 6) for c, v in zip(classes, row,
                                                                         strict=True)},
-                "needs_review": bool(row[best] < self.threshold),
+                "needs_review": bool(row[best] < self.threshold) or not is_cell,
+                "is_cell": is_cell,
                 "localised": p.box.localised,
                 "cell_box": p.box.as_list(),
                 "model": self.model_info(),

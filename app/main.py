@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
@@ -16,25 +18,38 @@ from app.errors import ServiceError, service_error_handler
 from app.middleware import RequestContextMiddleware
 from app.observability import MODEL_LOAD_SECONDS, MODEL_READY, configure_logging
 from app.predictor import ModelLoadError, Predictor
-from app.routes import health, predict
+from app.routes import admin, differential, explain, health, predict, v2
+from app.security import require_api_key
 from app.uploads import BodyLimitMiddleware
 
 log = logging.getLogger("app")
 
 
-async def load_model(app: FastAPI, settings: Settings) -> None:
-    """Load and warm up the model; on failure stay up, not ready, with a clear reason."""
+async def load_model(app: FastAPI, settings: Settings) -> bool:
+    """Load and warm up the newest model version, then swap it in. On failure keep what
+    is served (nothing, at start: up but not ready) and record a clear reason."""
     predictor = Predictor(settings.model_dir, settings.device, settings.runtime)
     try:
         await run_in_threadpool(predictor.load)
     except ModelLoadError as exc:
         app.state.load_error = str(exc)
         log.error("model not loaded: %s", exc)
-        return
+        return False
     app.state.classifier = Classifier(predictor, settings.max_pixels, settings.review_threshold)
     app.state.load_error = None
     MODEL_LOAD_SECONDS.set(predictor.load_seconds)
     MODEL_READY.set(1)
+    return True
+
+
+def install_reload_signal(app: FastAPI, settings: Settings) -> None:
+    """SIGHUP reloads the model, like POST /admin/reload."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(
+            load_model(app, settings)))
+    except (NotImplementedError, RuntimeError, ValueError):
+        log.warning("SIGHUP reload not available here")
 
 
 @asynccontextmanager
@@ -43,6 +58,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(settings.log_level)
     app.state.classifier = None
     await load_model(app, settings)
+    install_reload_signal(app, settings)
     yield
     MODEL_READY.set(0)
 
@@ -55,8 +71,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.dependency_overrides[get_settings] = lambda: settings
     app.add_exception_handler(ServiceError, service_error_handler)
-    app.include_router(predict.router)
+    protected = [Depends(require_api_key)]
     app.include_router(health.router)
+    app.include_router(v2.health_router)
+    for router in (predict.router, differential.router, explain.router, health.model_router,
+                   v2.router, admin.router):
+        app.include_router(router, dependencies=protected)
     app.add_middleware(BodyLimitMiddleware, single_limit=settings.max_image_bytes,
                        bulk_limit=settings.max_request_bytes,
                        bulk_paths=("/predict/batch", "/differential", "/v2/"))

@@ -14,7 +14,8 @@ class Prediction(BaseModel):
     label: str = Field(description="most probable class (or 'unknown')")
     confidence: float = Field(description="calibrated probability of the label")
     probabilities: dict[str, float] = Field(description="calibrated, sum to 1, class order")
-    needs_review: bool = Field(description="confidence below the review threshold")
+    needs_review: bool = Field(description="confidence below the review threshold, or unknown")
+    is_cell: bool = Field(description="false: not a stained white cell; label is 'unknown'")
     localised: bool = Field(description="false: no white cell found, whole image used")
     cell_box: list[int] = Field(description="[x0, y0, x1, y1] in the original image's pixels")
     model: ModelRef
@@ -26,6 +27,7 @@ class BatchItem(BaseModel):
     confidence: float | None = None
     probabilities: dict[str, float] | None = None
     needs_review: bool | None = None
+    is_cell: bool | None = None
     localised: bool | None = None
     cell_box: list[int] | None = None
     model: ModelRef | None = None

@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--model", type=Path, required=True)
     ev.add_argument("--data", type=Path, required=True)
     ev.add_argument("--cache", type=Path, default=None)
+    cc = sub.add_parser("cellcheck", help="(re)fit the not-a-cell check of an exported model")
+    cc.add_argument("--model", type=Path, required=True)
+    cc.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
+    cc.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -45,6 +49,16 @@ def main(argv: list[str] | None = None) -> None:
                                                     "model_dir")} |
                          {"test": {n: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
                                    for n, r in summary["test"].items()}}))
+    elif args.command == "cellcheck":
+        from model_training.train import add_cell_check, official_splits, paper_splits
+
+        meta_path = args.model / "metadata.json"
+        metadata = json.loads(meta_path.read_text())
+        splitter = official_splits if metadata["protocol"] == "official" else paper_splits
+        train_ds, _, tests = splitter(args.data, args.cache, metadata.get("seed", 42))
+        add_cell_check(metadata, train_ds, tests)
+        meta_path.write_text(json.dumps(metadata, indent=2) + "\n")
+        print(json.dumps(metadata["cell_check"]["false_rejection"]))
     else:
         from model_training.evaluate import evaluate
 

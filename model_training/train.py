@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_training import metrics
+from model_training import cellcheck, metrics
 from model_training.data import CLASSES, Dataset, concat, grouped_split, load_folder, random_split
 from model_training.export import SavedModelRunner, export_savedmodel
 from model_training.network import make_model
@@ -156,6 +156,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     metadata["test_metrics"] = {name: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
                                        "n": r["n"]} for name, r in test_reports.items()}
     metadata["calibration"] = calibration
+    add_cell_check(metadata, train_ds, tests)
     (version_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
 
     summary = {
@@ -172,3 +173,15 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
         write_report(Path(report_dir), summary, history.history)
     return summary
 
+
+
+def add_cell_check(metadata: dict[str, Any], train_ds: Dataset,
+                   tests: dict[str, Dataset]) -> None:
+    """Fit the not-a-cell gamut on the training crops; record false rejections on tests."""
+    params = cellcheck.fit(train_ds.x)
+    check = cellcheck.CellCheck(params)
+    # every Kaggle/BCCD field is localised (reports/localisation), so the gamut decides here
+    params["false_rejection"] = {
+        name: float(np.mean([not check.is_cell(x, True) for x in ds.x])) for name, ds in
+        tests.items()}
+    metadata["cell_check"] = params

@@ -11,7 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from app.deps import ClassifierDep
 from app.observability import REGISTRY
 
-router = APIRouter()
+router = APIRouter()  # open: probes and load balancers need no key
+model_router = APIRouter()  # behind the API key when one is set
 
 
 @router.get("/health/live", tags=["health"])
@@ -31,7 +32,7 @@ def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": "not ready", "detail": reason}, status_code=503)
 
 
-@router.get("/v1/models/wbc-classifier", tags=["model"])
+@model_router.get("/v1/models/wbc-classifier", tags=["model"])
 def model_metadata(classifier: ClassifierDep) -> dict[str, Any]:
     """The served model's metadata: version, classes, input, protocol, test metrics."""
     meta = classifier.predictor.metadata
@@ -44,7 +45,7 @@ def model_metadata(classifier: ClassifierDep) -> dict[str, Any]:
     return info
 
 
-@router.get("/metrics", tags=["health"], response_class=Response)
+@model_router.get("/metrics", tags=["health"], response_class=Response)
 def metrics() -> Response:
     """Prometheus text format."""
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

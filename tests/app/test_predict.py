@@ -15,11 +15,14 @@ from tests.synthetic import field
 
 
 def assert_prediction(body: dict) -> None:
-    assert body["label"] in CLASSES
     assert list(body["probabilities"]) == list(CLASSES)
     assert math.isclose(sum(body["probabilities"].values()), 1.0, abs_tol=1e-4)
-    assert body["confidence"] == max(body["probabilities"].values())
-    assert body["probabilities"][body["label"]] == body["confidence"]
+    if body["is_cell"]:
+        assert body["label"] in CLASSES
+        assert body["confidence"] == max(body["probabilities"].values())
+        assert body["probabilities"][body["label"]] == body["confidence"]
+    else:
+        assert body["label"] == "unknown" and body["needs_review"]
     assert body["model"] == {"name": "wbc-classifier", "version": "1"}
     assert isinstance(body["needs_review"], bool)
     assert len(body["cell_box"]) == 4
@@ -30,7 +33,7 @@ def test_predict_multipart(client: TestClient, cell_jpeg: bytes) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert_prediction(body)
-    assert body["localised"] is True
+    assert body["localised"] is True and body["is_cell"] is True
     x0, y0, x1, y1 = body["cell_box"]
     assert x0 < 100 < x1 and y0 < 90 < y1
     assert r.headers["x-request-id"]

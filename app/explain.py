@@ -1,0 +1,72 @@
+"""Grad-CAM: where the network looked for its predicted class.
+
+The Keras model is rebuilt from its architecture name and given the SavedModel's own
+variables (same order, checked by shape), so no extra artefact is needed.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+OUTPUT_SIDE = 300
+
+
+def _colormap(heat: np.ndarray) -> np.ndarray:
+    """A jet-like colour ramp, heat in [0, 1] -> uint8 RGB."""
+    r = np.clip(1.5 - np.abs(4 * heat - 3), 0, 1)
+    g = np.clip(1.5 - np.abs(4 * heat - 2), 0, 1)
+    b = np.clip(1.5 - np.abs(4 * heat - 1), 0, 1)
+    return (np.stack([r, g, b], axis=-1) * 255).astype(np.uint8)
+
+
+class GradCam:
+    def __init__(self, version_dir: Path, arch: str) -> None:
+        import tensorflow as tf
+
+        from model_training.network import make_model
+
+        model = make_model(arch)
+        loaded = tf.saved_model.load(str(version_dir))
+        if len(model.variables) != len(loaded.variables):
+            raise RuntimeError("SavedModel variables do not match the architecture")
+        for target, source in zip(model.variables, loaded.variables, strict=True):
+            if tuple(target.shape) != tuple(source.shape):
+                raise RuntimeError(f"variable shape mismatch at {target.path}")
+            target.assign(source)
+        conv = [layer for layer in model.layers if len(layer.output.shape) == 4][-1]
+        import keras
+
+        self._tf = tf
+        self.model = keras.Model(model.inputs, [conv.output, model.output])
+        self._lock = threading.Lock()
+
+    def heatmap(self, array: np.ndarray) -> tuple[np.ndarray, int]:
+        tf = self._tf
+        x = tf.constant(array[None].astype(np.float32))
+        with self._lock, tf.GradientTape() as tape:
+            features, probs = self.model(x, training=False)
+            best = int(tf.argmax(probs[0]))
+            score = probs[:, best]
+        grads = tape.gradient(score, features)[0].numpy()
+        fmap = features[0].numpy()
+        weights = grads.mean(axis=(0, 1))
+        cam = np.maximum((fmap * weights).sum(axis=-1), 0)
+        cam = cam / cam.max() if cam.max() > 0 else cam
+        return cam, best
+
+    def overlay_png(self, array: np.ndarray) -> tuple[bytes, dict[str, Any]]:
+        cam, best = self.heatmap(array)
+        heat = Image.fromarray((cam * 255).astype(np.uint8)).resize(
+            (OUTPUT_SIDE, OUTPUT_SIDE), Image.Resampling.BILINEAR)
+        colour = Image.fromarray(_colormap(np.asarray(heat) / 255.0))
+        base = Image.fromarray(array).resize((OUTPUT_SIDE, OUTPUT_SIDE),
+                                             Image.Resampling.BILINEAR)
+        out = io.BytesIO()
+        Image.blend(base, colour, 0.45).save(out, format="PNG")
+        return out.getvalue(), {"class_index": best}

@@ -1,0 +1,86 @@
+"""FHIR R4 output for a WBC differential: a Bundle with a DiagnosticReport and one
+Observation per cell type.
+
+LOINC codes for "<type>/100 leukocytes in Blood by Automated count" (checked against
+the LOINC table, loinc.org, part of the LOINC 2.7x releases):
+770-8 neutrophils, 736-9 lymphocytes, 5905-5 monocytes, 713-8 eosinophils.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+LOINC = "http://loinc.org"
+LOINC_CODES: dict[str, tuple[str, str]] = {
+    "neutrophil": ("770-8", "Neutrophils/100 leukocytes in Blood by Automated count"),
+    "lymphocyte": ("736-9", "Lymphocytes/100 leukocytes in Blood by Automated count"),
+    "monocyte": ("5905-5", "Monocytes/100 leukocytes in Blood by Automated count"),
+    "eosinophil": ("713-8", "Eosinophils/100 leukocytes in Blood by Automated count"),
+}
+PANEL = ("57023-4", "Auto Differential panel - Blood")
+UCUM = "http://unitsofmeasure.org"
+
+
+def _ref(resource_type: str, value: str | None) -> dict[str, str] | None:
+    if not value:
+        return None
+    return {"reference": value if "/" in value else f"{resource_type}/{value}"}
+
+
+def differential_bundle(diff: dict[str, Any], device_name: str) -> dict[str, Any]:
+    """A FHIR R4 collection Bundle for one specimen's differential."""
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    subject = _ref("Patient", diff.get("patient"))
+    specimen = _ref("Specimen", diff.get("specimen_id"))
+    device = {"display": device_name}
+    observations = []
+    for cls, (code, display) in LOINC_CODES.items():
+        entry = diff["counts"][cls]
+        obs: dict[str, Any] = {
+            "resourceType": "Observation",
+            "id": str(uuid.uuid4()),
+            "status": "preliminary" if diff["flagged"] else "final",
+            "category": [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                "code": "laboratory", "display": "Laboratory"}]}],
+            "code": {"coding": [{"system": LOINC, "code": code, "display": display}],
+                     "text": f"{cls.capitalize()}s/100 leukocytes"},
+            "effectiveDateTime": now,
+            "valueQuantity": {"value": entry["percent"], "unit": "%", "system": UCUM,
+                              "code": "%"},
+            "device": device,
+            "note": [{"text": f"{entry['count']} of {diff['classified']} cells counted"}],
+            "component": [{
+                "code": {"text": "cells counted"},
+                "valueQuantity": {"value": entry["count"], "unit": "cells",
+                                  "system": UCUM, "code": "{cells}"}}],
+        }
+        if subject:
+            obs["subject"] = subject
+        if specimen:
+            obs["specimen"] = specimen
+        observations.append(obs)
+    report: dict[str, Any] = {
+        "resourceType": "DiagnosticReport",
+        "id": str(uuid.uuid4()),
+        "status": "preliminary" if diff["flagged"] else "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074",
+                                  "code": "LAB", "display": "Laboratory"}]}],
+        "code": {"coding": [{"system": LOINC, "code": PANEL[0], "display": PANEL[1]}]},
+        "issued": now,
+        "effectiveDateTime": now,
+        "result": [{"reference": f"urn:uuid:{o['id']}"} for o in observations],
+        "conclusion": (f"{diff['classified']} cells classified, {len(diff['flagged'])} flagged "
+                       f"for review, {diff['rejected']['count']} images rejected. "
+                       f"Model {device_name}."),
+    }
+    if subject:
+        report["subject"] = subject
+    if specimen:
+        report["specimen"] = [specimen]
+    resources = [report, *observations]
+    return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "collection",
+            "timestamp": now,
+            "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in resources]}

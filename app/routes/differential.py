@@ -1,0 +1,68 @@
+"""POST /differential: the WBC differential of one specimen, JSON or FHIR R4."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.classifier import Classifier
+from app.deps import ClassifierDep, SettingsDep
+from app.fhir import differential_bundle
+from app.openapi import ERRORS, image_body
+from app.routes.predict import classify_many
+from app.uploads import read_files
+
+router = APIRouter(tags=["lab integration"])
+
+
+def summarise(results: list[dict[str, Any]], classifier: Classifier) -> dict[str, Any]:
+    classes = classifier.predictor.classes
+    classified = [r for r in results if "error" not in r and r["label"] in classes]
+    unknown = [r for r in results if "error" not in r and r["label"] not in classes]
+    errors = [r for r in results if "error" in r]
+    total = len(classified)
+    counts = {c: sum(r["label"] == c for r in classified) for c in classes}
+    reasons: dict[str, int] = {}
+    for r in errors:
+        reasons[r["error"].split(":")[0]] = reasons.get(r["error"].split(":")[0], 0) + 1
+    if unknown:
+        reasons["not a white blood cell"] = len(unknown)
+    return {
+        "classified": total,
+        "counts": {c: {"count": n, "percent": round(100 * n / total, 1) if total else 0.0}
+                   for c, n in counts.items()},
+        "flagged": [{"filename": r["filename"], "label": r["label"],
+                     "confidence": r["confidence"], "probabilities": r["probabilities"]}
+                    for r in classified if r["needs_review"]],
+        "rejected": {"count": len(errors) + len(unknown), "reasons": reasons,
+                     "files": [{"filename": r["filename"], "error": r.get("error",
+                                                                        "not a white blood cell")}
+                               for r in errors + unknown]},
+        "review_threshold": classifier.threshold,
+        "model": classifier.model_info(),
+    }
+
+
+@router.post("/differential", responses=ERRORS, openapi_extra=image_body("files", many=True))
+async def differential(request: Request, classifier: ClassifierDep, settings: SettingsDep,
+                       format: str = Query("json", pattern="^(json|fhir)$")) -> JSONResponse:
+    """Differential count of one specimen's cell images (multipart `files`, optional form
+    fields `specimen_id` and `patient`). `?format=fhir` or `Accept: application/fhir+json`
+    returns a FHIR R4 Bundle."""
+    uploads = await read_files(request, "files", settings.max_differential,
+                               settings.max_image_bytes)
+    form = await request.form()
+    results = await run_in_threadpool(classify_many, classifier, uploads)
+    diff = summarise(results, classifier)
+    for key in ("specimen_id", "patient"):
+        value = form.get(key)
+        diff[key] = value if isinstance(value, str) and value else None
+    wants_fhir = format == "fhir" or "application/fhir+json" in request.headers.get("accept", "")
+    if wants_fhir:
+        info = classifier.model_info()
+        bundle = differential_bundle(diff, f"{info['name']} v{info['version']}")
+        return JSONResponse(bundle, media_type="application/fhir+json")
+    return JSONResponse(diff)

@@ -1,0 +1,37 @@
+"""POST /explain: a Grad-CAM heatmap of the predicted class over the network's input."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from app.classifier import Classifier
+from app.deps import ClassifierDep, SettingsDep
+from app.explain import GradCam
+from app.openapi import ERRORS, image_body
+from app.uploads import read_single
+
+router = APIRouter(tags=["lab integration"])
+
+
+def _explain(request: Request, classifier: Classifier, data: bytes) -> tuple[bytes, str]:
+    prepared = classifier.prepare(data)
+    cam = getattr(request.app.state, "gradcam", None)
+    if cam is None or cam[0] is not classifier:
+        meta = classifier.predictor.metadata
+        assert classifier.predictor.version_dir is not None
+        cam = (classifier, GradCam(classifier.predictor.version_dir, meta.get("arch", "wbc")))
+        request.app.state.gradcam = cam
+    png, info = cam[1].overlay_png(prepared.array)
+    return png, classifier.predictor.classes[info["class_index"]]
+
+
+@router.post("/explain", responses={200: {"content": {"image/png": {}}}, **ERRORS},
+             response_class=Response, openapi_extra=image_body("file", many=False))
+async def explain(request: Request, classifier: ClassifierDep,
+                  settings: SettingsDep) -> Response:
+    """One image in, a PNG out: Grad-CAM of the predicted class on the cell crop."""
+    upload = await read_single(request, settings.max_image_bytes)
+    png, label = await run_in_threadpool(_explain, request, classifier, upload.data)
+    return Response(png, media_type="image/png", headers={"X-Predicted-Label": label})

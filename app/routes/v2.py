@@ -1,0 +1,109 @@
+"""Open Inference Protocol (KServe v2) routes, for Triton and KServe clients."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from app.classifier import Classifier
+from app.deps import ClassifierDep
+from app.errors import BadImage, MissingField
+from model_training.metrics import apply_temperature
+
+MODEL = "wbc-classifier"
+router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
+health_router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
+
+
+class TensorInput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str = Field(pattern="^(BYTES|FP32)$")
+    data: list[Any]
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(BaseModel):
+    id: str | None = None
+    inputs: list[TensorInput] = Field(min_length=1, max_length=1)
+    parameters: dict[str, Any] | None = None
+
+
+@health_router.get("/health/ready")
+def v2_ready(request: Request) -> JSONResponse:
+    classifier = getattr(request.app.state, "classifier", None)
+    ready = classifier is not None and classifier.predictor.ready
+    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+
+@health_router.get("/health/live")
+def v2_live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get(f"/models/{MODEL}")
+def v2_metadata(classifier: ClassifierDep) -> dict[str, Any]:
+    meta = classifier.predictor.metadata
+    size = meta.get("input", {}).get("size", [150, 150, 3])
+    return {
+        "name": MODEL, "versions": [str(meta.get("version"))],
+        "platform": "tensorflow_savedmodel",
+        "inputs": [
+            {"name": "image", "datatype": "FP32", "shape": [-1, *size]},
+            {"name": "image_bytes", "datatype": "BYTES", "shape": [-1],
+             "parameters": {"content": "base64-encoded image files"}}],
+        "outputs": [{"name": "probabilities", "datatype": "FP32",
+                     "shape": [-1, len(classifier.predictor.classes)]},
+                    {"name": "label", "datatype": "BYTES", "shape": [-1]}],
+        "parameters": {"classes": classifier.predictor.classes},
+    }
+
+
+def _infer(classifier: Classifier, tensor: TensorInput) -> tuple[np.ndarray, list[str]]:
+    classes = classifier.predictor.classes
+    if tensor.datatype == "BYTES":
+        prepared = []
+        for i, item in enumerate(tensor.data):
+            try:
+                raw = base64.b64decode(str(item), validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise BadImage(f"input {i} is not valid base64") from exc
+            prepared.append(classifier.prepare(raw))
+        results = classifier.classify(prepared)
+        probs = np.array([[r["probabilities"][c] for c in classes] for r in results])
+        return probs, [r["label"] for r in results]
+    size = classifier.predictor.metadata.get("input", {}).get("size", [150, 150, 3])
+    try:
+        batch = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
+    except (ValueError, TypeError) as exc:
+        raise MissingField(f"FP32 data does not match shape {tensor.shape}: {exc}") from exc
+    if list(batch.shape[1:]) != list(size) or not np.isfinite(batch).all():
+        raise MissingField(f"FP32 input must have shape [N, {', '.join(map(str, size))}] "
+                           "with finite values in 0..255")
+    raw = classifier.predictor.predict(np.clip(batch, 0, 255))
+    probs = apply_temperature(raw, classifier.temperature)
+    return probs, [classes[i] for i in probs.argmax(axis=1)]
+
+
+@router.post(f"/models/{MODEL}/infer")
+async def v2_infer(body: InferRequest, classifier: ClassifierDep) -> dict[str, Any]:
+    """One input: BYTES (base64 images, preprocessed like /predict) or FP32 [N,150,150,3]."""
+    tensor = body.inputs[0]
+    if not tensor.data:
+        raise MissingField("input has no data")
+    probs, labels = await run_in_threadpool(_infer, classifier, tensor)
+    return {
+        "model_name": MODEL, "model_version": classifier.model_info()["version"],
+        "id": body.id,
+        "outputs": [
+            {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape),
+             "data": [round(float(v), 6) for v in probs.ravel()]},
+            {"name": "label", "datatype": "BYTES", "shape": [len(labels)], "data": labels}],
+    }

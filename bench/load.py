@@ -1,0 +1,62 @@
+"""Closed-loop HTTP load: N clients each POST an image, wait for the answer, repeat."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+
+
+@dataclass
+class LoadResult:
+    concurrency: int
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float | int]:
+        lat = np.array(self.latencies_ms or [float("nan")])
+        return {"concurrency": self.concurrency, "requests": len(self.latencies_ms),
+                "errors": self.errors, "throughput": len(self.latencies_ms) / self.seconds,
+                "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
+                "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max())}
+
+
+async def _client(http: httpx.AsyncClient, url: str, images: list[bytes], offset: int,
+                  deadline: float, max_requests: int, result: LoadResult) -> None:
+    i = offset
+    while time.perf_counter() < deadline and len(result.latencies_ms) < max_requests:
+        body = images[i % len(images)]
+        i += 1
+        start = time.perf_counter()
+        try:
+            r = await http.post(url, content=body, headers={"content-type": "image/jpeg"})
+            status = r.status_code
+        except httpx.HTTPError:
+            status = 0
+        result.statuses[status] = result.statuses.get(status, 0) + 1
+        if status == 200:
+            result.latencies_ms.append((time.perf_counter() - start) * 1000)
+        else:
+            result.errors += 1
+
+
+async def run_load(base_url: str, images: list[bytes], concurrency: int, seconds: float,
+                   max_requests: int = 1_000_000) -> LoadResult:
+    """Bounded in time and count; loopback only."""
+    assert base_url.startswith(("http://127.", "http://localhost")), "loopback only"
+    result = LoadResult(concurrency, seconds)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as http:
+        for _ in range(min(concurrency, 4)):  # warm connections
+            await http.post("/predict", content=images[0], headers={"content-type": "image/jpeg"})
+        start = time.perf_counter()
+        deadline = start + seconds
+        await asyncio.gather(*(_client(http, "/predict", images, k * 7, deadline,
+                                       max_requests, result) for k in range(concurrency)))
+        result.seconds = time.perf_counter() - start
+    return result

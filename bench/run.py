@@ -1,0 +1,141 @@
+"""Performance benchmark: real server under closed-loop load, and raw runtimes, one run.
+
+    python -m bench.run [--seconds 15] [--workers 1] [--out reports]
+
+Writes reports/performance.md, reports/performance.png and appends one JSON line to
+reports/performance.jsonl. A benchmark, not a test: it asserts no speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from bench.load import run_load
+from bench.server import PROJECT, Server
+
+DATA = Path(os.environ.get("WBC_DATA_DIR", PROJECT.parent / "shared/data/kaggle-blood-cells"))
+
+
+def real_images(limit: int = 200) -> list[bytes]:
+    files = sorted((DATA / "TEST").glob("*/*"))[::7][:limit]
+    if not files:
+        raise SystemExit(f"no images under {DATA / 'TEST'} (set WBC_DATA_DIR)")
+    return [f.read_bytes() for f in files]
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conc = [r["concurrency"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a.plot(conc, [r["throughput"] for r in rows], "o-")
+    a.set_xscale("log", base=2)
+    a.set_xlabel("concurrent clients")
+    a.set_ylabel("images / s")
+    a.set_title("HTTP throughput")
+    for key in ("p50_ms", "p90_ms", "p99_ms"):
+        b.plot(conc, [r[key] for r in rows], "o-", label=key[:-3])
+    b.set_xscale("log", base=2)
+    b.set_yscale("log")
+    b.set_xlabel("concurrent clients")
+    b.set_ylabel("latency, ms")
+    b.set_title("Latency percentiles")
+    b.legend()
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15.0, help="per concurrency level")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--runtime-seconds", type=float, default=3.0)
+    parser.add_argument("--out", type=Path, default=PROJECT / "reports")
+    parser.add_argument("--no-write", action="store_true", help="print only (CI smoke)")
+    args = parser.parse_args()
+    images = real_images()
+
+    rows = []
+    with Server(workers=args.workers) as server:
+        for c in args.concurrency:
+            rows.append(asyncio.run(run_load(server.url, images, c, args.seconds)).summary())
+            print(json.dumps(rows[-1]), flush=True)
+        rss = server.rss_mb()
+        cold = server.cold_start_s
+
+    from app.predictor import resolve_version_dir
+    from bench.runtimes import measure
+    from model_training.preprocessing import preprocess_bytes
+
+    version_dir = resolve_version_dir(PROJECT / "models" / "wbc-classifier")
+    arrays = np.stack([preprocess_bytes(b).array for b in images[:32]])
+    raw = measure(version_dir, arrays, args.runtime_seconds)
+    print(json.dumps(raw), flush=True)
+
+    by_c = {r["concurrency"]: r for r in rows}
+    onnx_b1 = raw.get("onnxruntime", {}).get("batch1")
+    record = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{os.cpu_count()} cores {platform.machine()}", "workers": args.workers,
+        "seconds_per_level": args.seconds, "cold_start_s": round(cold, 2),
+        "rss_mb_total": round(rss, 1), "rss_mb_per_worker": round(rss / max(1, args.workers), 1),
+        "http": rows, "raw": raw,
+        "ratio_c8_to_onnx_b1": (by_c[8]["throughput"] / onnx_b1) if onnx_b1 and 8 in by_c
+        else None,
+    }
+    print(json.dumps(record))
+    if args.no_write:
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    with (args.out / "performance.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    plot(rows, args.out / "performance.png")
+    write_markdown(args.out / "performance.md", record, args)
+
+
+def write_markdown(path: Path, rec: dict, args: argparse.Namespace) -> None:
+    lines = ["# Performance", "",
+             f"Produced by `python -m bench.run --seconds {args.seconds:g} --workers "
+             f"{args.workers}` on {rec['date']} ({rec['machine']}; the load generator runs on "
+             "the same 2 cores as the server, so these figures are a lower bound).", "",
+             "## End to end over HTTP (raw image body, real TEST images: upload, decode, "
+             "localise, resize, inference, JSON)", "",
+             "| clients | requests | errors | images/s | p50 ms | p90 ms | p99 ms |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rec["http"]:
+        lines.append(f"| {r['concurrency']} | {r['requests']} | {r['errors']} | "
+                     f"{r['throughput']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
+                     f"{r['p99_ms']:.1f} |")
+    lines += ["", f"Cold start to ready: **{rec['cold_start_s']} s**. Resident memory: "
+              f"**{rec['rss_mb_per_worker']} MiB per worker** ({rec['workers']} worker(s)).", "",
+              "![throughput and latency](performance.png)", "",
+              "## Raw runtimes, same weights (images/s)", "",
+              "| runtime | batch 1 | batch 32 |", "|---|---|---|"]
+    for name, r in rec["raw"].items():
+        if "error" in r:
+            lines.append(f"| {name} | unavailable: {r['error'][:120]} | |")
+        else:
+            lines.append(f"| {name} | {r['batch1']:.0f} | {r['batch32']:.0f} |")
+    if rec["ratio_c8_to_onnx_b1"]:
+        lines += ["", f"HTTP throughput at 8 clients / raw ONNX Runtime batch 1: "
+                      f"**{rec['ratio_c8_to_onnx_b1']:.2f}**."]
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

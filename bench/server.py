@@ -1,0 +1,81 @@
+"""Start the real service as a subprocess on a free loopback port; time its cold start."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, workers: int = 1, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        self.env = {**os.environ, "WBC_PORT": str(self.port), "WBC_HOST": "127.0.0.1",
+                    "WBC_WORKERS": str(workers), "WBC_LOG_LEVEL": "WARNING",
+                    "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.cold_start_s = float("nan")
+
+    def start(self, timeout: float = 120) -> Server:
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=PROJECT, env=self.env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while time.perf_counter() - t0 < timeout:
+            try:
+                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
+                    self.cold_start_s = time.perf_counter() - t0
+                    return self
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            time.sleep(0.1)
+        raise RuntimeError("server did not become ready")
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server and its worker processes, MiB."""
+        assert self.proc
+        pids = [self.proc.pid]
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+            pids += [int(p) for p in children.split()]
+        except OSError:
+            pass
+        total = 0
+        for pid in pids:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total / 1024
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
