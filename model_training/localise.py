@@ -24,6 +24,7 @@ WORK_SIDE = 128  # longer side of the reduced copy the search runs on
 SCORE_MIN = 55  # blue minus green, 0..255 scale: below this a pixel is not nucleus
 SCORE_REL = 0.45  # ... nor below this share of the image's own 99.9th percentile score
 MIN_AREA_FRAC = 0.002  # a nucleus smaller than this share of the image is not credible
+MAX_AREA_FRAC = 0.6  # ... nor one larger than this (a violet page, a solid colour)
 CELL_MARGIN = 1.35  # cell box side / nucleus box side (cytoplasm around the nucleus)
 CELL_PAD_FRAC = 0.0  # plus this share of the image's longer side on every side
 CROP_CONTEXT = 1.15  # the network sees a little more than the cell box: its neighbourhood
@@ -70,7 +71,7 @@ def find_cell(image: Image.Image) -> CellBox:
     mass = ndimage.sum_labels(np.clip(score, 0, None), labels, index=np.arange(1, count + 1))
     best = int(np.argmax(mass)) + 1
     component = labels == best
-    if np.count_nonzero(component) < MIN_AREA_FRAC * score.size:
+    if not MIN_AREA_FRAC * score.size <= np.count_nonzero(component) <= MAX_AREA_FRAC * score.size:
         return whole
     rows, cols = ndimage.find_objects(component.astype(np.int32))[0]
     # back to original pixel coordinates
