@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     api_key: str | None = None
     api_key_file: Path | None = None
     cors_origins: list[str] = []
-    inference_threads: int = 2
+    body_timeout_s: float = 30.0
 
 
 @lru_cache

@@ -18,6 +18,10 @@ class BadImage(ServiceError):
     status_code = 400
 
 
+class RequestTimeout(ServiceError):
+    status_code = 408
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
 

@@ -79,7 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, dependencies=protected)
     app.add_middleware(BodyLimitMiddleware, single_limit=settings.max_image_bytes,
                        bulk_limit=settings.max_request_bytes,
-                       bulk_paths=("/predict/batch", "/differential", "/v2/"))
+                       bulk_paths=("/predict/batch", "/differential", "/v2/"),
+                       body_timeout=settings.body_timeout_s)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"])

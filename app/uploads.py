@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +11,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import MissingField, PayloadTooLarge, UnsupportedMediaType
+from app.errors import MissingField, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 
 MULTIPART_OVERHEAD = 64 * 1024
 MAX_PARTS = 1000
@@ -25,8 +27,9 @@ class BodyLimitMiddleware:
     """Refuses bodies over the limit: at once from Content-Length, else while streaming."""
 
     def __init__(self, app: ASGIApp, single_limit: int, bulk_limit: int,
-                 bulk_paths: tuple[str, ...]) -> None:
+                 bulk_paths: tuple[str, ...], body_timeout: float = 30.0) -> None:
         self.app = app
+        self.body_timeout = body_timeout
         self.single_limit = single_limit
         self.bulk_limit = bulk_limit
         self.bulk_paths = bulk_paths
@@ -50,10 +53,15 @@ class BodyLimitMiddleware:
                                             f"limit of {limit} bytes")
                 return
         received = 0
+        deadline = time.monotonic() + self.body_timeout
 
         async def limited_receive() -> Message:
             nonlocal received
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError as exc:
+                raise RequestTimeout(f"request body not received within {self.body_timeout:g} s"
+                                     ) from exc
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -120,9 +128,11 @@ async def read_files(request: Request, field: str, max_files: int, limit: int,
 async def _form(request: Request) -> Any:
     try:
         return await request.form(max_files=MAX_PARTS, max_fields=MAX_PARTS)
-    except PayloadTooLarge:
+    except (PayloadTooLarge, RequestTimeout):
         raise
     except Exception as exc:  # noqa: BLE001 - malformed multipart is the client's error
+        if "Too many" in str(exc):
+            raise PayloadTooLarge(f"too many multipart parts: {exc}") from exc
         raise MissingField(f"malformed multipart body: {exc}") from exc
 
 
