@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 import os
+import shlex
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,10 +33,12 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--model", type=Path, required=True)
     ev.add_argument("--data", type=Path, required=True)
     ev.add_argument("--cache", type=Path, default=None)
-    cc = sub.add_parser("cellcheck", help="(re)fit the not-a-cell check of an exported model")
+    cc = sub.add_parser("calibrate", help="(re)fit temperature, review threshold and the "
+                        "not-a-cell check of an exported model; update its report")
     cc.add_argument("--model", type=Path, required=True)
     cc.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
     cc.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
+    cc.add_argument("--report", type=Path, default=None, help="default reports/<protocol>")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -49,16 +53,22 @@ def main(argv: list[str] | None = None) -> None:
                                                     "model_dir")} |
                          {"test": {n: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
                                    for n, r in summary["test"].items()}}))
-    elif args.command == "cellcheck":
-        from model_training.train import add_cell_check, official_splits, paper_splits
+    elif args.command == "calibrate":
+        from model_training.report import write_report
+        from model_training.train import official_splits, paper_splits, postfit
 
-        meta_path = args.model / "metadata.json"
-        metadata = json.loads(meta_path.read_text())
+        metadata = json.loads((args.model / "metadata.json").read_text())
         splitter = official_splits if metadata["protocol"] == "official" else paper_splits
-        train_ds, _, tests = splitter(args.data, args.cache, metadata.get("seed", 42))
-        add_cell_check(metadata, train_ds, tests)
-        meta_path.write_text(json.dumps(metadata, indent=2) + "\n")
-        print(json.dumps(metadata["cell_check"]["false_rejection"]))
+        train_ds, val_ds, tests = splitter(args.data, args.cache, metadata.get("seed", 42))
+        test_reports, calibration = postfit(args.model, train_ds, val_ds, tests)
+        report_dir = args.report or Path("reports") / metadata["protocol"]
+        if (report_dir / "metrics.json").exists():
+            summary = json.loads((report_dir / "metrics.json").read_text())
+            summary.update({"test": test_reports, "calibration": calibration})
+            summary["calibrate_command"] = "python -m model_training " + shlex.join(
+                argv or sys.argv[1:])
+            write_report(report_dir, summary, None)
+        print(json.dumps(calibration))
     else:
         from model_training.evaluate import evaluate
 

@@ -65,15 +65,24 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int 
 
 
 def choose_review_threshold(probs: np.ndarray, y_true: np.ndarray,
-                            target_accuracy: float = 0.99) -> float:
-    """Lowest confidence threshold whose unflagged cells reach ``target_accuracy``."""
+                            target_accuracy: float = 0.99, review_share: float = 0.05) -> float:
+    """Confidence threshold for the review flag, from validation data.
+
+    The lowest threshold whose unflagged cells reach ``target_accuracy``, but never one
+    that flags fewer than ``review_share`` of the validation cells: validation cells come
+    from the training lab and are easier than new ones, so a technologist should always
+    see the least certain few percent.
+    """
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == y_true
+    by_accuracy = 0.99
     for threshold in np.round(np.arange(0.40, 0.991, 0.01), 2):
         kept = confidence >= threshold
         if kept.any() and correct[kept].mean() >= target_accuracy:
-            return float(threshold)
-    return 0.99
+            by_accuracy = float(threshold)
+            break
+    by_share = float(np.floor(np.quantile(confidence, review_share) * 100) / 100)
+    return round(max(by_accuracy, by_share), 2)
 
 
 def review_stats(probs: np.ndarray, y_true: np.ndarray, threshold: float) -> dict:

@@ -60,11 +60,14 @@ def plot_curves(history: dict[str, list[float]], path_prefix: Path) -> None:
         plt.close(fig)
 
 
-def write_report(out: Path, summary: dict[str, Any], history: dict[str, list[float]]) -> None:
-    """``out``/report.md, metrics.json, confusion_<set>.png, curves_{accuracy,loss}.png."""
+def write_report(out: Path, summary: dict[str, Any],
+                 history: dict[str, list[float]] | None) -> None:
+    """``out``/report.md, metrics.json, confusion_<set>.png, curves_{accuracy,loss}.png.
+    Without a history (re-calibration of an existing run) the curves are kept as they are."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_curves(history, out / "curves")
+    if history is not None:
+        plot_curves(history, out / "curves")
     parts = [f"# Evaluation: protocol `{summary['protocol']}`, arch `{summary['arch']}`\n",
              f"Produced by:\n\n    {summary['command']}\n",
              f"Training wall time: **{summary['train_seconds'] / 60:.1f} min** on "
@@ -82,7 +85,10 @@ def write_report(out: Path, summary: dict[str, Any], history: dict[str, list[flo
         parts.append(f"## {name}\n\n{table(report)}\n\n![confusion](confusion_{name}.png)\n")
     if "calibration" in summary:
         cal = summary["calibration"]
-        parts.append(f"## Calibration and review flag\n\nTemperature {cal['temperature']:.3f} "
+        how = (f"Calibration and flag re-fitted by `{summary['calibrate_command']}`.\n\n"
+               if "calibrate_command" in summary else "")
+        parts.append(f"## Calibration and review flag\n\n{how}"
+                     f"Temperature {cal['temperature']:.3f} "
                      f"(fitted on validation). Expected calibration error on TEST: "
                      f"{cal['ece_before']:.4f} before, {cal['ece_after']:.4f} after.\n\n"
                      f"Review threshold {cal['review']['threshold']:.2f} (chosen on validation):"

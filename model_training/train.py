@@ -122,11 +122,6 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
                         callbacks=callbacks, verbose=2)
     train_seconds = time.perf_counter() - start
 
-    val_probs = model.predict(val_ds.x.astype(np.float32), batch_size=128, verbose=0)
-    temperature = metrics.fit_temperature(val_probs, val_ds.y)
-    threshold = metrics.choose_review_threshold(
-        metrics.apply_temperature(val_probs, temperature), val_ds.y)
-
     version_dir = Path(out) / str(version)
     metadata: dict[str, Any] = {
         "name": Path(out).name, "version": str(version), "classes": list(CLASSES),
@@ -135,29 +130,12 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
         "protocol": protocol, "arch": arch, "epochs": epochs, "seed": seed,
         "data_fingerprint": {name: ds.fingerprint() for name, ds in
                              {"train": train_ds, "val": val_ds, **tests}.items()},
-        "temperature": temperature, "review_threshold": threshold,
         "train_seconds": round(train_seconds, 1),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command,
     }
     export_savedmodel(model, version_dir, metadata)
-    runner = SavedModelRunner(version_dir)  # evaluate the exported artefact itself
-    test_reports = {name: metrics.classification_report(ds.y, runner(ds.x))
-                    for name, ds in tests.items()}
-    first_test = next(iter(tests))
-    test_probs = runner(tests[first_test].x)
-    calibrated = metrics.apply_temperature(test_probs, temperature)
-    calibration = {
-        "temperature": temperature,
-        "ece_before": metrics.expected_calibration_error(test_probs, tests[first_test].y),
-        "ece_after": metrics.expected_calibration_error(calibrated, tests[first_test].y),
-        "review": metrics.review_stats(calibrated, tests[first_test].y, threshold),
-    }
-    metadata["test_metrics"] = {name: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
-                                       "n": r["n"]} for name, r in test_reports.items()}
-    metadata["calibration"] = calibration
-    add_cell_check(metadata, train_ds, tests)
-    (version_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    test_reports, calibration = postfit(version_dir, train_ds, val_ds, tests)
 
     summary = {
         "protocol": protocol, "arch": arch, "command": command, "epochs_run":
@@ -173,6 +151,36 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
         write_report(Path(report_dir), summary, history.history)
     return summary
 
+
+
+def postfit(version_dir: Path, train_ds: Dataset, val_ds: Dataset, tests: dict[str, Dataset]
+            ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """On the exported model itself: temperature and review threshold from validation,
+    the not-a-cell check from training crops, test metrics; all written to metadata.json."""
+    runner = SavedModelRunner(version_dir)
+    metadata = runner.metadata
+    val_probs = runner(val_ds.x)
+    temperature = metrics.fit_temperature(val_probs, val_ds.y)
+    threshold = metrics.choose_review_threshold(
+        metrics.apply_temperature(val_probs, temperature), val_ds.y)
+    test_reports = {name: metrics.classification_report(ds.y, runner(ds.x))
+                    for name, ds in tests.items()}
+    first = next(iter(tests))
+    test_probs = runner(tests[first].x)
+    calibrated = metrics.apply_temperature(test_probs, temperature)
+    calibration = {
+        "fitted_on": "validation", "reported_on": first, "temperature": temperature,
+        "ece_before": metrics.expected_calibration_error(test_probs, tests[first].y),
+        "ece_after": metrics.expected_calibration_error(calibrated, tests[first].y),
+        "review": metrics.review_stats(calibrated, tests[first].y, threshold),
+    }
+    metadata.update({
+        "temperature": temperature, "review_threshold": threshold, "calibration": calibration,
+        "test_metrics": {name: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
+                                "n": r["n"]} for name, r in test_reports.items()}})
+    add_cell_check(metadata, train_ds, tests)
+    (version_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    return test_reports, calibration
 
 
 def add_cell_check(metadata: dict[str, Any], train_ds: Dataset,
