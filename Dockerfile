@@ -24,10 +24,10 @@ RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))
 
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin wbc
 
-# Serving code: the app and the preprocessing it shares with training.
+# Serving code: the app and the model_training package whose preprocessing, network
+# builder (for Grad-CAM) and calibration it shares; training-only modules are never imported.
 COPY app/ app/
-COPY model_training/__init__.py model_training/preprocessing.py model_training/localise.py \
-     model_training/metrics.py model_training/data.py model_training/
+COPY model_training/ model_training/
 COPY models/ models/
 
 USER 10001
