@@ -86,6 +86,10 @@ def main() -> None:
     arrays = np.stack([preprocess_bytes(b).array for b in images[:32]])
     raw = measure(version_dir, arrays, args.runtime_seconds)
     print(json.dumps(raw), flush=True)
+    from bench.stages import profile
+
+    stages = profile(images[:100], version_dir, repeats=1 if args.no_write else 3)
+    print(json.dumps(stages), flush=True)
 
     by_c = {r["concurrency"]: r for r in rows}
     onnx_b1 = raw.get("onnxruntime", {}).get("batch1")
@@ -94,7 +98,7 @@ def main() -> None:
         "machine": f"{os.cpu_count()} cores {platform.machine()}", "workers": args.workers,
         "seconds_per_level": args.seconds, "cold_start_s": round(cold, 2),
         "rss_mb_total": round(rss, 1), "rss_mb_per_worker": round(rss / max(1, args.workers), 1),
-        "http": rows, "raw": raw,
+        "http": rows, "raw": raw, "stages_ms": stages,
         "ratio_c8_to_onnx_b1": (by_c[8]["throughput"] / onnx_b1) if onnx_b1 and 8 in by_c
         else None,
     }
@@ -131,6 +135,12 @@ def write_markdown(path: Path, rec: dict, args: argparse.Namespace) -> None:
             lines.append(f"| {name} | unavailable: {r['error'][:120]} | |")
         else:
             lines.append(f"| {name} | {r['batch1']:.0f} | {r['batch32']:.0f} |")
+    lines += ["", "## Where the time goes (one request, one thread, median ms per image)", "",
+              "| " + " | ".join(rec["stages_ms"]) + " |",
+              "|" + "---|" * len(rec["stages_ms"]),
+              "| " + " | ".join(f"{v:.2f}" for v in rec["stages_ms"].values()) + " |", "",
+              "Measured by `bench/stages.py` inside the same run; HTTP parsing and the "
+              "framework add the difference between this sum and the p50 at 1 client."]
     if rec["ratio_c8_to_onnx_b1"]:
         lines += ["", f"HTTP throughput at 8 clients / raw ONNX Runtime batch 1: "
                       f"**{rec['ratio_c8_to_onnx_b1']:.2f}**."]

@@ -1,0 +1,45 @@
+"""Where the time of one request goes: each stage of the request path timed on real images."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def profile(images: list[bytes], version_dir: Path, repeats: int = 3) -> dict[str, float]:
+    """Median milliseconds per image of each stage, one thread."""
+    from app.predictor import Predictor
+    from model_training.localise import find_cell, square_crop
+    from model_training.preprocessing import IMAGE_SIZE, decode
+
+    predictor = Predictor(version_dir)
+    predictor.load()
+    stages: dict[str, list[float]] = {k: [] for k in
+                                      ("decode", "localise", "crop_resize", "inference_b1",
+                                       "json")}
+    for _ in range(repeats):
+        for data in images:
+            t0 = time.perf_counter()
+            image = decode(data)
+            t1 = time.perf_counter()
+            box = find_cell(image)
+            t2 = time.perf_counter()
+            crop = np.asarray(image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR,
+                                           box=square_crop(box, *image.size)))
+            t3 = time.perf_counter()
+            probs = predictor.predict(crop[None])[0]
+            t4 = time.perf_counter()
+            json.dumps({"label": "x", "probabilities": {str(i): float(p)
+                                                        for i, p in enumerate(probs)},
+                        "cell_box": box.as_list()})
+            t5 = time.perf_counter()
+            for key, a, b in (("decode", t0, t1), ("localise", t1, t2), ("crop_resize", t2, t3),
+                              ("inference_b1", t3, t4), ("json", t4, t5)):
+                stages[key].append((b - a) * 1000)
+    out = {k: float(np.median(v)) for k, v in stages.items()}
+    out["sum"] = sum(out.values())
+    return out
