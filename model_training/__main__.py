@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--report", type=Path, default=None,
                     help="report folder (default reports/<protocol>)")
     tr.add_argument("--max-train", type=int, default=None, help="cap training images (smoke)")
+    tr.add_argument("--scale-jitter", type=float, default=0.0,
+                    help="random zoom/shift amplitude in training, e.g. 0.15 (0: off)")
     ev = sub.add_parser("evaluate", help="evaluate a SavedModel on a class-folder tree")
     ev.add_argument("--model", type=Path, required=True)
     ev.add_argument("--data", type=Path, required=True)
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         summary = train(args.protocol, args.data, args.out, arch=args.arch, epochs=args.epochs,
                         batch_size=args.batch_size, seed=args.seed, version=args.version,
                         cache_dir=args.cache, max_train=args.max_train,
+                        scale_jitter=args.scale_jitter,
                         report_dir=args.report or Path("reports") / args.protocol)
         print(json.dumps({k: summary[k] for k in ("protocol", "arch", "train_seconds",
                                                     "model_dir")} |

@@ -67,12 +67,32 @@ def augment(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.clip_by_value(image, 0.0, 1.0) * 255.0, label
 
 
-def make_dataset(ds: Dataset, batch: int, training: bool, seed: int) -> tf.data.Dataset:
+def scale_shift(images: tf.Tensor, labels: tf.Tensor, jitter: float
+                ) -> tuple[tf.Tensor, tf.Tensor]:
+    """Random zoom in or out (cell size differs between microscopes and labs) and a small
+    shift (the localiser's box is not exact), on a batch; outside the image is black, as in
+    the rotated TRAIN views."""
+    n = tf.shape(images)[0]
+    side = tf.random.uniform([n], 1.0 - jitter, 1.0 + jitter)
+    centre = 0.5 + tf.random.uniform([n, 2], -jitter / 2, jitter / 2)
+    boxes = tf.stack([centre[:, 0] - side / 2, centre[:, 1] - side / 2,
+                      centre[:, 0] + side / 2, centre[:, 1] + side / 2], axis=1)
+    out = tf.image.crop_and_resize(images, boxes, tf.range(n), [IMAGE_SIZE, IMAGE_SIZE],
+                                   extrapolation_value=0.0)
+    return out, labels
+
+
+def make_dataset(ds: Dataset, batch: int, training: bool, seed: int,
+                 scale_jitter: float = 0.0) -> tf.data.Dataset:
     onehot = tf.one_hot(ds.y, len(CLASSES))
     data = tf.data.Dataset.from_tensor_slices((ds.x, onehot))
     if training:
         data = data.shuffle(len(ds.y), seed=seed, reshuffle_each_iteration=True)
         data = data.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+        if scale_jitter > 0:
+            data = data.batch(batch).map(lambda x, y: scale_shift(x, y, scale_jitter),
+                                         num_parallel_calls=tf.data.AUTOTUNE)
+            return data.prefetch(tf.data.AUTOTUNE)
     else:
         data = data.map(lambda x, y: (tf.cast(x, tf.float32), y))
     return data.batch(batch).prefetch(tf.data.AUTOTUNE)
@@ -101,7 +121,8 @@ def compile_model(model: keras.Model, arch: str, steps: int) -> list[keras.callb
 def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: int = 12,
           batch_size: int = 32, seed: int = 42, version: int = 1,
           cache_dir: Path | None = Path(".cache/arrays"),
-          report_dir: Path | None = None, max_train: int | None = None) -> dict[str, Any]:
+          report_dir: Path | None = None, max_train: int | None = None,
+          scale_jitter: float = 0.0) -> dict[str, Any]:
     """Run one full training and write the SavedModel, metadata.json and report."""
     keras.utils.set_random_seed(seed)
     command = "python -m model_training " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
@@ -117,7 +138,8 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     callbacks = compile_model(model, arch, steps)
     log.info("training %s on %d images, validating on %d", arch, len(train_ds.y), len(val_ds.y))
     start = time.perf_counter()
-    history = model.fit(make_dataset(train_ds, batch_size, True, seed), epochs=epochs,
+    history = model.fit(make_dataset(train_ds, batch_size, True, seed, scale_jitter),
+                        epochs=epochs,
                         validation_data=make_dataset(val_ds, 128, False, seed),
                         callbacks=callbacks, verbose=2)
     train_seconds = time.perf_counter() - start
@@ -128,6 +150,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
         "input": {"size": [IMAGE_SIZE, IMAGE_SIZE, 3], "dtype": "float32", "range": [0, 255],
                   "color": "RGB", "resize_method": RESIZE_METHOD},
         "protocol": protocol, "arch": arch, "epochs": epochs, "seed": seed,
+        "scale_jitter": scale_jitter,
         "data_fingerprint": {name: ds.fingerprint() for name, ds in
                              {"train": train_ds, "val": val_ds, **tests}.items()},
         "train_seconds": round(train_seconds, 1),

@@ -25,7 +25,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, kaggle_like: Path) -> P
 
     out = tmp_path_factory.mktemp("models") / "wbc-classifier"
     train("official", kaggle_like, out, arch="tiny", epochs=1, batch_size=8,
-          cache_dir=None, report_dir=tmp_path_factory.mktemp("report"))
+          cache_dir=None, report_dir=tmp_path_factory.mktemp("report"), scale_jitter=0.1)
     return out
 
 
