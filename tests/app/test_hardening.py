@@ -4,11 +4,8 @@ valid image), never a 5xx, and the server keeps serving."""
 from __future__ import annotations
 
 import io
-import os
 import random
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from bench.server import Server
 from model_training.preprocessing import ImageError, preprocess_bytes
 from tests.app.conftest import encode
 from tests.app.test_errors import _png_header_only
-from tests.app.test_server import free_port
-from tests.conftest import PROJECT
 from tests.synthetic import field
 
 CELL = field(cells=[(150, 110, 30)], seed=11)
@@ -146,22 +142,8 @@ def test_preprocessing_any_valid_image(width: int, height: int, fmt: str, seed: 
 
 @pytest.fixture(scope="module")
 def short_timeout_server(tiny_model: Path) -> Iterator[int]:
-    port = free_port()
-    env = {**os.environ, "WBC_MODEL_DIR": str(tiny_model), "WBC_BODY_TIMEOUT_S": "2",
-           "WBC_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=PROJECT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import httpx
-
-    for _ in range(240):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.5)
-    yield port
-    proc.terminate()
-    proc.wait(timeout=30)
+    with Server(env={"WBC_MODEL_DIR": str(tiny_model), "WBC_BODY_TIMEOUT_S": "2"}) as running:
+        yield running.port
 
 
 def test_slow_client_gets_408_and_server_keeps_serving(short_timeout_server: int) -> None:

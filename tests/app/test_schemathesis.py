@@ -7,13 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.app.test_server import free_port
+from bench.server import Server
 from tests.conftest import PROJECT
 
 
@@ -23,25 +22,10 @@ def test_no_server_errors_under_schema_fuzzing(tiny_model: Path) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("schemathesis is not installed")
         pytest.skip("schemathesis is not installed")
-    port = free_port()
-    env = {**os.environ, "WBC_MODEL_DIR": str(tiny_model), "WBC_PORT": str(port),
-           "WBC_LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen([sys.executable, "-m", "app"], cwd=PROJECT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(240):
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
+    with Server(env={"WBC_MODEL_DIR": str(tiny_model)}) as server:
         result = subprocess.run(
-            [cli, "run", f"{url}/openapi.json", "--checks", "not_a_server_error",
+            [cli, "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error",
              "--max-examples", "25", "--request-timeout", "20", "--workers", "1"],
             capture_output=True, text=True, timeout=240, cwd=PROJECT)
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-        assert httpx.get(f"{url}/health/ready", timeout=5).status_code == 200
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        assert httpx.get(f"{server.url}/health/ready", timeout=5).status_code == 200

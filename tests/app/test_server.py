@@ -2,51 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import PROJECT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from bench.server import Server
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "WBC_MODEL_DIR": str(tiny_model), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-         "--port", str(port)], cwd=PROJECT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stdout.read().decode() if proc.stdout else "server died")
-        time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("server did not become ready")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with Server(env={"WBC_MODEL_DIR": str(tiny_model)}) as running:
+        yield running.url
 
 
 def test_bad_input_then_good_input(server: str, cell_jpeg: bytes) -> None:
