@@ -81,7 +81,7 @@ def choose_review_threshold(probs: np.ndarray, y_true: np.ndarray,
         if kept.any() and correct[kept].mean() >= target_accuracy:
             by_accuracy = float(threshold)
             break
-    by_share = float(np.floor(np.quantile(confidence, review_share) * 100) / 100)
+    by_share = float(np.ceil(np.quantile(confidence, review_share) * 100) / 100)
     return round(max(by_accuracy, by_share), 2)
 
 

@@ -1,0 +1,59 @@
+"""Table I metrics, temperature scaling, ECE, review threshold, not-a-cell gamut."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model_training import cellcheck, metrics
+
+
+def test_classification_report_matches_hand_counts() -> None:
+    y = np.array([0, 0, 1, 1, 2, 3])
+    probs = np.eye(4)[[0, 1, 1, 1, 2, 0]]
+    r = metrics.classification_report(y, probs)
+    assert r["accuracy"] == pytest.approx(4 / 6)
+    assert r["per_class"]["eosinophil"]["precision"] == pytest.approx(0.5)
+    assert r["per_class"]["eosinophil"]["recall"] == pytest.approx(0.5)
+    assert r["per_class"]["neutrophil"]["f1"] == 0.0
+    assert r["confusion_matrix"][3][0] == 1
+
+
+def test_temperature_recovers_overconfidence() -> None:
+    rng = np.random.default_rng(0)
+    n = 4000
+    y = rng.integers(0, 4, n)
+    logits = rng.normal(0, 1, (n, 4))
+    logits[np.arange(n), y] += 1.0
+    true_probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    y = np.array([rng.choice(4, p=p) for p in true_probs])  # labels drawn from true probs
+    overconfident = metrics.apply_temperature(true_probs, 1 / 3)  # sharpened 3x
+    t = metrics.fit_temperature(overconfident, y)
+    assert t == pytest.approx(3, rel=0.15)
+    calibrated = metrics.apply_temperature(overconfident, t)
+    assert metrics.expected_calibration_error(calibrated, y) < \
+        metrics.expected_calibration_error(overconfident, y)
+    np.testing.assert_allclose(calibrated.sum(1), 1, atol=1e-9)
+
+
+def test_review_threshold_flags_at_least_the_review_share() -> None:
+    rng = np.random.default_rng(1)
+    confidence = rng.uniform(0.5, 1.0, 1000)
+    probs = np.stack([confidence, 1 - confidence, 0 * confidence, 0 * confidence], 1)
+    y = np.zeros(1000, dtype=int)  # all correct
+    t = metrics.choose_review_threshold(probs, y)
+    stats = metrics.review_stats(probs, y, t)
+    assert 0.04 <= stats["flagged_fraction"] <= 0.07
+    assert stats["unflagged_accuracy"] == 1.0
+
+
+def test_cell_gamut_rejects_noise_and_keeps_training_like_crops() -> None:
+    rng = np.random.default_rng(2)
+    base = np.array([[230, 220, 226], [222, 160, 170], [95, 60, 170]], dtype=np.uint8)
+    crops = base[rng.integers(0, 3, (50, 150, 150))]
+    params = cellcheck.fit(crops)
+    check = cellcheck.CellCheck(params)
+    assert check.is_cell(crops[0], localised=True)
+    assert not check.is_cell(crops[0], localised=False)
+    noise = rng.integers(0, 256, (150, 150, 3), dtype=np.uint8)
+    assert not check.is_cell(noise, localised=True)
