@@ -31,3 +31,17 @@ def test_shipped_model_accuracy_on_test_simple(data_dir: Path) -> None:
             correct += r.json()["label"] == CLASSES[s.label]
     accuracy = correct / len(samples)
     assert accuracy >= claimed["accuracy"] - MARGIN, (accuracy, claimed)
+
+
+def test_shipped_model_calls_generated_non_cells_unknown() -> None:
+    """Noise, solid colours, text, a document scan: never a confident white-cell label."""
+    from tests.app.conftest import encode
+    from tests.app.test_lab import not_cells
+
+    app = create_app(Settings(model_dir=SHIPPED))
+    with TestClient(app) as client:
+        for name, image in not_cells().items():
+            r = client.post("/predict", files={"file": (f"{name}.png", encode(image, "PNG"),
+                                                        "image/png")})
+            assert r.status_code == 200
+            assert r.json()["label"] == "unknown", (name, r.json())
