@@ -11,7 +11,8 @@ from app.config import Settings, get_settings
 from app.errors import ModelNotReady
 
 
-def get_classifier(request: Request) -> Classifier:
+async def get_classifier(request: Request) -> Classifier:
+    """Async on purpose: FastAPI runs sync dependencies in the thread pool, a hop per call."""
     classifier: Classifier | None = getattr(request.app.state, "classifier", None)
     if classifier is None or not classifier.predictor.ready:
         raise ModelNotReady("model is not loaded or not warmed up yet; retry shortly")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
@@ -20,20 +21,32 @@ class Unauthorized(ServiceError):
 def configured_keys(settings: Settings) -> list[bytes]:
     keys = [settings.api_key] if settings.api_key else []
     if settings.api_key_file:
-        try:
-            lines = Path(settings.api_key_file).read_text().splitlines()
-        except OSError:
-            lines = []
-            keys.append("\0unreadable key file: nobody gets in\0")
-        keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        keys += _key_file(Path(settings.api_key_file), _mtime(settings.api_key_file))
     return [k.encode() for k in keys]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return Path(path).stat().st_mtime
+    except OSError:
+        return -1.0
+
+
+@lru_cache(maxsize=8)
+def _key_file(path: Path, mtime: float) -> list[str]:
+    """Keys of a file, one a line; re-read when the file changes (mtime is in the key)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return ["\0unreadable key file: nobody gets in\0"]
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
 _bearer = HTTPBearer(auto_error=False)
 _header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
-def require_api_key(
+async def require_api_key(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header: Annotated[str | None, Depends(_header)],
     settings: Annotated[Settings, Depends(get_settings)],

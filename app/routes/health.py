@@ -16,14 +16,14 @@ model_router = APIRouter()  # behind the API key when one is set
 
 
 @router.get("/health/live", tags=["health"])
-def live() -> dict[str, str]:
+async def live() -> dict[str, str]:
     """The process is up and answering."""
     return {"status": "live"}
 
 
 @router.get("/health/ready", tags=["health"],
             responses={503: {"description": "model not loaded or not warmed up"}})
-def ready(request: Request) -> JSONResponse:
+async def ready(request: Request) -> JSONResponse:
     """200 once the model is loaded and warmed up, else 503 with the reason."""
     classifier = getattr(request.app.state, "classifier", None)
     if classifier is not None and classifier.predictor.ready:
@@ -33,7 +33,7 @@ def ready(request: Request) -> JSONResponse:
 
 
 @model_router.get("/v1/models/wbc-classifier", tags=["model"])
-def model_metadata(classifier: ClassifierDep) -> dict[str, Any]:
+async def model_metadata(classifier: ClassifierDep) -> dict[str, Any]:
     """The served model's metadata: version, classes, input, protocol, test metrics."""
     meta = classifier.predictor.metadata
     keys = ("name", "version", "classes", "input", "protocol", "arch", "test_metrics",

@@ -37,19 +37,19 @@ class InferRequest(BaseModel):
 
 
 @health_router.get("/health/ready")
-def v2_ready(request: Request) -> JSONResponse:
+async def v2_ready(request: Request) -> JSONResponse:
     classifier = getattr(request.app.state, "classifier", None)
     ready = classifier is not None and classifier.predictor.ready
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
 @health_router.get("/health/live")
-def v2_live() -> dict[str, bool]:
+async def v2_live() -> dict[str, bool]:
     return {"live": True}
 
 
 @router.get(f"/models/{MODEL}")
-def v2_metadata(classifier: ClassifierDep) -> dict[str, Any]:
+async def v2_metadata(classifier: ClassifierDep) -> dict[str, Any]:
     meta = classifier.predictor.metadata
     size = meta.get("input", {}).get("size", [150, 150, 3])
     return {
