@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -56,6 +57,9 @@ def install_reload_signal(app: FastAPI, settings: Settings) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     configure_logging(settings.log_level)
+    # The event loop waits for the GIL while an inference thread holds it; the default
+    # 5 ms switch interval then adds milliseconds to every request (bench/run.py shows it).
+    sys.setswitchinterval(settings.gil_switch_interval_s)
     app.state.classifier = None
     await load_model(app, settings)
     install_reload_signal(app, settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import ClassifierDep, SettingsDep
@@ -20,11 +21,13 @@ router = APIRouter(tags=["classification"])
 @router.post("/predict", response_model=Prediction, responses=ERRORS,
              openapi_extra=image_body("file", many=False))
 async def predict(request: Request, classifier: ClassifierDep,
-                  settings: SettingsDep) -> dict[str, Any]:
+                  settings: SettingsDep) -> JSONResponse:
     """Classify one white-cell image (multipart field `file`, or a raw image/* body)."""
     upload = await read_single(request, settings.max_image_bytes)
     try:
-        return await run_in_threadpool(classifier.classify_bytes, upload.data)
+        # A Response skips FastAPI's re-validation of a dict we built ourselves (~0.5 ms);
+        # the schema stays documented by response_model and checked by the tests.
+        return JSONResponse(await run_in_threadpool(classifier.classify_bytes, upload.data))
     except ServiceError as exc:
         REJECTED.labels(str(exc.status_code)).inc()
         raise
