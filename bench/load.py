@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -60,3 +64,33 @@ async def run_load(base_url: str, images: list[bytes], concurrency: int, seconds
                                        max_requests, result) for k in range(concurrency)))
         result.seconds = time.perf_counter() - start
     return result
+
+
+WRK_SCRIPT = Path(__file__).with_name("wrk_post.lua")
+
+
+def _ms(text: str) -> float:
+    value, unit = float(re.match(r"[\d.]+", text).group()), re.sub(r"[\d.]", "", text)  # type: ignore[union-attr]
+    return value * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def run_wrk(base_url: str, image_paths: list[Path], concurrency: int, seconds: float) -> dict:
+    """The same closed loop with wrk (C, one thread): a load generator that leaves the
+    two cores to the server. Returns the summary() shape."""
+    assert base_url.startswith(("http://127.", "http://localhost")), "loopback only"
+    env = {**os.environ, "WRK_IMAGES": ":".join(str(p) for p in image_paths)}
+    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
+                          "--latency", "--timeout", "30s", "-s", str(WRK_SCRIPT),
+                          f"{base_url}/predict"], env=env, capture_output=True, text=True,
+                         timeout=seconds + 60, check=True).stdout
+    pct = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.M))
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                     out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups()))
+                                                       if sock else 0)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return {"concurrency": concurrency, "requests": total, "errors": errors,
+            "throughput": rate, "p50_ms": _ms(pct["50"]), "p90_ms": _ms(pct["90"]),
+            "p99_ms": _ms(pct["99"]), "max_ms": float("nan"), "client": "wrk"}
