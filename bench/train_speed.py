@@ -78,3 +78,7 @@ uses a stride-2 stem, and pools at the start of each residual block so that its
 separable convolutions run at 38, 19, 10 and 5 pixels. The shipped model trains in
 the wall time quoted in [official/report.md](official/report.md); the paper's recipe
 would take the hours in the last column."""
+
+
+if __name__ == "__main__":
+    main()
