@@ -21,13 +21,15 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
+    error_kinds: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float | int]:
         lat = np.array(self.latencies_ms or [float("nan")])
         return {"concurrency": self.concurrency, "requests": len(self.latencies_ms),
                 "errors": self.errors, "throughput": len(self.latencies_ms) / self.seconds,
                 "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
-                "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max())}
+                "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
+                "error_kinds": self.error_kinds}
 
 
 async def _client(http: httpx.AsyncClient, url: str, images: list[bytes], offset: int,
@@ -40,8 +42,10 @@ async def _client(http: httpx.AsyncClient, url: str, images: list[bytes], offset
         try:
             r = await http.post(url, content=body, headers={"content-type": "image/jpeg"})
             status = r.status_code
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             status = 0
+            kind = f"{type(exc).__name__}: {str(exc)[:80]}"
+            result.error_kinds[kind] = result.error_kinds.get(kind, 0) + 1
         result.statuses[status] = result.statuses.get(status, 0) + 1
         if status == 200:
             result.latencies_ms.append((time.perf_counter() - start) * 1000)
