@@ -14,7 +14,9 @@ def main() -> None:
     uvicorn.run("app.main:app", host=settings.host, port=settings.port,
                 workers=int(os.environ.get("WBC_WORKERS", "1")),
                 log_level=settings.log_level.lower(), timeout_graceful_shutdown=30,
-                timeout_keep_alive=5)
+                # uvicorn's default of 5 s raced with busy clients under the soak (a
+                # keep-alive close crossing the next request: client ReadErrors)
+                timeout_keep_alive=settings.keep_alive_s)
 
 
 if __name__ == "__main__":

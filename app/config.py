@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     api_key_file: Path | None = None
     cors_origins: list[str] = []
     body_timeout_s: float = 30.0
+    keep_alive_s: int = 75
     gil_switch_interval_s: float = 0.0005
 
 
