@@ -19,6 +19,8 @@ import asyncio
 import json
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -81,10 +83,6 @@ def bad_model_dirs() -> dict:
         (corrupt / "1" / "metadata.json").write_text("{}")
         for name, path in (("missing", Path(tmp) / "nothing"), ("corrupt", corrupt)):
             server = Server(env={"WBC_MODEL_DIR": str(path), "WBC_LOG_LEVEL": "INFO"})
-            server.env["WBC_LOG_LEVEL"] = "INFO"
-            import subprocess
-            import sys
-
             proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=PROJECT, env=server.env,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             status, detail = None, None
