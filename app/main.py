@@ -73,11 +73,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Classifies white-blood-cell images into eosinophil, lymphocyte,"
                               " monocyte and neutrophil, with calibrated probabilities.")
     app.state.settings = settings
-
-    async def current_settings() -> Settings:  # async: no thread-pool hop per request
-        return settings
-
-    app.dependency_overrides[get_settings] = current_settings
     app.add_exception_handler(ServiceError, service_error_handler)
     protected = [Depends(require_api_key)]
     app.include_router(health.router)

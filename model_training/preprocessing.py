@@ -90,7 +90,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
                 raise ImageDecodeError("image has no pixels")
             image.seek(0)
             image.load()
-            image = ImageOps.exif_transpose(image) or image
+            ImageOps.exif_transpose(image, in_place=True)  # no copy when upright
             return to_rgb(image)
     except ImageError:
         raise

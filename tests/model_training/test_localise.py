@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from PIL import Image
+from scipy import ndimage
 
-from model_training.localise import find_cell, square_crop
+from model_training.localise import close, find_cell, percentile, square_crop
 from model_training.preprocessing import IMAGE_SIZE, prepare
 from tests.synthetic import BACKGROUND, field
 
@@ -66,3 +70,21 @@ def test_prepared_crop_is_centred_on_the_cell() -> None:
     ys, xs = np.nonzero(violet)
     assert abs(xs.mean() - IMAGE_SIZE / 2) < IMAGE_SIZE * 0.15
     assert abs(ys.mean() - IMAGE_SIZE / 2) < IMAGE_SIZE * 0.15
+
+
+@settings(max_examples=300, deadline=None)
+@given(mask=hnp.arrays(bool, hnp.array_shapes(min_dims=2, max_dims=2, max_side=40)),
+       iterations=st.integers(1, 3))
+def test_fast_closing_equals_scipy(mask: np.ndarray, iterations: int) -> None:
+    """The numpy closing on the request path is scipy's binary closing, bit for bit."""
+    expected = ndimage.binary_closing(mask, structure=np.ones((3, 3), dtype=bool),
+                                      iterations=iterations)
+    np.testing.assert_array_equal(close(mask, iterations), expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=hnp.arrays(np.int16, hnp.array_shapes(min_dims=1, max_dims=2, max_side=300),
+                         elements=st.integers(-255, 255)),
+       q=st.sampled_from([0.0, 50.0, 99.0, 99.9, 100.0]))
+def test_fast_percentile_equals_numpy(values: np.ndarray, q: float) -> None:
+    assert percentile(values, q) == float(np.percentile(values, q))
