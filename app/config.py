@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     body_timeout_s: float = 30.0
     keep_alive_s: int = 75
     gil_switch_interval_s: float = 0.0005
+    work_threads: int = Field(2, ge=1, description="threads per worker process that decode "
+                              "and classify; more requests than this wait their turn")
 
 
 @lru_cache

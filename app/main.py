@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
@@ -60,6 +61,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The event loop waits for the GIL while an inference thread holds it; the default
     # 5 ms switch interval then adds milliseconds to every request (bench/run.py shows it).
     sys.setswitchinterval(settings.gil_switch_interval_s)
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.work_threads
     app.state.classifier = None
     await load_model(app, settings)
     install_reload_signal(app, settings)

@@ -47,8 +47,8 @@ class Server:
             time.sleep(0.1)
         raise RuntimeError("server did not become ready")
 
-    def rss_mb(self) -> float:
-        """Resident memory of the server and its worker processes, MiB."""
+    def pids(self) -> list[int]:
+        """The server process and its worker processes."""
         assert self.proc
         pids = [self.proc.pid]
         try:
@@ -56,8 +56,23 @@ class Server:
             pids += [int(p) for p in children.split()]
         except OSError:
             pass
+        return pids
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the server and its workers (Linux)."""
+        ticks = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            except (OSError, IndexError, ValueError):
+                pass
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server and its worker processes, MiB."""
         total = 0
-        for pid in pids:
+        for pid in self.pids():
             try:
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
