@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--max-train", type=int, default=None, help="cap training images (smoke)")
     tr.add_argument("--scale-jitter", type=float, default=0.0,
                     help="random zoom/shift amplitude in training, e.g. 0.15 (0: off)")
+    tr.add_argument("--stain-jitter", type=float, default=1.0,
+                    help="scale of the hue/saturation/brightness/contrast jitter (0: off)")
     ev = sub.add_parser("evaluate", help="evaluate a SavedModel on a class-folder tree")
     ev.add_argument("--model", type=Path, required=True)
     ev.add_argument("--data", type=Path, required=True)
@@ -41,6 +43,13 @@ def main(argv: list[str] | None = None) -> None:
     cc.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
     cc.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
     cc.add_argument("--report", type=Path, default=None, help="default reports/<protocol>")
+    rb = sub.add_parser("robustness", help="accuracy under stain, focus, scale and JPEG "
+                        "perturbations, on validation cells and TEST_SIMPLE")
+    rb.add_argument("--model", type=Path, required=True)
+    rb.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
+    rb.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
+    rb.add_argument("--out", type=Path, default=None, help="report folder, e.g. "
+                    "reports/robustness (default: print only)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -50,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         summary = train(args.protocol, args.data, args.out, arch=args.arch, epochs=args.epochs,
                         batch_size=args.batch_size, seed=args.seed, version=args.version,
                         cache_dir=args.cache, max_train=args.max_train,
-                        scale_jitter=args.scale_jitter,
+                        scale_jitter=args.scale_jitter, stain_jitter=args.stain_jitter,
                         report_dir=args.report or Path("reports") / args.protocol)
         print(json.dumps({k: summary[k] for k in ("protocol", "arch", "train_seconds",
                                                     "model_dir")} |
@@ -72,6 +81,12 @@ def main(argv: list[str] | None = None) -> None:
                 argv or sys.argv[1:])
             write_report(report_dir, summary, None)
         print(json.dumps(calibration))
+    elif args.command == "robustness":
+        from model_training.robustness import run
+
+        record = run(args.model, args.data, args.cache, args.out,
+                     "python -m model_training " + shlex.join(argv or sys.argv[1:]))
+        print(json.dumps(record["summary"]))
     else:
         from model_training.evaluate import evaluate
 

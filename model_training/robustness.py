@@ -1,0 +1,155 @@
+"""How a model holds up when the image looks like another lab's: stain, focus, scale, JPEG.
+
+Other labs stain more or less strongly, with other hues, focus differently, use other
+magnifications and compress harder. We cannot get their cells here, so we perturb the
+network-ready crops of cells the model never trained on in these ways and measure the
+accuracy under each. Model choices are made on the validation cells (inside TRAIN,
+grouped by source cell), never on TEST; TEST_SIMPLE is reported beside them.
+
+    python -m model_training robustness --model models/wbc-classifier/1 \
+        --data ../shared/data/kaggle-blood-cells --out reports/robustness
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+from model_training.data import Dataset, load_folder
+from model_training.export import SavedModelRunner
+from model_training.metrics import classification_report
+
+Perturb = Callable[[Image.Image], Image.Image]
+
+
+def _hue(shift: float) -> Perturb:
+    def apply(im: Image.Image) -> Image.Image:
+        h, s, v = im.convert("HSV").split()
+        h = h.point(lambda x: (x + round(shift * 255)) % 256)
+        return Image.merge("HSV", (h, s, v)).convert("RGB")
+    return apply
+
+
+def _zoom(factor: float) -> Perturb:
+    """factor < 1: the cell looks smaller (lower magnification), black around as in TRAIN's
+    rotated views; > 1: larger."""
+    def apply(im: Image.Image) -> Image.Image:
+        w, h = im.size
+        side = w / factor
+        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+        return im.transform(im.size, Image.Transform.EXTENT, box, Image.Resampling.BILINEAR)
+    return apply
+
+
+def _jpeg(quality: int) -> Perturb:
+    def apply(im: Image.Image) -> Image.Image:
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=quality)
+        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    return apply
+
+
+def _gamma(g: float) -> Perturb:
+    table = [round(255 * (i / 255) ** g) for i in range(256)] * 3
+    return lambda im: im.point(table)
+
+
+PERTURBATIONS: dict[str, Perturb] = {
+    "none": lambda im: im,
+    "hue -0.05": _hue(-0.05),
+    "hue +0.05": _hue(0.05),
+    "saturation x0.6": lambda im: ImageEnhance.Color(im).enhance(0.6),
+    "saturation x1.5": lambda im: ImageEnhance.Color(im).enhance(1.5),
+    "brightness x0.8": lambda im: ImageEnhance.Brightness(im).enhance(0.8),
+    "brightness x1.2": lambda im: ImageEnhance.Brightness(im).enhance(1.2),
+    "contrast x0.7": lambda im: ImageEnhance.Contrast(im).enhance(0.7),
+    "gamma 0.7": _gamma(0.7),
+    "gamma 1.4": _gamma(1.4),
+    "blur sigma 1.5": lambda im: im.filter(ImageFilter.GaussianBlur(1.5)),
+    "zoom x0.8": _zoom(0.8),
+    "zoom x1.25": _zoom(1.25),
+    "jpeg q30": _jpeg(30),
+}
+
+
+def perturbed(x: np.ndarray, name: str) -> np.ndarray:
+    fn = PERTURBATIONS[name]
+    return np.stack([np.asarray(fn(Image.fromarray(img)), dtype=np.uint8) for img in x])
+
+
+def evaluate(runner: SavedModelRunner, ds: Dataset) -> dict[str, dict[str, float]]:
+    """Accuracy and macro-F1 under each perturbation."""
+    out = {}
+    for name in PERTURBATIONS:
+        report = classification_report(ds.y, runner(perturbed(ds.x, name)))
+        out[name] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+    return out
+
+
+def summarise(results: dict[str, dict[str, float]]) -> dict[str, float]:
+    shifted = [r["accuracy"] for name, r in results.items() if name != "none"]
+    return {"clean": results["none"]["accuracy"], "mean_shifted": float(np.mean(shifted)),
+            "worst_shifted": float(np.min(shifted))}
+
+
+def run(model_dir: Path, data_root: Path, cache: Path | None, out: Path | None,
+        command: str) -> dict:
+    from model_training.train import official_splits
+
+    runner = SavedModelRunner(model_dir)
+    seed = int(runner.metadata.get("seed", 42))
+    _, val, _ = official_splits(data_root, cache, seed)
+    sets = {"validation": val, "TEST_SIMPLE": load_folder(data_root / "TEST_SIMPLE", cache)}
+    results = {name: evaluate(runner, ds) for name, ds in sets.items()}
+    record = {"model": str(model_dir), "version": runner.metadata.get("version"),
+              "command": command, "results": results,
+              "summary": {name: summarise(r) for name, r in results.items()}}
+    if out:
+        write(out, record)
+    return record
+
+
+def write(out: Path, record: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "robustness.json").write_text(json.dumps(record, indent=2))
+    names = list(PERTURBATIONS)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.4
+    for i, (set_name, res) in enumerate(record["results"].items()):
+        ax.bar(np.arange(len(names)) + i * width, [res[n]["accuracy"] for n in names],
+               width, label=set_name)
+    ax.set_xticks(np.arange(len(names)) + width / 2, names, rotation=40, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Accuracy under perturbations, model {record['model']}")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "robustness.png", dpi=110)
+    plt.close(fig)
+    sets = list(record["results"])
+    lines = ["# Robustness to other-lab looks", "",
+             f"Produced by `{record['command']}`. Model: `{record['model']}`.", "",
+             "Crops of cells the model never trained on, perturbed as another lab's "
+             "images might look (see `model_training/robustness.py`). Validation cells "
+             "are the ones model choices may use; TEST_SIMPLE is shown, not used.", "",
+             "| perturbation | " + " | ".join(f"{s} accuracy" for s in sets) + " |",
+             "|---|" + "---|" * len(sets)]
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(
+            f"{record['results'][s][n]['accuracy']:.3f}" for s in sets) + " |")
+    for key in ("mean_shifted", "worst_shifted"):
+        lines.append(f"| **{key.replace('_', ' ')}** | " + " | ".join(
+            f"**{record['summary'][s][key]:.3f}**" for s in sets) + " |")
+    lines += ["", "![accuracy under perturbations](robustness.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))
