@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--runtime-seconds", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=PROJECT / "reports")
+    parser.add_argument("--model", type=Path, default=PROJECT / "models" / "wbc-classifier",
+                        help="model folder to serve and to run raw (default: the shipped one)")
     parser.add_argument("--work-threads", type=int, default=None,
                         help="WBC_WORK_THREADS for the server (default: the setting's default)")
     parser.add_argument("--no-write", action="store_true", help="print only (CI smoke)")
@@ -82,7 +84,9 @@ def main() -> None:
     use_wrk = shutil.which("wrk") is not None and not args.python_client
 
     rows = []
-    env = {"WBC_WORK_THREADS": str(args.work_threads)} if args.work_threads else {}
+    env = {"WBC_MODEL_DIR": str(args.model.resolve())}
+    if args.work_threads:
+        env["WBC_WORK_THREADS"] = str(args.work_threads)
     with Server(workers=args.workers, env=env) as server:
         for c in args.concurrency:
             cpu0 = server.cpu_seconds()
@@ -103,7 +107,7 @@ def main() -> None:
     from bench.runtimes import measure
     from model_training.preprocessing import preprocess_bytes
 
-    version_dir = resolve_version_dir(PROJECT / "models" / "wbc-classifier")
+    version_dir = resolve_version_dir(args.model)
     arrays = np.stack([preprocess_bytes(b).array for b in images[:32]])
     raw = measure(version_dir, arrays, args.runtime_seconds)
     print(json.dumps(raw), flush=True)
@@ -117,6 +121,8 @@ def main() -> None:
     record = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} cores {platform.machine()}", "workers": args.workers,
+        "model": str(version_dir), "arch": json.loads((version_dir / "metadata.json")
+                                                      .read_text()).get("arch"),
         "work_threads": args.work_threads or Settings().work_threads,
         "load_generator": "wrk" if use_wrk else "httpx",
         "seconds_per_level": args.seconds, "cold_start_s": round(cold, 2),
@@ -136,7 +142,12 @@ def main() -> None:
 
 
 def work_threads_flag(args: argparse.Namespace) -> str:
-    return f" --work-threads {args.work_threads}" if args.work_threads else ""
+    flags = f" --work-threads {args.work_threads}" if args.work_threads else ""
+    if args.model.resolve() != (PROJECT / "models" / "wbc-classifier").resolve():
+        flags += f" --model {args.model}"
+    if args.out.resolve() != (PROJECT / "reports").resolve():
+        flags += f" --out {args.out}"
+    return flags
 
 
 def write_markdown(path: Path, rec: dict, args: argparse.Namespace) -> None:
@@ -156,7 +167,8 @@ def write_markdown(path: Path, rec: dict, args: argparse.Namespace) -> None:
                      f"{r['p99_ms']:.1f} | {r['server_cpu_ms_per_request']:.2f} |")
     lines += ["", f"Cold start to ready: **{rec['cold_start_s']} s**. Resident memory: "
               f"**{rec['rss_mb_per_worker']} MiB per worker** ({rec['workers']} worker(s), "
-              f"{rec['work_threads']} work threads each).", "",
+              f"{rec['work_threads']} work threads each). Model: `{rec['model']}` "
+              f"(arch `{rec['arch']}`).", "",
               "![throughput and latency](performance.png)", "",
               "## Raw runtimes, same weights (images/s)", "",
               "| runtime | batch 1 | batch 32 |", "|---|---|---|"]
