@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,3 +36,25 @@ def test_tflite_matches_tensorflow_on_shipped_model(data_dir: Path) -> None:
     tf_runtime, tflite_runtime = _both(PROJECT / "models" / "wbc-classifier")
     np.testing.assert_allclose(tflite_runtime.predict(data.x), tf_runtime.predict(data.x),
                                atol=1e-4)
+
+
+def test_work_threads_setting_bounds_the_worker_thread_pool(tiny_model: Path,
+                                                            cell_jpeg: bytes) -> None:
+    """WBC_WORK_THREADS caps the threads that decode and classify; requests beyond it
+    queue and are still answered."""
+    import anyio.to_thread
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from tests.app.conftest import make_settings
+
+    app = create_app(make_settings(tiny_model, work_threads=3))
+    with TestClient(app) as client:
+        tokens = client.portal.call(
+            lambda: anyio.to_thread.current_default_thread_limiter().total_tokens)
+        assert tokens == 3
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _: client.post(
+                "/predict", content=cell_jpeg, headers={"content-type": "image/jpeg"}
+            ).status_code, range(16)))
+        assert statuses == [200] * 16
