@@ -28,7 +28,8 @@ test: lint
 
 train: $(STAMP)
 	$(BIN)/python -m model_training train --protocol official \
-		--data ../shared/data/kaggle-blood-cells --out models/wbc-classifier
+		--data ../shared/data/kaggle-blood-cells --out models/wbc-classifier \
+		--epochs 14 --scale-jitter 0.15 --stain-jitter 2
 
 localise: $(STAMP)
 	$(BIN)/python -m model_training.localise_eval --bccd ../shared/data/bccd \
