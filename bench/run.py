@@ -141,7 +141,8 @@ def main() -> None:
     write_markdown(args.out / "performance.md", record, args)
 
 
-def work_threads_flag(args: argparse.Namespace) -> str:
+def extra_flags(args: argparse.Namespace) -> str:
+    """The non-default flags of this run, for the report's command line."""
     flags = f" --work-threads {args.work_threads}" if args.work_threads else ""
     if args.model.resolve() != (PROJECT / "models" / "wbc-classifier").resolve():
         flags += f" --model {args.model}"
@@ -153,7 +154,7 @@ def work_threads_flag(args: argparse.Namespace) -> str:
 def write_markdown(path: Path, rec: dict, args: argparse.Namespace) -> None:
     lines = ["# Performance", "",
              f"Produced by `python -m bench.run --seconds {args.seconds:g} --workers "
-             f"{args.workers}{work_threads_flag(args)}` on {rec['date']} ({rec['machine']}; "
+             f"{args.workers}{extra_flags(args)}` on {rec['date']} ({rec['machine']}; "
              f"load generator: {rec['load_generator']}, closed loop, on the same 2 cores as "
              "the server).", "",
              "## End to end over HTTP (raw image body, real TEST images: upload, decode, "
