@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--max-train", type=int, default=None, help="cap training images (smoke)")
     tr.add_argument("--scale-jitter", type=float, default=0.0,
                     help="random zoom/shift amplitude in training, e.g. 0.15 (0: off)")
+    tr.add_argument("--refit", type=Path, default=None, metavar="VALIDATED_MODEL",
+                    help="train on all of TRAIN (validation cells included) for the fixed "
+                         "epochs; temperature and review threshold come from VALIDATED_MODEL, "
+                         "the same recipe's validated run")
     tr.add_argument("--stain-jitter", type=float, default=1.0,
                     help="scale of the hue/saturation/brightness/contrast jitter (0: off)")
     ev = sub.add_parser("evaluate", help="evaluate a SavedModel on a class-folder tree")
@@ -60,19 +64,24 @@ def main(argv: list[str] | None = None) -> None:
                         batch_size=args.batch_size, seed=args.seed, version=args.version,
                         cache_dir=args.cache, max_train=args.max_train,
                         scale_jitter=args.scale_jitter, stain_jitter=args.stain_jitter,
-                        report_dir=args.report or Path("reports") / args.protocol)
+                        refit=args.refit, report_dir=args.report or Path("reports") / args.protocol)
         print(json.dumps({k: summary[k] for k in ("protocol", "arch", "train_seconds",
                                                     "model_dir")} |
                          {"test": {n: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
                                    for n, r in summary["test"].items()}}))
     elif args.command == "calibrate":
+        from model_training.data import concat
         from model_training.report import write_report
         from model_training.train import official_splits, paper_splits, postfit
 
         metadata = json.loads((args.model / "metadata.json").read_text())
         splitter = official_splits if metadata["protocol"] == "official" else paper_splits
         train_ds, val_ds, tests = splitter(args.data, args.cache, metadata.get("seed", 42))
-        test_reports, calibration = postfit(args.model, train_ds, val_ds, tests)
+        refit = metadata.get("refit", {}).get("calibration_from")
+        if refit:  # its validation cells are in its training set: nothing to fit on
+            train_ds = concat([train_ds, val_ds])
+        test_reports, calibration = postfit(args.model, train_ds, val_ds, tests,
+                                            Path(refit) if refit else None)
         report_dir = args.report or Path("reports") / metadata["protocol"]
         if (report_dir / "metrics.json").exists():
             summary = json.loads((report_dir / "metrics.json").read_text())

@@ -49,10 +49,12 @@ def plot_curves(history: dict[str, list[float]], path_prefix: Path) -> None:
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         epochs = np.arange(1, len(history.get(metric, [])) + 1)
         ax.plot(epochs, history.get(metric, []), label="training")
-        ax.plot(epochs, history.get(f"val_{metric}", []), label="validation")
+        validated = f"val_{metric}" in history  # a --refit run has no validation
+        if validated:
+            ax.plot(epochs, history[f"val_{metric}"], label="validation")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label.lower())
-        ax.set_title(f"Training and validation {label.lower()}")
+        ax.set_title(f"Training{' and validation' if validated else ''} {label.lower()}")
         ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
@@ -74,6 +76,10 @@ def write_report(out: Path, summary: dict[str, Any],
              f"{summary['machine']}; {summary['epochs_run']} epochs; "
              f"{summary['n_train']} training / {summary['n_val']} validation images; "
              f"skipped unreadable files: {summary['skipped']}.\n"]
+    if summary.get("refit"):
+        parts.append(f"**Refit on all of TRAIN**: the validation cells are in the training set, "
+                     f"so there is no validation curve; the recipe and its epochs were validated "
+                     f"by `{summary['refit']}`, whose temperature and review threshold it uses.\n")
     if summary["protocol"] == "paper":
         parts.append("**This split leaks.** As in the paper, all 12,515 files are split at random, "
                      "so augmented views of the same 348 source cells fall on both sides. Its "
@@ -89,9 +95,10 @@ def write_report(out: Path, summary: dict[str, Any],
                if "calibrate_command" in summary else "")
         parts.append(f"## Calibration and review flag\n\n{how}"
                      f"Temperature {cal['temperature']:.3f} "
-                     f"(fitted on validation). Expected calibration error on TEST: "
+                     f"(fitted on {cal['fitted_on']}). Expected calibration error on TEST: "
                      f"{cal['ece_before']:.4f} before, {cal['ece_after']:.4f} after.\n\n"
-                     f"Review threshold {cal['review']['threshold']:.2f} (chosen on validation):"
+                     f"Review threshold {cal['review']['threshold']:.2f} "
+                     f"(chosen on {cal['fitted_on']}):"
                      f" on TEST {cal['review']['flagged_fraction']:.1%} of cells flagged, "
                      f"accuracy of the unflagged rest "
                      f"{cal['review']['unflagged_accuracy']:.4f}.\n")

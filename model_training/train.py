@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 VAL_FRACTION = 0.15  # share of TRAIN's source cells held out for validation (official)
 LABEL_SMOOTHING = 0.1
 PAPER_LR = 1e-3
+PAPER_PATIENCE = 8  # epochs without a better val accuracy before the paper recipe stops
 WBC_LR = 2e-3
 
 
@@ -103,9 +104,11 @@ def make_dataset(ds: Dataset, batch: int, training: bool, seed: int,
     return data.batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
-def compile_model(model: keras.Model, arch: str, steps: int) -> list[keras.callbacks.Callback]:
+def compile_model(model: keras.Model, arch: str, steps: int, epochs: int,
+                  validate: bool = True) -> list[keras.callbacks.Callback]:
     """The paper's recipe for ``paper`` (Adam, ReduceLROnPlateau on val accuracy, patience 3,
-    factor 0.3); cosine decay and label smoothing for the others."""
+    factor 0.3; up to ``epochs``, stopping after ``PAPER_PATIENCE`` epochs without progress);
+    cosine decay and label smoothing for the others. Both keep the best validation epoch."""
     if arch == "paper":
         optimizer = keras.optimizers.Adam(PAPER_LR)
         loss = keras.losses.CategoricalCrossentropy()
@@ -118,8 +121,10 @@ def compile_model(model: keras.Model, arch: str, steps: int) -> list[keras.callb
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING)
         callbacks = []
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-    callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=100,
-                                                   restore_best_weights=True))
+    if validate:
+        patience = PAPER_PATIENCE if arch == "paper" else epochs
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience,
+                                                       restore_best_weights=True))
     return callbacks
 
 
@@ -127,8 +132,18 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
           batch_size: int = 32, seed: int = 42, version: int = 1,
           cache_dir: Path | None = Path(".cache/arrays"),
           report_dir: Path | None = None, max_train: int | None = None,
-          scale_jitter: float = 0.0, stain_jitter: float = 1.0) -> dict[str, Any]:
-    """Run one full training and write the SavedModel, metadata.json and report."""
+          scale_jitter: float = 0.0, stain_jitter: float = 1.0,
+          refit: Path | None = None) -> dict[str, Any]:
+    """Run one full training and write the SavedModel, metadata.json and report.
+
+    ``refit``: a model already trained and validated by the same recipe. The run then trains
+    on all of TRAIN, validation cells included (there are only 16 monocyte source cells in
+    TRAIN; the validation split holds 2 of them back), for the fixed number of epochs, and
+    takes that model's temperature and review threshold, as nothing is left to fit them on.
+    """
+    if refit and (protocol != "official" or arch == "paper"):
+        raise ValueError("--refit needs the official protocol and a fixed schedule "
+                         "(the paper's recipe steers its learning rate by validation)")
     keras.utils.set_random_seed(seed)
     command = "python -m model_training " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
     splitter = official_splits if protocol == "official" else paper_splits
@@ -138,15 +153,23 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     if protocol == "official":
         overlap = set(train_ds.groups) & set(val_ds.groups)
         assert not overlap, f"source cells on both sides of the split: {sorted(overlap)[:5]}"
+    if refit:
+        skipped = train_ds.skipped
+        train_ds = concat([train_ds, val_ds])
+        train_ds.skipped = skipped
     steps = epochs * math.ceil(len(train_ds.y) / batch_size)
     model = make_model(arch)
-    callbacks = compile_model(model, arch, steps)
-    log.info("training %s on %d images, validating on %d", arch, len(train_ds.y), len(val_ds.y))
+    callbacks = compile_model(model, arch, steps, epochs, validate=not refit)
+    if report_dir:  # the curve so far survives an interrupted run
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        callbacks.append(keras.callbacks.CSVLogger(str(Path(report_dir) / "history.csv")))
+    n_val = 0 if refit else len(val_ds.y)
+    log.info("training %s on %d images, validating on %d", arch, len(train_ds.y), n_val)
     start = time.perf_counter()
     history = model.fit(make_dataset(train_ds, batch_size, True, seed, scale_jitter,
                                      stain_jitter),
                         epochs=epochs,
-                        validation_data=make_dataset(val_ds, 128, False, seed),
+                        validation_data=None if refit else make_dataset(val_ds, 128, False, seed),
                         callbacks=callbacks, verbose=2)
     train_seconds = time.perf_counter() - start
 
@@ -158,21 +181,26 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
         "protocol": protocol, "arch": arch, "epochs": epochs, "seed": seed,
         "scale_jitter": scale_jitter, "stain_jitter": stain_jitter,
         "data_fingerprint": {name: ds.fingerprint() for name, ds in
-                             {"train": train_ds, "val": val_ds, **tests}.items()},
+                             ({"train": train_ds} | ({} if refit else {"val": val_ds})
+                              | tests).items()},
         "train_seconds": round(train_seconds, 1),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command,
     }
+    if refit:
+        metadata["refit"] = {"validation": "none: trained on all of TRAIN",
+                             "calibration_from": str(refit)}
     export_savedmodel(model, version_dir, metadata)
-    test_reports, calibration = postfit(version_dir, train_ds, val_ds, tests)
+    test_reports, calibration = postfit(version_dir, train_ds, val_ds, tests, refit)
 
     summary = {
         "protocol": protocol, "arch": arch, "command": command, "epochs_run":
         len(history.history.get("loss", [])), "train_seconds": round(train_seconds, 1),
         "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
-        "n_train": int(len(train_ds.y)), "n_val": int(len(val_ds.y)),
+        "n_train": int(len(train_ds.y)), "n_val": n_val, "refit": str(refit) if refit else None,
         "skipped": len(train_ds.skipped) + sum(len(t.skipped) for t in tests.values()),
-        "val_accuracy_best": float(max(history.history.get("val_accuracy", [0]))),
+        "val_accuracy_best": (float(max(history.history["val_accuracy"]))
+                              if "val_accuracy" in history.history else None),
         "test": test_reports, "calibration": calibration,
         "model_dir": str(version_dir),
     }
@@ -182,23 +210,30 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
 
 
 
-def postfit(version_dir: Path, train_ds: Dataset, val_ds: Dataset, tests: dict[str, Dataset]
-            ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """On the exported model itself: temperature and review threshold from validation,
-    the not-a-cell check from training crops, test metrics; all written to metadata.json."""
+def postfit(version_dir: Path, train_ds: Dataset, val_ds: Dataset, tests: dict[str, Dataset],
+            calibration_from: Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """On the exported model itself: temperature and review threshold from validation (or
+    copied from ``calibration_from``, a validated model of the same recipe), the not-a-cell
+    check from training crops, test metrics; all written to metadata.json."""
     runner = SavedModelRunner(version_dir)
     metadata = runner.metadata
-    val_probs = runner(val_ds.x)
-    temperature = metrics.fit_temperature(val_probs, val_ds.y)
-    threshold = metrics.choose_review_threshold(
-        metrics.apply_temperature(val_probs, temperature), val_ds.y)
+    if calibration_from:
+        reference = json.loads((Path(calibration_from) / "metadata.json").read_text())
+        temperature, threshold = reference["temperature"], reference["review_threshold"]
+        fitted_on = f"validation of {calibration_from}"
+    else:
+        val_probs = runner(val_ds.x)
+        temperature = metrics.fit_temperature(val_probs, val_ds.y)
+        threshold = metrics.choose_review_threshold(
+            metrics.apply_temperature(val_probs, temperature), val_ds.y)
+        fitted_on = "validation"
     test_reports = {name: metrics.classification_report(ds.y, runner(ds.x))
                     for name, ds in tests.items()}
     first = next(iter(tests))
     test_probs = runner(tests[first].x)
     calibrated = metrics.apply_temperature(test_probs, temperature)
     calibration = {
-        "fitted_on": "validation", "reported_on": first, "temperature": temperature,
+        "fitted_on": fitted_on, "reported_on": first, "temperature": temperature,
         "ece_before": metrics.expected_calibration_error(test_probs, tests[first].y),
         "ece_after": metrics.expected_calibration_error(calibrated, tests[first].y),
         "review": metrics.review_stats(calibrated, tests[first].y, threshold),

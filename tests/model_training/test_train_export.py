@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from model_training.data import CLASSES, load_folder
 from model_training.export import SavedModelRunner
@@ -55,3 +56,32 @@ def test_evaluate_cli_last_line_is_json(tiny_model: Path, kaggle_like: Path) -> 
         assert set(last["per_class"][name]) >= {"precision", "recall", "f1", "support"}
         assert last["per_class"][name]["support"] == 4
     assert "| eosinophil |" in result.stdout
+
+
+def test_refit_trains_on_all_of_train_with_the_validated_calibration(
+        tiny_model: Path, kaggle_like: Path, tmp_path: Path) -> None:
+    from model_training.train import train
+
+    validated = json.loads((tiny_model / "1" / "metadata.json").read_text())
+    summary = train("official", kaggle_like, tmp_path / "wbc-classifier", arch="tiny", epochs=1,
+                    batch_size=8, cache_dir=None, report_dir=tmp_path / "report",
+                    refit=tiny_model / "1")
+    meta = json.loads((tmp_path / "wbc-classifier" / "1" / "metadata.json").read_text())
+    assert meta["data_fingerprint"]["train"]["n"] == 48  # every TRAIN file, validation's too
+    assert "val" not in meta["data_fingerprint"]
+    assert meta["refit"]["calibration_from"] == str(tiny_model / "1")
+    assert meta["temperature"] == validated["temperature"]
+    assert meta["review_threshold"] == validated["review_threshold"]
+    assert summary["n_val"] == 0 and summary["val_accuracy_best"] is None
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "Refit on all of TRAIN" in report and "history.csv" in {
+        p.name for p in (tmp_path / "report").iterdir()}
+
+
+def test_refit_refuses_the_paper_recipe(tiny_model: Path, kaggle_like: Path,
+                                        tmp_path: Path) -> None:
+    from model_training.train import train
+
+    with pytest.raises(ValueError, match="fixed schedule"):
+        train("official", kaggle_like, tmp_path / "m", arch="paper", epochs=1,
+              cache_dir=None, refit=tiny_model / "1")
