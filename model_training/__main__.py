@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="train on all of TRAIN (validation cells included) for the fixed "
                          "epochs; temperature and review threshold come from VALIDATED_MODEL, "
                          "the same recipe's validated run")
+    tr.add_argument("--max-minutes", type=float, default=None,
+                    help="stop after the epoch that would let the next end past this budget; "
+                         "the best validation epoch is kept")
     tr.add_argument("--stain-jitter", type=float, default=1.0,
                     help="scale of the hue/saturation/brightness/contrast jitter (0: off)")
     ev = sub.add_parser("evaluate", help="evaluate a SavedModel on a class-folder tree")
@@ -64,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
                         batch_size=args.batch_size, seed=args.seed, version=args.version,
                         cache_dir=args.cache, max_train=args.max_train,
                         scale_jitter=args.scale_jitter, stain_jitter=args.stain_jitter,
-                        refit=args.refit, report_dir=args.report or Path("reports") / args.protocol)
+                        refit=args.refit, max_minutes=args.max_minutes,
+                        report_dir=args.report or Path("reports") / args.protocol)
         print(json.dumps({k: summary[k] for k in ("protocol", "arch", "train_seconds",
                                                     "model_dir")} |
                          {"test": {n: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}

@@ -76,6 +76,10 @@ def write_report(out: Path, summary: dict[str, Any],
              f"{summary['machine']}; {summary['epochs_run']} epochs; "
              f"{summary['n_train']} training / {summary['n_val']} validation images; "
              f"skipped unreadable files: {summary['skipped']}.\n"]
+    if summary.get("stopped_by_time_budget"):
+        parts.append(f"**Stopped by the time budget** (`--max-minutes`, "
+                     f"{summary['stopped_by_time_budget']}) before its last epoch; the best "
+                     f"validation epoch is the one exported.\n")
     if summary.get("refit"):
         parts.append(f"**Refit on all of TRAIN**: the validation cells are in the training set, "
                      f"so there is no validation curve; the recipe and its epochs were validated "

@@ -104,6 +104,26 @@ def make_dataset(ds: Dataset, batch: int, training: bool, seed: int,
     return data.batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stop after the epoch that would let the next one end past ``minutes`` of training."""
+
+    def __init__(self, minutes: float) -> None:
+        super().__init__()
+        self.seconds = minutes * 60
+        self.stopped = False
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.start = self.last = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        now = time.perf_counter()
+        if now - self.start + (now - self.last) > self.seconds:
+            log.warning("time budget of %.0f min reached after epoch %d", self.seconds / 60,
+                        epoch + 1)
+            self.stopped = self.model.stop_training = True
+        self.last = now
+
+
 def compile_model(model: keras.Model, arch: str, steps: int, epochs: int,
                   validate: bool = True) -> list[keras.callbacks.Callback]:
     """The paper's recipe for ``paper`` (Adam, ReduceLROnPlateau on val accuracy, patience 3,
@@ -133,7 +153,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
           cache_dir: Path | None = Path(".cache/arrays"),
           report_dir: Path | None = None, max_train: int | None = None,
           scale_jitter: float = 0.0, stain_jitter: float = 1.0,
-          refit: Path | None = None) -> dict[str, Any]:
+          refit: Path | None = None, max_minutes: float | None = None) -> dict[str, Any]:
     """Run one full training and write the SavedModel, metadata.json and report.
 
     ``refit``: a model already trained and validated by the same recipe. The run then trains
@@ -160,6 +180,9 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     steps = epochs * math.ceil(len(train_ds.y) / batch_size)
     model = make_model(arch)
     callbacks = compile_model(model, arch, steps, epochs, validate=not refit)
+    budget = TimeBudget(max_minutes) if max_minutes else None
+    if budget:  # EarlyStopping restores the best validation epoch whoever stops the run
+        callbacks.append(budget)
     if report_dir:  # the curve so far survives an interrupted run
         Path(report_dir).mkdir(parents=True, exist_ok=True)
         callbacks.append(keras.callbacks.CSVLogger(str(Path(report_dir) / "history.csv")))
@@ -203,6 +226,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
                               if "val_accuracy" in history.history else None),
         "test": test_reports, "calibration": calibration,
         "model_dir": str(version_dir),
+        "stopped_by_time_budget": f"{max_minutes:g} min" if budget and budget.stopped else None,
     }
     if report_dir:
         write_report(Path(report_dir), summary, history.history)

@@ -85,3 +85,16 @@ def test_refit_refuses_the_paper_recipe(tiny_model: Path, kaggle_like: Path,
     with pytest.raises(ValueError, match="fixed schedule"):
         train("official", kaggle_like, tmp_path / "m", arch="paper", epochs=1,
               cache_dir=None, refit=tiny_model / "1")
+
+
+def test_time_budget_stops_after_the_epoch_that_spends_it(kaggle_like: Path,
+                                                          tmp_path: Path) -> None:
+    from model_training.train import train
+
+    summary = train("official", kaggle_like, tmp_path / "m", arch="tiny", epochs=5,
+                    batch_size=8, cache_dir=None, report_dir=tmp_path / "report",
+                    max_minutes=1e-6)
+    assert summary["epochs_run"] == 1
+    assert summary["stopped_by_time_budget"] == "1e-06 min"
+    assert (tmp_path / "m" / "1" / "saved_model.pb").exists()
+    assert "Stopped by the time budget" in (tmp_path / "report" / "report.md").read_text()
