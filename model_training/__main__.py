@@ -76,16 +76,17 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "calibrate":
         from model_training.data import concat
         from model_training.report import write_report
-        from model_training.train import official_splits, paper_splits, postfit
+        from model_training.train import Calibration, official_splits, paper_splits, postfit
 
         metadata = json.loads((args.model / "metadata.json").read_text())
         splitter = official_splits if metadata["protocol"] == "official" else paper_splits
         train_ds, val_ds, tests = splitter(args.data, args.cache, metadata.get("seed", 42))
-        refit = metadata.get("refit", {}).get("calibration_from")
-        if refit:  # its validation cells are in its training set: nothing to fit on
+        kept = None
+        if "refit" in metadata:  # validation cells are in its training set: keep what it has
             train_ds = concat([train_ds, val_ds])
-        test_reports, calibration = postfit(args.model, train_ds, val_ds, tests,
-                                            Path(refit) if refit else None)
+            kept = Calibration(metadata["temperature"], metadata["review_threshold"],
+                               metadata["calibration"]["fitted_on"])
+        test_reports, calibration = postfit(args.model, train_ds, val_ds, tests, kept)
         report_dir = args.report or Path("reports") / metadata["protocol"]
         if (report_dir / "metrics.json").exists():
             summary = json.loads((report_dir / "metrics.json").read_text())

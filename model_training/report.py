@@ -83,7 +83,8 @@ def write_report(out: Path, summary: dict[str, Any],
     if summary.get("refit"):
         parts.append(f"**Refit on all of TRAIN**: the validation cells are in the training set, "
                      f"so there is no validation curve; the recipe and its epochs were validated "
-                     f"by `{summary['refit']}`, whose temperature and review threshold it uses.\n")
+                     f"by `{summary['refit']['calibration_from']['command']}`, whose temperature "
+                     f"and review threshold it uses.\n")
     if summary["protocol"] == "paper":
         parts.append("**This split leaks.** As in the paper, all 12,515 files are split at random, "
                      "so augmented views of the same 348 source cells fall on both sides. Its "
@@ -95,7 +96,7 @@ def write_report(out: Path, summary: dict[str, Any],
         parts.append(f"## {name}\n\n{table(report)}\n\n![confusion](confusion_{name}.png)\n")
     if "calibration" in summary:
         cal = summary["calibration"]
-        how = (f"Calibration and flag re-fitted by `{summary['calibrate_command']}`.\n\n"
+        how = (f"Calibration and flag last written by `{summary['calibrate_command']}`.\n\n"
                if "calibrate_command" in summary else "")
         parts.append(f"## Calibration and review flag\n\n{how}"
                      f"Temperature {cal['temperature']:.3f} "

@@ -103,8 +103,10 @@ def run(model_dir: Path, data_root: Path, cache: Path | None, out: Path | None,
 
     runner = SavedModelRunner(model_dir)
     seed = int(runner.metadata.get("seed", 42))
-    _, val, _ = official_splits(data_root, cache, seed)
-    sets = {"validation": val, "TEST_SIMPLE": load_folder(data_root / "TEST_SIMPLE", cache)}
+    sets = {"TEST_SIMPLE": load_folder(data_root / "TEST_SIMPLE", cache)}
+    if "refit" not in runner.metadata:  # a refit model trained on the validation cells
+        _, val, _ = official_splits(data_root, cache, seed)
+        sets = {"validation": val} | sets
     results = {name: evaluate(runner, ds) for name, ds in sets.items()}
     record = {"model": str(model_dir), "version": runner.metadata.get("version"),
               "command": command, "results": results,
@@ -142,7 +144,10 @@ def write(out: Path, record: dict) -> None:
              f"Produced by `{record['command']}`. Model: `{record['model']}`.", "",
              "Crops of cells the model never trained on, perturbed as another lab's "
              "images might look (see `model_training/robustness.py`). Validation cells "
-             "are the ones model choices may use; TEST_SIMPLE is shown, not used.", "",
+             "are the ones model choices may use; TEST_SIMPLE is shown, not used."
+             + ("" if "validation" in record["results"] else
+                " This model was refit on all of TRAIN, validation cells included, so only "
+                "TEST_SIMPLE is measured."), "",
              "| perturbation | " + " | ".join(f"{s} accuracy" for s in sets) + " |",
              "|---|" + "---|" * len(sets)]
     for n in names:

@@ -12,7 +12,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -210,17 +210,23 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command,
     }
+    kept: Calibration | None = None
     if refit:
+        reference = json.loads((Path(refit) / "metadata.json").read_text())
         metadata["refit"] = {"validation": "none: trained on all of TRAIN",
-                             "calibration_from": str(refit)}
+                             "calibration_from": {"path": str(refit),
+                                                  "command": reference.get("command"),
+                                                  "created": reference.get("created")}}
+        kept = Calibration(reference["temperature"], reference["review_threshold"],
+                           f"validation of the validated run `{reference.get('command')}`")
     export_savedmodel(model, version_dir, metadata)
-    test_reports, calibration = postfit(version_dir, train_ds, val_ds, tests, refit)
+    test_reports, calibration = postfit(version_dir, train_ds, val_ds, tests, kept)
 
     summary = {
         "protocol": protocol, "arch": arch, "command": command, "epochs_run":
         len(history.history.get("loss", [])), "train_seconds": round(train_seconds, 1),
         "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
-        "n_train": int(len(train_ds.y)), "n_val": n_val, "refit": str(refit) if refit else None,
+        "n_train": int(len(train_ds.y)), "n_val": n_val, "refit": metadata.get("refit"),
         "skipped": len(train_ds.skipped) + sum(len(t.skipped) for t in tests.values()),
         "val_accuracy_best": (float(max(history.history["val_accuracy"]))
                               if "val_accuracy" in history.history else None),
@@ -234,17 +240,21 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
 
 
 
+class Calibration(NamedTuple):
+    temperature: float
+    review_threshold: float
+    fitted_on: str
+
+
 def postfit(version_dir: Path, train_ds: Dataset, val_ds: Dataset, tests: dict[str, Dataset],
-            calibration_from: Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """On the exported model itself: temperature and review threshold from validation (or
-    copied from ``calibration_from``, a validated model of the same recipe), the not-a-cell
-    check from training crops, test metrics; all written to metadata.json."""
+            kept: Calibration | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """On the exported model itself: temperature and review threshold fitted on validation
+    (or ``kept``: a refit model has no validation of its own), the not-a-cell check from
+    training crops, test metrics; all written to metadata.json."""
     runner = SavedModelRunner(version_dir)
     metadata = runner.metadata
-    if calibration_from:
-        reference = json.loads((Path(calibration_from) / "metadata.json").read_text())
-        temperature, threshold = reference["temperature"], reference["review_threshold"]
-        fitted_on = f"validation of {calibration_from}"
+    if kept:
+        temperature, threshold, fitted_on = kept
     else:
         val_probs = runner(val_ds.x)
         temperature = metrics.fit_temperature(val_probs, val_ds.y)

@@ -69,7 +69,8 @@ def test_refit_trains_on_all_of_train_with_the_validated_calibration(
     meta = json.loads((tmp_path / "wbc-classifier" / "1" / "metadata.json").read_text())
     assert meta["data_fingerprint"]["train"]["n"] == 48  # every TRAIN file, validation's too
     assert "val" not in meta["data_fingerprint"]
-    assert meta["refit"]["calibration_from"] == str(tiny_model / "1")
+    assert meta["refit"]["calibration_from"]["created"] == validated["created"]
+    assert meta["calibration"]["fitted_on"].startswith("validation of the validated run")
     assert meta["temperature"] == validated["temperature"]
     assert meta["review_threshold"] == validated["review_threshold"]
     assert summary["n_val"] == 0 and summary["val_accuracy_best"] is None
