@@ -99,3 +99,21 @@ def test_time_budget_stops_after_the_epoch_that_spends_it(kaggle_like: Path,
     assert summary["stopped_by_time_budget"] == "1e-06 min"
     assert (tmp_path / "m" / "1" / "saved_model.pb").exists()
     assert "Stopped by the time budget" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_calibrate_keeps_a_refit_models_calibration(tiny_model: Path, kaggle_like: Path,
+                                                    tmp_path: Path) -> None:
+    """A refit model trained on its validation cells: calibrate must not fit on them."""
+    from model_training.__main__ import main
+    from model_training.train import train
+
+    train("official", kaggle_like, tmp_path / "wbc-classifier", arch="tiny", epochs=1,
+          batch_size=8, cache_dir=None, report_dir=None, refit=tiny_model / "1")
+    version = tmp_path / "wbc-classifier" / "1"
+    before = json.loads((version / "metadata.json").read_text())
+    main(["calibrate", "--model", str(version), "--data", str(kaggle_like),
+          "--cache", str(tmp_path / "cache"), "--report", str(tmp_path / "none")])
+    after = json.loads((version / "metadata.json").read_text())
+    assert after["temperature"] == before["temperature"]
+    assert after["review_threshold"] == before["review_threshold"]
+    assert after["calibration"]["fitted_on"] == before["calibration"]["fitted_on"]
