@@ -27,7 +27,8 @@ test: lint
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q
 
 # The shipped recipe: a validated run (reports/official-v3), then the same recipe refit on
-# all of TRAIN with its calibration (reports/official). About 15 + 17 min on 2 cores.
+# all of TRAIN with its calibration (reports/official). Measured: 14.1 min, then 27.1 min
+# (the refit shared the 2 cores with another training).
 RECIPE := --protocol official --data ../shared/data/kaggle-blood-cells \
 	--epochs 14 --scale-jitter 0.15 --stain-jitter 2
 train: $(STAMP)

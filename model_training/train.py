@@ -173,10 +173,8 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     if protocol == "official":
         overlap = set(train_ds.groups) & set(val_ds.groups)
         assert not overlap, f"source cells on both sides of the split: {sorted(overlap)[:5]}"
-    if refit:
-        skipped = train_ds.skipped
+    if refit:  # concat keeps train_ds's skipped files (a subset carries none)
         train_ds = concat([train_ds, val_ds])
-        train_ds.skipped = skipped
     steps = epochs * math.ceil(len(train_ds.y) / batch_size)
     model = make_model(arch)
     callbacks = compile_model(model, arch, steps, epochs, validate=not refit)
