@@ -130,7 +130,8 @@ def write(out: Path, record: dict) -> None:
     for i, (set_name, res) in enumerate(record["results"].items()):
         ax.bar(np.arange(len(names)) + i * width, [res[n]["accuracy"] for n in names],
                width, label=set_name)
-    ax.set_xticks(np.arange(len(names)) + width / 2, names, rotation=40, ha="right")
+    centre = width * (len(record["results"]) - 1) / 2  # ticks under each group of bars
+    ax.set_xticks(np.arange(len(names)) + centre, names, rotation=40, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ax.set_title(f"Accuracy under perturbations, model {record['model']}")
