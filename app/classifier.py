@@ -17,6 +17,7 @@ from model_training.preprocessing import (
     ImageTooLarge,
     Prepared,
     UnsupportedFormat,
+    balance_of,
     preprocess_bytes,
 )
 
@@ -29,9 +30,11 @@ class Classifier:
     max_pixels: int
     review_threshold: float | None = None
     cell_check: CellCheck = field(init=False)
+    balance: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.cell_check = CellCheck(self.predictor.metadata.get("cell_check"))
+        self.balance = balance_of(self.predictor.metadata)  # as the model was trained
 
     @property
     def threshold(self) -> float:
@@ -51,7 +54,7 @@ class Classifier:
     def prepare(self, data: bytes) -> Prepared:
         """Decode and localise one image; BadImage / PayloadTooLarge on bad input."""
         try:
-            return preprocess_bytes(data, self.max_pixels)
+            return preprocess_bytes(data, self.max_pixels, self.balance)
         except ImageTooLarge as exc:
             raise PayloadTooLarge(str(exc)) from exc
         except UnsupportedFormat as exc:

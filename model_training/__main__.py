@@ -75,12 +75,14 @@ def main(argv: list[str] | None = None) -> None:
                                    for n, r in summary["test"].items()}}))
     elif args.command == "calibrate":
         from model_training.data import concat
+        from model_training.preprocessing import balance_of
         from model_training.report import write_report
         from model_training.train import Calibration, official_splits, paper_splits, postfit
 
         metadata = json.loads((args.model / "metadata.json").read_text())
         splitter = official_splits if metadata["protocol"] == "official" else paper_splits
-        train_ds, val_ds, tests = splitter(args.data, args.cache, metadata.get("seed", 42))
+        train_ds, val_ds, tests = splitter(args.data, args.cache, metadata.get("seed", 42),
+                                           balance_of(metadata))
         kept = None
         if "refit" in metadata:  # validation cells are in its training set: keep what it has
             train_ds = concat([train_ds, val_ds])

@@ -7,6 +7,7 @@ one bad file among twelve thousand does not stop a run, yet is never silent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -101,9 +102,9 @@ def _preprocessing_version() -> str:
     return hashlib.sha256(b"".join(sources)).hexdigest()[:12]
 
 
-def _load_one(path: Path) -> np.ndarray | str:
+def _load_one(path: Path, balance: bool = True) -> np.ndarray | str:
     try:
-        return preprocess_file(path).array
+        return preprocess_file(path, balance=balance).array
     except (ImageError, OSError) as exc:
         return f"{path}: {exc}"
 
@@ -117,11 +118,14 @@ def _progress(done: int, total: int, label: str) -> None:
     sys.stderr.flush()
 
 
-def load_folder(root: Path, cache_dir: Path | None = None, workers: int | None = None) -> Dataset:
-    """Preprocess every image of a class-folder tree once; cache the arrays on disk."""
+def load_folder(root: Path, cache_dir: Path | None = None, workers: int | None = None,
+                balance: bool = True) -> Dataset:
+    """Preprocess every image of a class-folder tree once; cache the arrays on disk.
+    ``balance``: white balance first (what models from v5 on were trained with)."""
     root = Path(root)
     samples = list_samples(root)
-    key = f"{_files_key(samples, root)}-{_preprocessing_version()}-{IMAGE_SIZE}"
+    key = (f"{_files_key(samples, root)}-{_preprocessing_version()}-{IMAGE_SIZE}"
+           + ("" if balance else "-unbalanced"))
     cache = cache_dir / f"{key}.npz" if cache_dir else None
     paths = [str(s.path) for s in samples]
     labels = np.array([s.label for s in samples], dtype=np.int64)
@@ -138,7 +142,8 @@ def load_folder(root: Path, cache_dir: Path | None = None, workers: int | None =
         skipped = []
         workers = workers or min(4, os.cpu_count() or 1)
         with ProcessPoolExecutor(workers) as pool:
-            for i, result in enumerate(pool.map(_load_one, [s.path for s in samples],
+            for i, result in enumerate(pool.map(functools.partial(_load_one, balance=balance),
+                                                [s.path for s in samples],
                                                 chunksize=64)):
                 if isinstance(result, str):
                     log.warning("skipping unreadable image %s", result)

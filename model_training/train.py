@@ -22,7 +22,7 @@ from model_training import cellcheck, metrics
 from model_training.data import CLASSES, Dataset, concat, grouped_split, load_folder, random_split
 from model_training.export import SavedModelRunner, export_savedmodel
 from model_training.network import make_model
-from model_training.preprocessing import IMAGE_SIZE, RESIZE_METHOD
+from model_training.preprocessing import IMAGE_SIZE, RESIZE_METHOD, balance_of
 from model_training.report import write_report
 
 log = logging.getLogger(__name__)
@@ -34,21 +34,24 @@ PAPER_PATIENCE = 8  # epochs without a better val accuracy before the paper reci
 WBC_LR = 2e-3
 
 
-def official_splits(root: Path, cache: Path | None, seed: int) -> tuple[Dataset, Dataset,
-                                                                       dict[str, Dataset]]:
-    """Train and validation from TRAIN, grouped by source cell; test on TEST, TEST_SIMPLE."""
-    full = load_folder(root / "TRAIN", cache)
+def official_splits(root: Path, cache: Path | None, seed: int, balance: bool = True
+                    ) -> tuple[Dataset, Dataset, dict[str, Dataset]]:
+    """Train and validation from TRAIN, grouped by source cell; test on TEST, TEST_SIMPLE.
+    ``balance``: white-balanced crops (False only to re-examine models before v5)."""
+    full = load_folder(root / "TRAIN", cache, balance=balance)
     rest, held = grouped_split(full.groups, full.y, VAL_FRACTION, seed)
-    tests = {name: load_folder(root / name, cache) for name in ("TEST", "TEST_SIMPLE")}
+    tests = {name: load_folder(root / name, cache, balance=balance)
+             for name in ("TEST", "TEST_SIMPLE")}
     train, val = full.subset(rest), full.subset(held)
     train.skipped = full.skipped
     return train, val, tests
 
 
-def paper_splits(root: Path, cache: Path | None, seed: int) -> tuple[Dataset, Dataset,
-                                                                    dict[str, Dataset]]:
+def paper_splits(root: Path, cache: Path | None, seed: int, balance: bool = True
+                 ) -> tuple[Dataset, Dataset, dict[str, Dataset]]:
     """The paper's random 80/10/10 split of all files: views of one cell leak across it."""
-    pooled = concat([load_folder(root / n, cache) for n in ("TRAIN", "TEST", "TEST_SIMPLE")])
+    pooled = concat([load_folder(root / n, cache, balance=balance)
+                     for n in ("TRAIN", "TEST", "TEST_SIMPLE")])
     tr, va, te = random_split(len(pooled.y), seed)
     train = pooled.subset(tr)
     train.skipped = pooled.skipped
@@ -164,6 +167,9 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     if refit and (protocol != "official" or arch == "paper"):
         raise ValueError("--refit needs the official protocol and a fixed schedule "
                          "(the paper's recipe steers its learning rate by validation)")
+    if refit and not balance_of(json.loads((Path(refit) / "metadata.json").read_text())):
+        raise ValueError(f"--refit {refit}: that model was trained without white balance; "
+                         "its calibration does not carry over to this preprocessing")
     keras.utils.set_random_seed(seed)
     command = "python -m model_training " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
     splitter = official_splits if protocol == "official" else paper_splits
@@ -198,7 +204,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     metadata: dict[str, Any] = {
         "name": Path(out).name, "version": str(version), "classes": list(CLASSES),
         "input": {"size": [IMAGE_SIZE, IMAGE_SIZE, 3], "dtype": "float32", "range": [0, 255],
-                  "color": "RGB", "resize_method": RESIZE_METHOD},
+                  "color": "RGB", "resize_method": RESIZE_METHOD, "white_balance": True},
         "protocol": protocol, "arch": arch, "epochs": epochs, "seed": seed,
         "scale_jitter": scale_jitter, "stain_jitter": stain_jitter,
         "data_fingerprint": {name: ds.fingerprint() for name, ds in
