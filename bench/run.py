@@ -158,7 +158,7 @@ def write_markdown(path: Path, rec: dict, args: argparse.Namespace) -> None:
              f"load generator: {rec['load_generator']}, closed loop, on the same 2 cores as "
              "the server).", "",
              "## End to end over HTTP (raw image body, real TEST images: upload, decode, "
-             "localise, resize, inference, JSON)", "",
+             "white balance (models from v5), localise, resize, inference, JSON)", "",
              "| clients | requests | errors | images/s | p50 ms | p90 ms | p99 ms | "
              "server CPU ms / request |",
              "|---|---|---|---|---|---|---|---|"]

@@ -14,17 +14,21 @@ def profile(images: list[bytes], version_dir: Path, repeats: int = 3) -> dict[st
     """Median milliseconds per image of each stage, one thread."""
     from app.predictor import Predictor
     from model_training.localise import find_cell, square_crop
-    from model_training.preprocessing import IMAGE_SIZE, decode
+    from model_training.preprocessing import IMAGE_SIZE, balance_of, decode, white_balance
 
     predictor = Predictor(version_dir)
     predictor.load()
+    balance = balance_of(predictor.metadata)
     stages: dict[str, list[float]] = {k: [] for k in
-                                      ("decode", "localise", "crop_resize", "inference_b1",
-                                       "json")}
+                                      ("decode", "white_balance", "localise", "crop_resize",
+                                       "inference_b1", "json")}
     for _ in range(repeats):
         for data in images:
             t0 = time.perf_counter()
             image = decode(data)
+            tb = time.perf_counter()
+            if balance:
+                image = white_balance(image)
             t1 = time.perf_counter()
             box = find_cell(image)
             t2 = time.perf_counter()
@@ -37,7 +41,8 @@ def profile(images: list[bytes], version_dir: Path, repeats: int = 3) -> dict[st
                                                         for i, p in enumerate(probs)},
                         "cell_box": box.as_list()})
             t5 = time.perf_counter()
-            for key, a, b in (("decode", t0, t1), ("localise", t1, t2), ("crop_resize", t2, t3),
+            for key, a, b in (("decode", t0, tb), ("white_balance", tb, t1),
+                              ("localise", t1, t2), ("crop_resize", t2, t3),
                               ("inference_b1", t3, t4), ("json", t4, t5)):
                 stages[key].append((b - a) * 1000)
     out = {k: float(np.median(v)) for k, v in stages.items()}

@@ -87,16 +87,21 @@ def close(mask: np.ndarray, iterations: int = CLOSE_ITERATIONS) -> np.ndarray:
     return run(run(inner, 1, np.logical_and), 0, np.logical_and)
 
 
-def find_cell(image: Image.Image) -> CellBox:
-    """Box around the most prominent white cell of an RGB image (whole image if none)."""
+def working_copy(image: Image.Image) -> tuple[Image.Image, float]:
+    """The reduced copy the search runs on (longer side ``WORK_SIDE``) and its scale."""
     width, height = image.size
     scale = WORK_SIDE / max(width, height)
-    small = image
-    if scale < 1:
-        small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = image.resize(small_size, Image.Resampling.BILINEAR)
-    else:
-        scale = 1.0
+    if scale >= 1:
+        return image, 1.0
+    small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image.resize(small_size, Image.Resampling.BILINEAR), scale
+
+
+def find_cell(image: Image.Image, work: tuple[Image.Image, float] | None = None) -> CellBox:
+    """Box around the most prominent white cell of an RGB image (whole image if none).
+    ``work``: its ``working_copy``, when the caller has made (and white-balanced) it."""
+    width, height = image.size
+    small, scale = work or working_copy(image)
     score = violet_score(np.asarray(small))
     whole = CellBox(0, 0, width, height, localised=False)
     top = percentile(score, 99.9)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from model_training.localise import CellBox, find_cell, square_crop
+from model_training.localise import CellBox, find_cell, square_crop, working_copy
 
 IMAGE_SIZE = 150
 RESIZE_METHOD = "cell-centred square crop, then PIL bilinear"
@@ -25,7 +25,6 @@ DEFAULT_MAX_PIXELS = 40_000_000
 BACKGROUND_LEVEL = 220.0  # the slide background is mapped to this grey (Kaggle's is ~219)
 BACKGROUND_SHARE = 0.05  # the brightest share of pixels is taken as the slide background
 GAIN_LIMITS = (0.5, 2.0)  # per-channel gains beyond these are not a colour cast
-BALANCE_SIDE = 160  # the background is estimated on a copy about this large
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "MPO")
 
 
@@ -108,24 +107,26 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         raise ImageDecodeError(f"image data is corrupt or truncated: {exc}") from exc
 
 
-def white_balance(image: Image.Image) -> Image.Image:
-    """Scale each channel so that the slide background becomes ``BACKGROUND_LEVEL`` grey.
+def balance_table(image: Image.Image) -> list[int]:
+    """The per-channel lookup table that makes the slide background ``BACKGROUND_LEVEL`` grey.
 
     Cameras, lamps and stains give whole images a colour cast and a brightness of their
-    own; a network trained on one lab's images follows the cast (a 20% weaker blue
-    channel took a model without this step from 0.98 to 0.57 on validation cells). The
-    background between cells is colourless, so its colour in the image is the cast. It
-    is estimated as the mean of the brightest ``BACKGROUND_SHARE`` of pixels on a box-
-    reduced copy (cost: a fraction of a millisecond for any image size)."""
-    factor = max(1, max(image.size) // BALANCE_SIDE)
-    small = image.reduce(factor) if factor > 1 else image
-    rgb = np.asarray(small, dtype=np.float32).reshape(-1, 3)
-    brightness = rgb.sum(axis=1)
+    own, and a network trained on one lab's images follows the cast (see the colour casts in
+    reports/robustness). The background between cells is colourless, so its colour in the
+    image is the cast. It is estimated as the mean of the brightest ``BACKGROUND_SHARE`` of
+    pixels of ``image`` (the localiser's reduced working copy: a fraction of a millisecond)."""
+    rgb = np.asarray(image).reshape(-1, 3).astype(np.int16)
+    brightness = rgb[:, 0] + rgb[:, 1] + rgb[:, 2]
     count = max(1, int(len(brightness) * BACKGROUND_SHARE))
     background = rgb[np.argpartition(brightness, -count)[-count:]].mean(axis=0)
     gains = np.clip(BACKGROUND_LEVEL / np.maximum(background, 1.0), *GAIN_LIMITS)
     table = np.minimum(np.arange(256)[None, :] * gains[:, None] + 0.5, 255).astype(int)
-    return image.point(table.ravel().tolist())
+    return table.ravel().tolist()
+
+
+def white_balance(image: Image.Image) -> Image.Image:
+    """``image`` with its slide background made grey (what ``prepare`` does to its copies)."""
+    return image.point(balance_table(working_copy(image)[0]))
 
 
 def balance_of(metadata: dict) -> bool:
@@ -137,11 +138,15 @@ def prepare(image: Image.Image, balance: bool = True) -> Prepared:
     """Localise the white cell in an RGB image and return the network-ready crop.
 
     ``balance`` must match the model's training (``balance_of(metadata)``)."""
-    if balance:
-        image = white_balance(image)
-    box = find_cell(image)
+    small, scale = working_copy(image)
+    table = balance_table(small) if balance else None
+    if table:  # balance only the two small images used, not the whole upload
+        small = small.point(table)
+    box = find_cell(image, (small, scale))
     region = square_crop(box, *image.size)
     resized = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR, box=region)
+    if table:
+        resized = resized.point(table)
     return Prepared(np.asarray(resized, dtype=np.uint8), box, image.size)
 
 

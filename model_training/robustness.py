@@ -1,10 +1,13 @@
-"""How a model holds up when the image looks like another lab's: stain, focus, scale, JPEG.
+"""How a model holds up when the image looks like another lab's: stain, colour cast,
+focus, scale, JPEG.
 
-Other labs stain more or less strongly, with other hues, focus differently, use other
-magnifications and compress harder. We cannot get their cells here, so we perturb the
-network-ready crops of cells the model never trained on in these ways and measure the
-accuracy under each. Model choices are made on the validation cells (inside TRAIN,
-grouped by source cell), never on TEST; TEST_SIMPLE is reported beside them.
+Other labs stain more or less strongly, with other hues, light and white-balance their
+cameras differently, focus differently, use other magnifications and compress harder. We
+cannot get their cells here, so we perturb the source images of cells the model never
+trained on in these ways, run the whole preprocessing on them (white balance when the model
+was trained with it, localisation, crop), and measure the accuracy under each. Model
+choices are made on the validation cells (inside TRAIN, grouped by source cell), never on
+TEST; TEST_SIMPLE is reported beside them.
 
     python -m model_training robustness --model models/wbc-classifier/1 \
         --data ../shared/data/kaggle-blood-cells --out reports/robustness
@@ -23,6 +26,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 from model_training.data import Dataset, load_folder
 from model_training.export import SavedModelRunner
 from model_training.metrics import classification_report
+from model_training.preprocessing import balance_of, decode, prepare
 
 Perturb = Callable[[Image.Image], Image.Image]
 
@@ -54,6 +58,12 @@ def _jpeg(quality: int) -> Perturb:
     return apply
 
 
+def _cast(red: float, green: float, blue: float) -> Perturb:
+    """A colour cast: each channel scaled, as by another lamp or camera white balance."""
+    table = [min(255, round(v * g)) for g in (red, green, blue) for v in range(256)]
+    return lambda im: im.point(table)
+
+
 def _gamma(g: float) -> Perturb:
     table = [round(255 * (i / 255) ** g) for i in range(256)] * 3
     return lambda im: im.point(table)
@@ -74,19 +84,30 @@ PERTURBATIONS: dict[str, Perturb] = {
     "zoom x0.8": _zoom(0.8),
     "zoom x1.25": _zoom(1.25),
     "jpeg q30": _jpeg(30),
+    "cast warm": _cast(1.0, 0.95, 0.8),
+    "cast cool": _cast(0.85, 0.95, 1.0),
+    "cast magenta": _cast(1.0, 0.85, 1.0),
+    "cast green": _cast(0.9, 1.0, 0.9),
 }
 
 
-def perturbed(x: np.ndarray, name: str) -> np.ndarray:
+def perturbed(images: list[Image.Image], name: str, balance: bool) -> np.ndarray:
+    """Network-ready crops of the perturbed source images, through the whole preprocessing."""
     fn = PERTURBATIONS[name]
-    return np.stack([np.asarray(fn(Image.fromarray(img)), dtype=np.uint8) for img in x])
+    return np.stack([prepare(fn(im), balance).array for im in images])
+
+
+def sources(ds: Dataset) -> list[Image.Image]:
+    return [decode(Path(path).read_bytes()) for path in ds.paths]
 
 
 def evaluate(runner: SavedModelRunner, ds: Dataset) -> dict[str, dict[str, float]]:
     """Accuracy and macro-F1 under each perturbation."""
+    images = sources(ds)
+    balance = balance_of(runner.metadata)
     out = {}
     for name in PERTURBATIONS:
-        report = classification_report(ds.y, runner(perturbed(ds.x, name)))
+        report = classification_report(ds.y, runner(perturbed(images, name, balance)))
         out[name] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
     return out
 
@@ -103,12 +124,14 @@ def run(model_dir: Path, data_root: Path, cache: Path | None, out: Path | None,
 
     runner = SavedModelRunner(model_dir)
     seed = int(runner.metadata.get("seed", 42))
-    sets = {"TEST_SIMPLE": load_folder(data_root / "TEST_SIMPLE", cache)}
+    balance = balance_of(runner.metadata)
+    sets = {"TEST_SIMPLE": load_folder(data_root / "TEST_SIMPLE", cache, balance=balance)}
     if "refit" not in runner.metadata:  # a refit model trained on the validation cells
-        _, val, _ = official_splits(data_root, cache, seed)
+        _, val, _ = official_splits(data_root, cache, seed, balance)
         sets = {"validation": val} | sets
     results = {name: evaluate(runner, ds) for name, ds in sets.items()}
     record = {"model": str(model_dir), "version": runner.metadata.get("version"),
+              "white_balance": balance,
               "command": command, "results": results,
               "summary": {name: summarise(r) for name, r in results.items()}}
     if out:
@@ -125,7 +148,7 @@ def write(out: Path, record: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "robustness.json").write_text(json.dumps(record, indent=2))
     names = list(PERTURBATIONS)
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = plt.subplots(figsize=(12, 4))
     width = 0.4
     for i, (set_name, res) in enumerate(record["results"].items()):
         ax.bar(np.arange(len(names)) + i * width, [res[n]["accuracy"] for n in names],
@@ -143,8 +166,10 @@ def write(out: Path, record: dict) -> None:
     sets = list(record["results"])
     lines = ["# Robustness to other-lab looks", "",
              f"Produced by `{record['command']}`. Model: `{record['model']}`.", "",
-             "Crops of cells the model never trained on, perturbed as another lab's "
-             "images might look (see `model_training/robustness.py`). Validation cells "
+             "Source images of cells the model never trained on, perturbed as another "
+             "lab's images might look, then preprocessed as in serving "
+             f"(white balance: {'yes' if record.get('white_balance') else 'no'}; see "
+             "`model_training/robustness.py`). Validation cells "
              "are the ones model choices may use; TEST_SIMPLE is shown, not used."
              + ("" if "validation" in record["results"] else
                 " This model was refit on all of TRAIN, validation cells included, so only "

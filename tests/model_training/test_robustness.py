@@ -4,25 +4,36 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from model_training.preprocessing import IMAGE_SIZE, prepare
 from model_training.robustness import PERTURBATIONS, perturbed, summarise
 from tests.synthetic import field
 
 
 @pytest.fixture(scope="module")
-def crops() -> np.ndarray:
-    return np.stack([np.asarray(field((150, 150), cells=[(75, 75, 30)]).convert("RGB"))] * 2)
+def images() -> list[Image.Image]:
+    return [field((320, 240), cells=[(150, 110, 30)]).convert("RGB")] * 2
 
 
 @pytest.mark.parametrize("name", list(PERTURBATIONS))
-def test_perturbation_keeps_shape_and_changes_only_when_meant(crops: np.ndarray,
+def test_perturbation_keeps_shape_and_changes_only_when_meant(images: list[Image.Image],
                                                               name: str) -> None:
-    out = perturbed(crops, name)
-    assert out.shape == crops.shape and out.dtype == np.uint8
+    clean = np.stack([prepare(im, balance=False).array for im in images])
+    out = perturbed(images, name, balance=False)
+    assert out.shape == clean.shape == (2, IMAGE_SIZE, IMAGE_SIZE, 3) and out.dtype == np.uint8
     if name == "none":
-        np.testing.assert_array_equal(out, crops)
+        np.testing.assert_array_equal(out, clean)
     else:
-        assert np.abs(out.astype(int) - crops).mean() > 0.5, name
+        assert np.abs(out.astype(int) - clean).mean() > 0.5, name
+
+
+@pytest.mark.parametrize("name", [n for n in PERTURBATIONS if n.startswith("cast")])
+def test_white_balance_undoes_colour_casts(images: list[Image.Image], name: str) -> None:
+    clean = perturbed(images, "none", balance=True).astype(int)
+    cast = perturbed(images, name, balance=True).astype(int)
+    unbalanced = perturbed(images, name, balance=False).astype(int)
+    assert np.abs(cast - clean).mean() < 0.25 * np.abs(unbalanced - clean).mean(), name
 
 
 def test_summary_excludes_the_clean_row() -> None:

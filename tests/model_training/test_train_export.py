@@ -22,6 +22,7 @@ def test_export_has_named_signature_and_metadata(tiny_model: Path) -> None:
     meta = runner.metadata
     assert meta["classes"] == list(CLASSES)
     assert meta["input"]["size"] == [150, 150, 3]
+    assert meta["input"]["white_balance"] is True
     assert meta["protocol"] == "official" and meta["arch"] == "tiny"
     assert set(meta["test_metrics"]) == {"TEST", "TEST_SIMPLE"}
     assert meta["temperature"] > 0 and 0 < meta["review_threshold"] < 1
@@ -86,6 +87,24 @@ def test_refit_refuses_the_paper_recipe(tiny_model: Path, kaggle_like: Path,
     with pytest.raises(ValueError, match="fixed schedule"):
         train("official", kaggle_like, tmp_path / "m", arch="paper", epochs=1,
               cache_dir=None, refit=tiny_model / "1")
+
+
+def test_refit_refuses_a_model_trained_without_white_balance(tiny_model: Path,
+                                                            kaggle_like: Path,
+                                                            tmp_path: Path) -> None:
+    """Its temperature was fitted on other inputs than the refit will see."""
+    import shutil
+
+    from model_training.train import train
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_model / "1", old)
+    meta = json.loads((old / "metadata.json").read_text())
+    del meta["input"]["white_balance"]
+    (old / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="without white balance"):
+        train("official", kaggle_like, tmp_path / "m", arch="tiny", epochs=1,
+              cache_dir=None, refit=old)
 
 
 def test_time_budget_stops_after_the_epoch_that_spends_it(kaggle_like: Path,
