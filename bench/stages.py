@@ -13,12 +13,12 @@ from PIL import Image
 def profile(images: list[bytes], version_dir: Path, repeats: int = 3) -> dict[str, float]:
     """Median milliseconds per image of each stage, one thread."""
     from app.predictor import Predictor
-    from model_training.localise import find_cell, square_crop, working_copy
+    from model_training.localise import square_crop
     from model_training.preprocessing import (
         IMAGE_SIZE,
         balance_of,
-        balance_table,
         decode,
+        locate,
         preprocess_bytes,
     )
 
@@ -26,19 +26,14 @@ def profile(images: list[bytes], version_dir: Path, repeats: int = 3) -> dict[st
     predictor.load()
     balance = balance_of(predictor.metadata)
     stages: dict[str, list[float]] = {k: [] for k in
-                                      ("decode", "reduce_balance", "localise", "crop_resize",
+                                      ("decode", "balance_localise", "crop_resize",
                                        "inference_b1", "json")}
     for _ in range(repeats):
         for data in images:
             t0 = time.perf_counter()
             image = decode(data)  # then model_training.preprocessing.prepare, stage by stage
-            tb = time.perf_counter()
-            small, scale = working_copy(image)
-            table = balance_table(small) if balance else None
-            if table:
-                small = small.point(table)
             t1 = time.perf_counter()
-            box = find_cell(image, (small, scale))
+            box, table = locate(image, balance)
             t2 = time.perf_counter()
             resized = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR,
                                    box=square_crop(box, *image.size))
@@ -50,8 +45,8 @@ def profile(images: list[bytes], version_dir: Path, repeats: int = 3) -> dict[st
                                                         for i, p in enumerate(probs)},
                         "cell_box": box.as_list()})
             t5 = time.perf_counter()
-            for key, a, b in (("decode", t0, tb), ("reduce_balance", tb, t1),
-                              ("localise", t1, t2), ("crop_resize", t2, t3),
+            for key, a, b in (("decode", t0, t1), ("balance_localise", t1, t2),
+                              ("crop_resize", t2, t3),
                               ("inference_b1", t3, t4), ("json", t4, t5)):
                 stages[key].append((b - a) * 1000)
         # the stages above must stay the service's preprocessing, or their times mean nothing

@@ -134,15 +134,22 @@ def balance_of(metadata: dict) -> bool:
     return bool(metadata.get("input", {}).get("white_balance", False))
 
 
+def locate(image: Image.Image, balance: bool = True) -> tuple[CellBox, list[int] | None]:
+    """Where the white cell is, found on the localiser's white-balanced working copy, and
+    the balance table (None without ``balance``). Balancing only the two small images used
+    (this copy and the final crop) costs a fraction of balancing the whole upload."""
+    small, scale = working_copy(image)
+    table = balance_table(small) if balance else None
+    if table:
+        small = small.point(table)
+    return find_cell(image, (small, scale)), table
+
+
 def prepare(image: Image.Image, balance: bool = True) -> Prepared:
     """Localise the white cell in an RGB image and return the network-ready crop.
 
     ``balance`` must match the model's training (``balance_of(metadata)``)."""
-    small, scale = working_copy(image)
-    table = balance_table(small) if balance else None
-    if table:  # balance only the two small images used, not the whole upload
-        small = small.point(table)
-    box = find_cell(image, (small, scale))
+    box, table = locate(image, balance)
     region = square_crop(box, *image.size)
     resized = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR, box=region)
     if table:
