@@ -3,8 +3,10 @@
 Stained smears occupy a small part of RGB space (pale background, pink red cells,
 violet nuclei). We keep the 16x16x16 colour bins that hold 99.5% of the training crops'
 pixels; an image whose crop has too few pixels in those bins (noise, a photo, a
-coloured document), or in which no violet nucleus was found (a solid colour, a text
-scan), is "not a white blood cell". Numpy only: it runs on every request.
+coloured document), or too few stained pixels among them (a white-balanced page of
+paper looks like slide background, and blue ink on it like a nucleus), or in which no
+violet nucleus was found (a solid colour, a text scan), is "not a white blood cell".
+Numpy only: it runs on every request.
 """
 
 from __future__ import annotations
@@ -16,6 +18,17 @@ import numpy as np
 BINS = 16
 MASS = 0.995  # share of training pixels the kept bins must cover
 SHIFT = 8 - int(np.log2(BINS))
+STAINED_SPREAD = 2  # a bin is stained (not grey background) when its channels differ by
+# at least this many bins (32 levels): red cells, nuclei and cytoplasm, not the slide
+STAINED_MARGIN = 0.4  # floor = this x the 0.5% quantile of training crops' stained share.
+# Chosen on the v5 validated run's validation cells (gamut fitted on its training cells):
+# the least stained validation crop had 0.53x, x0.95 rejected 0.6% of them; a blue-ink
+# document scan has 0.3x.
+
+
+def _stained_bins() -> np.ndarray:
+    q = np.indices((BINS, BINS, BINS)).reshape(3, -1)
+    return (q.max(axis=0) - q.min(axis=0)) >= STAINED_SPREAD
 
 
 def _bin_index(arr: np.ndarray) -> np.ndarray:
@@ -41,9 +54,14 @@ def fit(x: np.ndarray, quantile: float = 0.005) -> dict[str, Any]:
     kept = np.sort(order[: int(np.searchsorted(cumulative, MASS)) + 1])
     allowed = np.zeros(BINS**3, dtype=bool)
     allowed[kept] = True
-    fractions = np.array([allowed[_bin_index(img)].mean() for img in x[:: max(1, len(x) // 2000)]])
+    stained = allowed & _stained_bins()
+    sample = x[:: max(1, len(x) // 2000)]
+    fractions = np.array([allowed[_bin_index(img)].mean() for img in sample])
+    stained_fractions = np.array([stained[_bin_index(img)].mean() for img in sample])
     return {"bins": BINS, "allowed": kept.tolist(),
-            "min_fraction": round(float(np.quantile(fractions, quantile)) * 0.95, 4)}
+            "min_fraction": round(float(np.quantile(fractions, quantile)) * 0.95, 4),
+            "min_stained": round(float(np.quantile(stained_fractions, quantile))
+                                 * STAINED_MARGIN, 4)}
 
 
 class CellCheck:
@@ -51,17 +69,29 @@ class CellCheck:
 
     def __init__(self, params: dict[str, Any] | None) -> None:
         self.allowed: np.ndarray | None = None
-        self.min_fraction = 0.0
+        self.stained: np.ndarray | None = None
+        self.min_fraction = self.min_stained = 0.0
         if params:
             self.allowed = np.zeros(params["bins"] ** 3, dtype=bool)
             self.allowed[np.asarray(params["allowed"], dtype=np.int64)] = True
             self.min_fraction = float(params["min_fraction"])
+            if "min_stained" in params:  # fitted from v5 on
+                self.stained = self.allowed & _stained_bins()
+                self.min_stained = float(params["min_stained"])
 
-    def in_gamut(self, crop: np.ndarray) -> float:
+    def fractions(self, crop: np.ndarray) -> tuple[float, float]:
+        """Share of the crop's pixels in the gamut, and in its stained part (plain floats:
+        what ``is_cell`` makes of them goes into JSON)."""
         if self.allowed is None:
-            return 1.0
+            return 1.0, 1.0
         index = _bin_index(crop)
-        return float(np.count_nonzero(np.take(self.allowed, index)) / index.size)
+        gamut = float(np.count_nonzero(np.take(self.allowed, index)) / index.size)
+        if self.stained is None:
+            return gamut, 1.0
+        return gamut, float(np.count_nonzero(np.take(self.stained, index)) / index.size)
 
     def is_cell(self, crop: np.ndarray, localised: bool) -> bool:
-        return localised and self.in_gamut(crop) >= self.min_fraction
+        if not localised:
+            return False
+        gamut, stained = self.fractions(crop)
+        return gamut >= self.min_fraction and stained >= self.min_stained

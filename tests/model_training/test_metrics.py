@@ -57,3 +57,29 @@ def test_cell_gamut_rejects_noise_and_keeps_training_like_crops() -> None:
     assert not check.is_cell(crops[0], localised=False)
     noise = rng.integers(0, 256, (150, 150, 3), dtype=np.uint8)
     assert not check.is_cell(noise, localised=True)
+
+
+def test_cell_check_rejects_a_page_that_is_only_slide_coloured() -> None:
+    """White balance makes paper look like slide background: a crop of background grey
+    and dark ink has too few stained pixels, though nearly all of it is in the gamut."""
+    rng = np.random.default_rng(3)
+    base = np.array([[220, 220, 220], [222, 160, 170], [95, 60, 170]], dtype=np.uint8)
+    crops = base[rng.integers(0, 3, (50, 150, 150))]
+    check = cellcheck.CellCheck(cellcheck.fit(crops))
+    page = np.full((150, 150, 3), 220, dtype=np.uint8)
+    page[::10] = (95, 60, 170)  # a few ink lines in a nucleus colour
+    gamut, stained = check.fractions(page)
+    assert gamut == 1.0 and stained == 0.1
+    assert check.is_cell(crops[0], localised=True) is True
+    assert check.is_cell(page, localised=True) is False
+
+
+def test_cell_check_without_a_stain_floor_still_works() -> None:
+    """Models fitted before v5 have no ``min_stained``: only the gamut decides."""
+    rng = np.random.default_rng(4)
+    base = np.array([[230, 220, 226], [222, 160, 170], [95, 60, 170]], dtype=np.uint8)
+    crops = base[rng.integers(0, 3, (20, 150, 150))]
+    params = cellcheck.fit(crops)
+    del params["min_stained"]
+    page = np.full((150, 150, 3), (230, 220, 226), dtype=np.uint8)
+    assert cellcheck.CellCheck(params).is_cell(page, localised=True) is True
