@@ -1,12 +1,13 @@
 """Is this plausibly a stained blood smear? A colour-gamut check learned from training crops.
 
 Stained smears occupy a small part of RGB space (pale background, pink red cells,
-violet nuclei). We keep the 16x16x16 colour bins that hold 99.5% of the training crops'
-pixels; an image whose crop has too few pixels in those bins (noise, a photo, a
-coloured document), or too few stained pixels among them (a white-balanced page of
-paper looks like slide background, and blue ink on it like a nucleus), or in which no
-violet nucleus was found (a solid colour, a text scan), is "not a white blood cell".
-Numpy only: it runs on every request.
+violet nuclei). We keep the 16x16x16 colour bins that hold 99.5% of the pixels of the
+training crops and of their stain-jittered versions (other labs' stains: the network is
+trained to classify those, so the check must not turn them away). An image whose crop
+has too few pixels in those bins (noise, a photo, a coloured document), or too few
+stained pixels among them (a white-balanced page of paper looks like slide background,
+and blue ink on it like a nucleus), or in which no violet nucleus was found (a solid
+colour, a text scan), is "not a white blood cell". Numpy only: it runs on every request.
 """
 
 from __future__ import annotations
@@ -43,9 +44,13 @@ def _bin_index(arr: np.ndarray) -> np.ndarray:
     return index
 
 
-def fit(x: np.ndarray, quantile: float = 0.005) -> dict[str, Any]:
-    """Learn the gamut from uint8 crops [N, H, W, 3]; threshold at a low quantile of the
-    training crops' own in-gamut fractions, so about 0.5% of training crops would fail."""
+def fit(x: np.ndarray, originals: np.ndarray | None = None,
+        quantile: float = 0.005) -> dict[str, Any]:
+    """Learn the gamut from uint8 crops [N, H, W, 3] (the training crops and their
+    stain-jittered versions); threshold at a low quantile of their own in-gamut fractions,
+    so about 0.5% of them would fail. The stained-share floor comes from ``originals``
+    (the unjittered crops; default ``x``): a washed-out stain jitter must not lower it to
+    where a page of blue ink passes."""
     counts = np.zeros(BINS**3, dtype=np.int64)
     for start in range(0, len(x), 512):
         counts += np.bincount(_bin_index(x[start:start + 512]).ravel(), minlength=BINS**3)
@@ -55,9 +60,10 @@ def fit(x: np.ndarray, quantile: float = 0.005) -> dict[str, Any]:
     allowed = np.zeros(BINS**3, dtype=bool)
     allowed[kept] = True
     stained = allowed & _stained_bins()
-    sample = x[:: max(1, len(x) // 2000)]
-    fractions = np.array([allowed[_bin_index(img)].mean() for img in sample])
-    stained_fractions = np.array([stained[_bin_index(img)].mean() for img in sample])
+    originals = x if originals is None else originals
+    fractions = np.array([allowed[_bin_index(img)].mean() for img in x[:: max(1, len(x) // 2000)]])
+    stained_fractions = np.array([stained[_bin_index(img)].mean()
+                                  for img in originals[:: max(1, len(originals) // 2000)]])
     return {"bins": BINS, "allowed": kept.tolist(),
             "min_fraction": round(float(np.quantile(fractions, quantile)) * 0.95, 4),
             "min_stained": round(float(np.quantile(stained_fractions, quantile))
