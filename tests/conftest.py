@@ -29,13 +29,25 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, kaggle_like: Path) -> P
     return out
 
 
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    """The real Kaggle images: skip without them, fail under CI=true."""
-    path = Path(os.environ.get("WBC_DATA_DIR", PROJECT.parent / "shared/data/kaggle-blood-cells"))
-    if not (path / "TEST_SIMPLE").is_dir():
-        message = f"real images not found at {path} (set WBC_DATA_DIR)"
+def real_data(variable: str, default: str, marker: str) -> Path:
+    """A real data folder from ``variable`` (default under ../shared/data): skip the test
+    when ``marker`` is not in it, fail under CI=true."""
+    path = Path(os.environ.get(variable, PROJECT.parent / "shared/data" / default))
+    if not (path / marker).exists():
+        message = f"real images not found at {path} (set {variable})"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real Kaggle images."""
+    return real_data("WBC_DATA_DIR", "kaggle-blood-cells", "TEST_SIMPLE")
+
+
+@pytest.fixture(scope="session")
+def bccd_dir() -> Path:
+    """The real BCCD smear fields with white-cell boxes."""
+    return real_data("WBC_BCCD_DIR", "bccd", "ImageSets/Main/test.txt")

@@ -3,39 +3,27 @@ or not: every field's box overlaps a true white-cell box."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from model_training.localise_eval import evaluate_fields, summary
 from model_training.robustness import PERTURBATIONS
-from tests.conftest import PROJECT
-
-
-@pytest.fixture(scope="module")
-def bccd() -> Path:
-    path = Path(os.environ.get("WBC_BCCD_DIR", PROJECT.parent / "shared/data/bccd"))
-    if not (path / "ImageSets/Main/test.txt").is_file():
-        message = f"BCCD fields not found at {path} (set WBC_BCCD_DIR)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @pytest.mark.parametrize("balance", [True, False])
-def test_white_cell_found_in_every_test_field(bccd: Path, balance: bool) -> None:
-    names = (bccd / "ImageSets/Main/test.txt").read_text().split()
-    result = summary(evaluate_fields(bccd, names, balance))
+def test_white_cell_found_in_every_test_field(bccd_dir: Path, balance: bool) -> None:
+    names = (bccd_dir / "ImageSets/Main/test.txt").read_text().split()
+    result = summary(evaluate_fields(bccd_dir, names, balance))
     assert result["fields"] >= 60
     assert result["iou_ge_0.5"] >= 0.97, result
     assert result["localised"] == 1.0, result
 
 
 @pytest.mark.parametrize("cast", [n for n in PERTURBATIONS if n.startswith("cast")])
-def test_white_balance_keeps_finding_the_cell_under_a_colour_cast(bccd: Path, cast: str) -> None:
+def test_white_balance_keeps_finding_the_cell_under_a_colour_cast(bccd_dir: Path,
+                                                                  cast: str) -> None:
     """Without white balance a warm cast loses the cell in 9 of 68 test fields."""
-    names = (bccd / "ImageSets/Main/test.txt").read_text().split()
-    result = summary(evaluate_fields(bccd, names, True, PERTURBATIONS[cast]))
+    names = (bccd_dir / "ImageSets/Main/test.txt").read_text().split()
+    result = summary(evaluate_fields(bccd_dir, names, True, PERTURBATIONS[cast]))
     assert result["iou_ge_0.5"] >= 0.97, result
