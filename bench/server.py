@@ -20,6 +20,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listening_sockets(port: int) -> int:
+    """TCP sockets in LISTEN state on ``port`` (Linux): one per worker that has loaded its
+    model, as each worker has a socket of its own (app/serve.py)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            return 1 << 30  # not Linux: readiness alone decides
+        for row in rows:
+            fields = row.split()
+            if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
+                count += 1
+    return count
+
+
 class Server:
     def __init__(self, workers: int = 1, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
@@ -37,14 +53,20 @@ class Server:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while time.perf_counter() - t0 < timeout:
             try:
-                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
-                    self.cold_start_s = time.perf_counter() - t0
+                if (httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200
+                        and listening_sockets(self.port) >= self.workers):
+                    self.cold_start_s = time.perf_counter() - t0  # every worker serving
                     return self
             except httpx.TransportError:
                 pass
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}")
             time.sleep(0.1)
+        self.proc.terminate()  # leave no server (or worker) behind
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
         raise RuntimeError("server did not become ready")
 
     def pids(self) -> list[int]:

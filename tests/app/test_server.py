@@ -33,3 +33,29 @@ def test_bad_input_then_good_input(server: str, cell_jpeg: bytes) -> None:
         assert 'wbc_http_requests_total{method="POST",route="/predict",status="400"} 1.0' in metrics
         assert "wbc_model_load_seconds" in metrics
         assert "wbc_images_classified_total" in metrics
+
+
+def test_two_workers_each_listen_serve_and_stop_gracefully(tiny_model: Path,
+                                                           cell_jpeg: bytes) -> None:
+    """WBC_WORKERS=2: a socket per worker (both serving once ready), answers on fresh
+    connections, and SIGTERM to the supervisor stops every worker with exit code 0."""
+    import signal
+
+    from bench.server import listening_sockets
+
+    running = Server(workers=2, env={"WBC_MODEL_DIR": str(tiny_model)}).start()
+    assert running.proc
+    try:
+        assert listening_sockets(running.port) == 2
+        workers = running.pids()[1:]
+        for _ in range(6):
+            with httpx.Client(base_url=running.url, timeout=30) as http:  # a new connection
+                r = http.post("/predict", files={"file": ("a.jpg", cell_jpeg, "image/jpeg")})
+                assert r.status_code == 200
+    finally:
+        running.proc.send_signal(signal.SIGTERM)
+        assert running.proc.wait(60) == 0
+    assert listening_sockets(running.port) == 0
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
+            f"/proc/{pid}/status").read_text().lower()
