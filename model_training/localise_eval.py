@@ -152,11 +152,22 @@ def main() -> None:
                    "--out reports/localisation",
     }
     metrics["ms_per_image_320x240"] = kaggle_timing(args.kaggle)
+    metrics["colour_casts_test"] = cast_table(args.bccd, lists["test"])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     draw_grid(args.bccd, results["test"], args.out / "boxes.png")
     write_markdown(args.out / "report.md", metrics)
     print(json.dumps(metrics))
+
+
+def cast_table(bccd: Path, names: list[str]) -> dict[str, dict[str, float]]:
+    """Share of test fields found (IoU >= 0.5) under each colour cast of the robustness
+    report, with and without white balance."""
+    from model_training.robustness import PERTURBATIONS
+
+    return {cast: {mode: summary(evaluate_fields(bccd, names, balance, fn))["iou_ge_0.5"]
+                   for mode, balance in (("balanced", True), ("unbalanced", False))}
+            for cast, fn in PERTURBATIONS.items() if cast.startswith("cast")}
 
 
 def kaggle_timing(kaggle: Path) -> dict[str, float] | None:
@@ -196,7 +207,11 @@ def write_markdown(path: Path, m: dict) -> None:
         f"{m['ms_per_field_640x480']['median']:.2f} ms median "
         f"({m['ms_per_field_640x480']['p95']:.2f} ms p95) on 640x480 BCCD fields; "
         f"{k['median']:.2f} ms median ({k['p95']:.2f} ms p95) on 320x240 Kaggle images.", "",
-        "![boxes](boxes.png)", "",
+        "Under the colour casts of the robustness report (test list, share IoU >= 0.5):", "",
+        "| cast | with white balance | without |", "|---|---|---|",
+        *[f"| {c} | {v['balanced']:.3f} | {v['unbalanced']:.3f} |"
+          for c, v in m.get("colour_casts_test", {}).items()],
+        "", "![boxes](boxes.png)", "",
         "Yellow: predicted box. Green: true WBC boxes. The first 8 tiles are the 8 worst "
         "test-list fields by IoU, the rest are spread over the list.", ""]))
 
