@@ -167,7 +167,8 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     if refit and (protocol != "official" or arch == "paper"):
         raise ValueError("--refit needs the official protocol and a fixed schedule "
                          "(the paper's recipe steers its learning rate by validation)")
-    if refit and not balance_of(json.loads((Path(refit) / "metadata.json").read_text())):
+    reference = json.loads((Path(refit) / "metadata.json").read_text()) if refit else {}
+    if refit and not balance_of(reference):
         raise ValueError(f"--refit {refit}: that model was trained without white balance; "
                          "its calibration does not carry over to this preprocessing")
     keras.utils.set_random_seed(seed)
@@ -216,7 +217,6 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     }
     kept: Calibration | None = None
     if refit:
-        reference = json.loads((Path(refit) / "metadata.json").read_text())
         metadata["refit"] = {"validation": "none: trained on all of TRAIN",
                              "calibration_from": {"path": str(refit),
                                                   "command": reference.get("command"),
@@ -290,9 +290,9 @@ def stain_variants(x: np.ndarray, stain: float, copies: int = 2, seed: int = 0,
     """A sample of training crops, each also as ``copies`` stain-jittered versions: the
     colours the network was trained to classify."""
     picked = x[:: max(1, len(x) // sample)]
+    tf.random.set_seed(seed)  # before map: its random ops take their seeds when traced
     data = tf.data.Dataset.from_tensor_slices(picked).repeat(copies)
     data = data.map(lambda im: augment(im, 0, stain)[0]).batch(256)
-    tf.random.set_seed(seed)
     jittered = np.concatenate([np.round(b.numpy()).astype(np.uint8) for b in data])
     return np.concatenate([picked, jittered])
 

@@ -136,3 +136,13 @@ def test_calibrate_keeps_a_refit_models_calibration(tiny_model: Path, kaggle_lik
     assert after["temperature"] == before["temperature"]
     assert after["review_threshold"] == before["review_threshold"]
     assert after["calibration"]["fitted_on"] == before["calibration"]["fitted_on"]
+
+
+def test_stain_variants_are_reproducible() -> None:
+    """The not-a-cell gamut is fitted on them: calibrate must refit the same check."""
+    from model_training.train import stain_variants
+
+    x = np.random.default_rng(0).integers(0, 256, (12, 150, 150, 3), dtype=np.uint8)
+    first, second = stain_variants(x, 2.0), stain_variants(x, 2.0)
+    assert first.shape == (36, 150, 150, 3)
+    np.testing.assert_array_equal(first, second)
