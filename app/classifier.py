@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from app.errors import BadImage, ModelNotReady, PayloadTooLarge, UnsupportedMediaType
 from app.observability import CLASSIFIED
@@ -18,7 +21,9 @@ from model_training.preprocessing import (
     Prepared,
     UnsupportedFormat,
     balance_of,
+    open_image,
     preprocess_bytes,
+    preprocess_opened,
 )
 
 UNKNOWN = "unknown"
@@ -51,16 +56,19 @@ class Classifier:
         return {"name": str(meta.get("name", "wbc-classifier")),
                 "version": str(meta.get("version", "?"))}
 
-    def prepare(self, data: bytes) -> Prepared:
-        """Decode and localise one image; BadImage / PayloadTooLarge on bad input."""
-        try:
-            return preprocess_bytes(data, self.max_pixels, self.balance)
-        except ImageTooLarge as exc:
-            raise PayloadTooLarge(str(exc)) from exc
-        except UnsupportedFormat as exc:
-            raise UnsupportedMediaType(str(exc)) from exc
-        except ImageError as exc:
-            raise BadImage(str(exc)) from exc
+    def open(self, data: bytes) -> Image.Image:
+        """Read an upload's header only: format and pixel limit checked, nothing decoded
+        (what the pixels will cost is known before they are decoded). 4xx on bad input."""
+        with _http_errors():
+            return open_image(data, self.max_pixels)
+
+    def prepare(self, upload: bytes | Image.Image) -> Prepared:
+        """Decode and localise one upload (bytes, or what ``open`` made of them);
+        BadImage / PayloadTooLarge / UnsupportedMediaType on bad input."""
+        with _http_errors():
+            if isinstance(upload, Image.Image):
+                return preprocess_opened(upload, self.balance)
+            return preprocess_bytes(upload, self.max_pixels, self.balance)
 
     def classify(self, prepared: list[Prepared]) -> list[dict[str, Any]]:
         """Run the network on prepared crops and shape one result per crop."""
@@ -91,5 +99,18 @@ class Classifier:
             })
         return results
 
-    def classify_bytes(self, data: bytes) -> dict[str, Any]:
-        return self.classify([self.prepare(data)])[0]
+    def classify_one(self, upload: bytes | Image.Image) -> dict[str, Any]:
+        return self.classify([self.prepare(upload)])[0]
+
+
+@contextmanager
+def _http_errors() -> Iterator[None]:
+    """The preprocessing's image errors as the HTTP errors the API documents."""
+    try:
+        yield
+    except ImageTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from exc
+    except UnsupportedFormat as exc:
+        raise UnsupportedMediaType(str(exc)) from exc
+    except ImageError as exc:
+        raise BadImage(str(exc)) from exc

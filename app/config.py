@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     gil_switch_interval_s: float = 0.0005
     work_threads: int = Field(2, ge=1, description="threads per worker process that decode "
                               "and classify; more requests than this wait their turn")
+    inline_max_pixels: int = Field(
+        1_000_000, ge=0,
+        description="single images of up to this many pixels (read from the header) are "
+                    "classified on the event loop itself: for a cell image the hop to a work "
+                    "thread costs more CPU than it saves (reports/performance.md); larger "
+                    "ones, and batches, go to the work threads so that they do not hold up "
+                    "other connections. 0: always the work threads")
 
 
 @lru_cache

@@ -76,6 +76,9 @@ def main() -> None:
                         help="model folder to serve and to run raw (default: the shipped one)")
     parser.add_argument("--work-threads", type=int, default=None,
                         help="WBC_WORK_THREADS for the server (default: the setting's default)")
+    parser.add_argument("--inline-max-pixels", type=int, default=None,
+                        help="WBC_INLINE_MAX_PIXELS for the server (0: every request goes "
+                             "through the work threads; default: the setting's default)")
     parser.add_argument("--no-write", action="store_true", help="print only (CI smoke)")
     parser.add_argument("--python-client", action="store_true",
                         help="use the httpx load generator even when wrk is installed")
@@ -87,6 +90,8 @@ def main() -> None:
     env = {"WBC_MODEL_DIR": str(args.model.resolve())}
     if args.work_threads:
         env["WBC_WORK_THREADS"] = str(args.work_threads)
+    if args.inline_max_pixels is not None:
+        env["WBC_INLINE_MAX_PIXELS"] = str(args.inline_max_pixels)
     with Server(workers=args.workers, env=env) as server:
         for c in args.concurrency:
             cpu0 = server.cpu_seconds()
@@ -124,6 +129,8 @@ def main() -> None:
         "model": str(version_dir), "arch": json.loads((version_dir / "metadata.json")
                                                       .read_text()).get("arch"),
         "work_threads": args.work_threads or Settings().work_threads,
+        "inline_max_pixels": (Settings().inline_max_pixels if args.inline_max_pixels is None
+                             else args.inline_max_pixels),
         "load_generator": "wrk" if use_wrk else "httpx",
         "seconds_per_level": args.seconds, "cold_start_s": round(cold, 2),
         "rss_mb_total": round(rss, 1), "rss_mb_per_worker": round(rss / max(1, args.workers), 1),
@@ -144,6 +151,8 @@ def main() -> None:
 def extra_flags(args: argparse.Namespace) -> str:
     """The non-default flags of this run, for the report's command line."""
     flags = f" --work-threads {args.work_threads}" if args.work_threads else ""
+    if args.inline_max_pixels is not None:
+        flags += f" --inline-max-pixels {args.inline_max_pixels}"
     if args.model.resolve() != (PROJECT / "models" / "wbc-classifier").resolve():
         flags += f" --model {args.model}"
     if args.out.resolve() != (PROJECT / "reports").resolve():
@@ -168,7 +177,9 @@ def write_markdown(path: Path, rec: dict, args: argparse.Namespace) -> None:
                      f"{r['p99_ms']:.1f} | {r['server_cpu_ms_per_request']:.2f} |")
     lines += ["", f"Cold start to ready: **{rec['cold_start_s']} s**. Resident memory: "
               f"**{rec['rss_mb_per_worker']} MiB per worker** ({rec['workers']} worker(s), "
-              f"{rec['work_threads']} work threads each). Model: `{rec['model']}` "
+              f"{rec['work_threads']} work threads each; uploads up to "
+              f"{rec['inline_max_pixels']} pixels classified on the event loop). "
+              f"Model: `{rec['model']}` "
               f"(arch `{rec['arch']}`).", "",
               "![throughput and latency](performance.png)", "",
               "## Raw runtimes, same weights (images/s)", "",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,31 +73,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode image bytes to RGB. Only the first frame of animations and multi-page files."""
-    if not data:
-        raise ImageDecodeError("empty body: no image data")
+@contextmanager
+def _image_errors() -> Iterator[None]:
+    """Every way Pillow fails on bad data, as one of this module's ``ImageError``s."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            fmt = image.format
-            if fmt not in SUPPORTED_FORMATS:
-                raise UnsupportedFormat(
-                    f"unsupported image format {fmt}; send JPEG, PNG, BMP, TIFF, WebP or GIF"
-                )
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageTooLarge(
-                    f"image is {width}x{height} = {width * height} pixels; "
-                    f"the limit is {max_pixels}"
-                )
-            if width < 1 or height < 1:
-                raise ImageDecodeError("image has no pixels")
-            image.seek(0)
-            image.load()
-            ImageOps.exif_transpose(image, in_place=True)  # no copy when upright
-            return to_rgb(image)
+            yield
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -105,6 +89,44 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError,
             MemoryError, ZeroDivisionError) as exc:
         raise ImageDecodeError(f"image data is corrupt or truncated: {exc}") from exc
+
+
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Read the header only: format and size checked, no pixels decoded yet (cheap, and
+    it tells how much work the pixels will be)."""
+    if not data:
+        raise ImageDecodeError("empty body: no image data")
+    with _image_errors():
+        image = Image.open(io.BytesIO(data))
+        fmt = image.format
+        if fmt not in SUPPORTED_FORMATS:
+            raise UnsupportedFormat(
+                f"unsupported image format {fmt}; send JPEG, PNG, BMP, TIFF, WebP or GIF"
+            )
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageTooLarge(
+                f"image is {width}x{height} = {width * height} pixels; "
+                f"the limit is {max_pixels}"
+            )
+        if width < 1 or height < 1:
+            raise ImageDecodeError("image has no pixels")
+        return image
+
+
+def load_rgb(image: Image.Image) -> Image.Image:
+    """Decode an ``open_image`` result to RGB. Only the first frame of animations and
+    multi-page files; EXIF orientation applied."""
+    with _image_errors():
+        image.seek(0)
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)  # no copy when upright
+        return to_rgb(image)
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode image bytes to RGB (``open_image`` then ``load_rgb``)."""
+    return load_rgb(open_image(data, max_pixels))
 
 
 def balance_table(image: Image.Image) -> list[int]:
@@ -157,10 +179,15 @@ def prepare(image: Image.Image, balance: bool = True) -> Prepared:
     return Prepared(np.asarray(resized, dtype=np.uint8), box, image.size)
 
 
+def preprocess_opened(image: Image.Image, balance: bool = True) -> Prepared:
+    """An ``open_image`` result (header read, nothing decoded) to a network-ready crop."""
+    return prepare(load_rgb(image), balance)
+
+
 def preprocess_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
                      balance: bool = True) -> Prepared:
     """Serving entry point: raw upload bytes to a network-ready crop."""
-    return prepare(decode(data, max_pixels), balance)
+    return preprocess_opened(open_image(data, max_pixels), balance)
 
 
 def preprocess_file(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS,

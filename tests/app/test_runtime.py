@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def test_work_threads_setting_bounds_the_worker_thread_pool(tiny_model: Path,
     from app.main import create_app
     from tests.app.conftest import make_settings
 
-    app = create_app(make_settings(tiny_model, work_threads=3))
+    app = create_app(make_settings(tiny_model, work_threads=3, inline_max_pixels=0))
     with TestClient(app) as client:
         tokens = client.portal.call(
             lambda: anyio.to_thread.current_default_thread_limiter().total_tokens)
@@ -58,3 +59,41 @@ def test_work_threads_setting_bounds_the_worker_thread_pool(tiny_model: Path,
                 "/predict", content=cell_jpeg, headers={"content-type": "image/jpeg"}
             ).status_code, range(16)))
         assert statuses == [200] * 16
+
+
+def test_small_images_are_classified_on_the_event_loop_large_ones_in_work_threads(
+        tiny_model: Path, cell_jpeg: bytes) -> None:
+    """WBC_INLINE_MAX_PIXELS: a cell image skips the hop to a work thread (it costs more
+    than it saves); a larger image goes to the work threads. Same answer either way."""
+    import threading
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from app.main import create_app
+    from tests.app.conftest import make_settings
+
+    pixels = Image.open(io.BytesIO(cell_jpeg)).size
+    pixels = pixels[0] * pixels[1]
+    answers = {}
+    for limit in (pixels, pixels - 1):
+        app = create_app(make_settings(tiny_model, inline_max_pixels=limit))
+        with TestClient(app) as client:
+            loop_thread = client.portal.call(threading.get_ident)
+            classifier = app.state.classifier
+            plain = classifier.classify_one
+            seen: list[int] = []
+
+            def recording(upload: object, plain=plain, seen=seen) -> dict:
+                seen.append(threading.get_ident())
+                return plain(upload)
+
+            classifier.classify_one = recording
+            response = client.post("/predict", content=cell_jpeg,
+                                   headers={"content-type": "image/jpeg"})
+            assert response.status_code == 200, response.text
+            assert len(seen) == 1
+            answers[limit] = (seen[0] == loop_thread, response.json()["probabilities"])
+    assert answers[pixels][0] is True  # at the limit: on the event loop
+    assert answers[pixels - 1][0] is False  # over it: a work thread
+    assert answers[pixels][1] == answers[pixels - 1][1]
