@@ -9,7 +9,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.observability import LATENCY, REQUESTS, request_id
+from app import balance
+from app.observability import LATENCY, REBALANCED, REQUESTS, request_id
 
 log = logging.getLogger("app.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -47,6 +48,10 @@ class RequestContextMiddleware:
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                if balance.BALANCER is not None and balance.BALANCER.should_close():
+                    # this worker holds more than its share: the client reconnects
+                    message["headers"].append((b"connection", b"close"))
+                    REBALANCED.inc()
             await send(message)
 
         try:

@@ -19,6 +19,9 @@ CLASSIFIED = Counter("wbc_images_classified_total", "Images classified, by predi
                      ["label"], registry=REGISTRY)
 REJECTED = Counter("wbc_images_rejected_total", "Images refused, by HTTP status",
                    ["status"], registry=REGISTRY)
+REBALANCED = Counter("wbc_connections_rebalanced_total", "Responses that closed their "
+                     "keep-alive connection because this worker held more than its share",
+                     registry=REGISTRY)
 MODEL_LOAD_SECONDS = Gauge("wbc_model_load_seconds", "Seconds the last model load took",
                            registry=REGISTRY)
 MODEL_READY = Gauge("wbc_model_ready", "1 when the model is loaded and warmed up",

@@ -4,7 +4,10 @@ With ``WBC_WORKERS`` > 1 every worker process listens on a socket of its own, bo
 ``SO_REUSEPORT``, so the kernel spreads new connections over the workers. uvicorn's own
 ``--workers`` share one socket, and the first worker to wake accepts every pending
 connection: 8 keep-alive clients often all landed on one worker while the other core
-idled (``python -m bench.worker_balance``). This process supervises the workers: it
+idled (``python -m bench.worker_balance``). The kernel's hash still splits a few
+keep-alive clients unevenly (10 and 22 of 32), so the workers share their connection
+counts and one holding more than its share closes a connection (``app/balance.py``).
+This process supervises the workers: it
 restarts one that dies, and passes SIGTERM/SIGINT (graceful stop) and SIGHUP (model
 reload) on to them.
 """
@@ -21,6 +24,7 @@ from typing import Any
 
 import uvicorn
 
+from app import balance
 from app.config import Settings, get_settings
 
 log = logging.getLogger("app.supervisor")
@@ -55,12 +59,16 @@ def stop_with_parent() -> None:
         pass
 
 
-def run_worker() -> None:
+def run_worker(counts: Any = None, index: int = 0) -> None:
     stop_with_parent()
     settings = get_settings()
     sock = reuseport_socket(settings.host, settings.port)
     config = uvicorn.Config("app.main:app", **server_options(settings))
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    if counts is not None:
+        balance.BALANCER = balance.Balancer(counts, index)
+        balance.BALANCER.start_publishing(lambda: len(server.server_state.connections))
+    server.run(sockets=[sock])
 
 
 def supervise(workers: int, settings: Settings) -> None:
@@ -69,7 +77,12 @@ def supervise(workers: int, settings: Settings) -> None:
     # fail fast when the port is taken; the bound (not listening) socket gets no connections
     guard = reuseport_socket(settings.host, settings.port)
     context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=run_worker, name=f"worker-{i}") for i in range(workers)]
+    counts = context.Array("i", workers, lock=False)  # connections held, one slot per worker
+
+    def worker(i: int) -> Any:
+        return context.Process(target=run_worker, args=(counts, i), name=f"worker-{i}")
+
+    procs = [worker(i) for i in range(workers)]
     stopping = False
 
     def forward(signum: int, _frame: object) -> None:
@@ -91,7 +104,8 @@ def supervise(workers: int, settings: Settings) -> None:
             if not proc.is_alive() and not stopping:
                 log.warning("%s exited with code %s; starting a new one", proc.name,
                             proc.exitcode)
-                procs[i] = context.Process(target=run_worker, name=proc.name)
+                counts[i] = 0
+                procs[i] = worker(i)
                 procs[i].start()
                 time.sleep(2)  # a worker that cannot start is retried, not spun on
         time.sleep(0.5)

@@ -36,6 +36,27 @@ def listening_sockets(port: int) -> int:
     return count
 
 
+def established_per_process(port: int, pids: list[int]) -> dict[int, int]:
+    """Established TCP connections on local ``port`` held by each of ``pids`` (Linux)."""
+    inodes: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[1].endswith(f":{port:04X}") and fields[3] == "01":
+                inodes[fields[9]] = 0
+    held = {}
+    for pid in pids:
+        count = 0
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                count += target.startswith("socket:[") and target[8:-1] in inodes
+        except OSError:
+            pass  # gone, or not ours to read
+        held[pid] = count
+    return held
+
+
 class Server:
     def __init__(self, workers: int = 1, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
