@@ -67,7 +67,8 @@ def run_worker(counts: Any = None, index: int = 0) -> None:
     server = uvicorn.Server(config)
     if counts is not None:
         balance.BALANCER = balance.Balancer(counts, index)
-        balance.BALANCER.start_publishing(lambda: len(server.server_state.connections))
+        balance.BALANCER.start_publishing(lambda: len(server.server_state.connections),
+                                          lambda: server.started)
     server.run(sockets=[sock])
 
 
@@ -77,7 +78,8 @@ def supervise(workers: int, settings: Settings) -> None:
     # fail fast when the port is taken; the bound (not listening) socket gets no connections
     guard = reuseport_socket(settings.host, settings.port)
     context = multiprocessing.get_context("spawn")
-    counts = context.Array("i", workers, lock=False)  # connections held, one slot per worker
+    # connections held, one slot per worker (app/balance.py)
+    counts = context.Array("i", [balance.NOT_SERVING] * workers, lock=False)
 
     def worker(i: int) -> Any:
         return context.Process(target=run_worker, args=(counts, i), name=f"worker-{i}")
@@ -104,7 +106,7 @@ def supervise(workers: int, settings: Settings) -> None:
             if not proc.is_alive() and not stopping:
                 log.warning("%s exited with code %s; starting a new one", proc.name,
                             proc.exitcode)
-                counts[i] = 0
+                counts[i] = balance.NOT_SERVING
                 procs[i] = worker(i)
                 procs[i].start()
                 time.sleep(2)  # a worker that cannot start is retried, not spun on

@@ -6,7 +6,7 @@ import http.client
 import time
 from pathlib import Path
 
-from app.balance import MIN_GAP_S, Balancer
+from app.balance import MIN_GAP_S, NOT_SERVING, Balancer
 from bench.server import Server, established_per_process
 
 
@@ -26,6 +26,14 @@ def test_balanced_or_lone_connections_are_left_alone() -> None:
     assert not Balancer([1, 0], 0).should_close(now=1.0)  # one client: nothing to share
     assert Balancer([2, 0], 0).should_close(now=1.0)  # two clients on one of two workers
     assert not Balancer([5], 0).should_close(now=1.0)  # a single worker
+
+
+def test_a_worker_that_is_not_serving_has_no_share() -> None:
+    """While the other worker (re)starts, the serving one keeps its connections: closing
+    them would only bring them back to it."""
+    assert not Balancer([6, NOT_SERVING], 0).should_close(now=1.0)
+    assert Balancer([6, NOT_SERVING, 2], 0).should_close(now=1.0)  # ceil(8 / 2) = 4
+    assert not Balancer([NOT_SERVING, 3], 0).should_close(now=1.0)
 
 
 def test_publish_writes_this_workers_slot() -> None:
