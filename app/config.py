@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     gil_switch_interval_s: float = 0.0005
     work_threads: int = Field(2, ge=1, description="threads per worker process that decode "
                               "and classify; more requests than this wait their turn")
+    balance_connections: bool = Field(
+        True, description="with several workers, one holding more than its share of "
+                          "keep-alive connections closes one (Connection: close) so that "
+                          "the client reconnects and they even out (app/balance.py)")
     inline_max_pixels: int = Field(
         1_000_000, ge=0,
         description="single images of up to this many pixels (read from the header) are "

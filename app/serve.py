@@ -65,7 +65,7 @@ def run_worker(counts: Any = None, index: int = 0) -> None:
     sock = reuseport_socket(settings.host, settings.port)
     config = uvicorn.Config("app.main:app", **server_options(settings))
     server = uvicorn.Server(config)
-    if counts is not None:
+    if counts is not None and settings.balance_connections:
         balance.BALANCER = balance.Balancer(counts, index)
         balance.BALANCER.start_publishing(lambda: len(server.server_state.connections),
                                           lambda: server.started)

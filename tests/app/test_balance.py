@@ -71,3 +71,26 @@ def test_two_workers_end_up_holding_equal_shares_of_keep_alive_connections(
             time.sleep(0.2)  # the closed connections leave the workers' counts
     finally:
         running.stop()
+
+
+def test_the_balancer_runs_in_each_worker_unless_turned_off(monkeypatch) -> None:
+    """WBC_BALANCE_CONNECTIONS=false leaves the kernel's hash alone (no Connection: close)."""
+    import uvicorn
+
+    from app import balance, serve
+    from app.config import get_settings
+
+    monkeypatch.setattr(serve, "stop_with_parent", lambda: None)
+    monkeypatch.setattr(serve, "reuseport_socket", lambda host, port: None)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+    monkeypatch.setattr(balance.Balancer, "start_publishing", lambda self, count, serving: None)
+    found = {}
+    for setting in ("true", "false"):
+        monkeypatch.setenv("WBC_BALANCE_CONNECTIONS", setting)
+        monkeypatch.setattr(balance, "BALANCER", None)
+        get_settings.cache_clear()
+        serve.run_worker([NOT_SERVING, NOT_SERVING], 1)
+        found[setting] = balance.BALANCER
+    get_settings.cache_clear()
+    assert isinstance(found["true"], Balancer) and found["true"].index == 1
+    assert found["false"] is None
