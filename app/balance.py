@@ -1,12 +1,12 @@
 """Keep-alive connections shared evenly between worker processes.
 
 With one ``SO_REUSEPORT`` socket per worker the kernel assigns each new connection to a
-worker by a hash of its addresses, so a handful of long-lived keep-alive connections (an
-LIS, a load generator) often split unevenly: 10 and 22 of 32, and the worker holding 22
-answers each request more than twice as late. Each worker publishes how many
-connections it holds in a small array shared with the others; a worker holding more than
-its share answers with ``Connection: close``, the client opens a new connection and the
-kernel draws again. Balanced workers close nothing.
+worker by a hash of its addresses, so a few long-lived keep-alive connections (an LIS, a
+load generator) can all land on one worker while another core idles (two clients: in 4
+of 6 rounds, reports/performance-variants/connection-balance). Each worker publishes how
+many connections it holds in a small array shared with the others; a worker holding more
+than its share answers with ``Connection: close``, the client opens a new connection and
+the kernel draws again. Balanced workers close nothing.
 """
 
 from __future__ import annotations

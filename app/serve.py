@@ -5,8 +5,9 @@ With ``WBC_WORKERS`` > 1 every worker process listens on a socket of its own, bo
 ``--workers`` share one socket, and the first worker to wake accepts every pending
 connection: 8 keep-alive clients often all landed on one worker while the other core
 idled (``python -m bench.worker_balance``). The kernel's hash still splits a few
-keep-alive clients unevenly (10 and 22 of 32), so the workers share their connection
-counts and one holding more than its share closes a connection (``app/balance.py``).
+keep-alive clients unevenly (two clients often both on one worker), so the workers share
+their connection counts and one holding more than its share closes a connection
+(``app/balance.py``).
 This process supervises the workers: it
 restarts one that dies, and passes SIGTERM/SIGINT (graceful stop) and SIGHUP (model
 reload) on to them.
