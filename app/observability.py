@@ -1,13 +1,20 @@
-"""Prometheus metrics and structured JSON logging with request ids."""
+"""Prometheus metrics and structured JSON logging with request ids.
+
+With several worker processes (``WBC_WORKERS`` > 1) the supervisor sets
+``PROMETHEUS_MULTIPROC_DIR``: every worker then keeps its metrics in files there and
+``/metrics``, whichever worker answers it, reports the sum over all of them
+(``exposition_registry``). Otherwise one scrape would show one worker's counts.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from contextvars import ContextVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter("wbc_http_requests_total", "HTTP requests by route and status",
@@ -22,10 +29,22 @@ REJECTED = Counter("wbc_images_rejected_total", "Images refused, by HTTP status"
 REBALANCED = Counter("wbc_connections_rebalanced_total", "Responses that closed their "
                      "keep-alive connection because this worker held more than its share",
                      registry=REGISTRY)
-MODEL_LOAD_SECONDS = Gauge("wbc_model_load_seconds", "Seconds the last model load took",
-                           registry=REGISTRY)
-MODEL_READY = Gauge("wbc_model_ready", "1 when the model is loaded and warmed up",
-                    registry=REGISTRY)
+MODEL_LOAD_SECONDS = Gauge("wbc_model_load_seconds", "Seconds the last model load took "
+                           "(the slowest worker's)", registry=REGISTRY,
+                           multiprocess_mode="livemax")
+MODEL_READY = Gauge("wbc_model_ready", "1 when the model is loaded and warmed up (in every "
+                    "worker)", registry=REGISTRY, multiprocess_mode="livemin")
+
+
+
+def exposition_registry() -> CollectorRegistry:
+    """What ``/metrics`` shows: this process's metrics, or the sum over every worker."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
 
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
 _STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message",

@@ -8,7 +8,8 @@ idled (``python -m bench.worker_balance``). The kernel's hash still splits a few
 keep-alive clients unevenly (two clients often both on one worker), so the workers share
 their connection counts and one holding more than its share closes a connection
 (``app/balance.py``).
-This process supervises the workers: it
+Their Prometheus metrics go to files in a shared folder so that ``/metrics`` reports all
+workers (``app/observability.py``). This process supervises the workers: it
 restarts one that dies, and passes SIGTERM/SIGINT (graceful stop) and SIGHUP (model
 reload) on to them.
 """
@@ -18,12 +19,15 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from typing import Any
 
 import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
 
 from app import balance
 from app.config import Settings, get_settings
@@ -78,6 +82,11 @@ def supervise(workers: int, settings: Settings) -> None:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # fail fast when the port is taken; the bound (not listening) socket gets no connections
     guard = reuseport_socket(settings.host, settings.port)
+    # metrics of every worker in files here, summed by whichever answers /metrics
+    metrics_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = tempfile.mkdtemp(prefix="wbc-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the workers
     context = multiprocessing.get_context("spawn")
     # connections held, one slot per worker (app/balance.py)
     counts = context.Array("i", [balance.NOT_SERVING] * workers, lock=False)
@@ -108,6 +117,7 @@ def supervise(workers: int, settings: Settings) -> None:
                 log.warning("%s exited with code %s; starting a new one", proc.name,
                             proc.exitcode)
                 counts[i] = balance.NOT_SERVING
+                mark_process_dead(proc.pid)  # its gauges no longer count
                 procs[i] = worker(i)
                 procs[i].start()
                 time.sleep(2)  # a worker that cannot start is retried, not spun on
@@ -115,6 +125,8 @@ def supervise(workers: int, settings: Settings) -> None:
     for proc in procs:
         proc.join(timeout=60)
     guard.close()
+    if metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.deps import ClassifierDep
-from app.observability import REGISTRY
+from app.observability import exposition_registry
 
 router = APIRouter()  # open: probes and load balancers need no key
 model_router = APIRouter()  # behind the API key when one is set
@@ -48,4 +48,4 @@ async def model_metadata(classifier: ClassifierDep) -> dict[str, Any]:
 @model_router.get("/metrics", tags=["health"], response_class=Response)
 def metrics() -> Response:
     """Prometheus text format."""
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(exposition_registry()), media_type=CONTENT_TYPE_LATEST)

@@ -59,3 +59,23 @@ def test_two_workers_each_listen_serve_and_stop_gracefully(tiny_model: Path,
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
             f"/proc/{pid}/status").read_text().lower()
+
+
+def test_metrics_add_up_over_both_workers(tiny_model: Path, cell_jpeg: bytes) -> None:
+    """WBC_WORKERS=2: /metrics counts the requests of both workers, whichever answers the
+    scrape (12 requests on fresh connections: both workers get some, all but surely)."""
+    import re
+
+    with Server(workers=2, env={"WBC_MODEL_DIR": str(tiny_model)}) as running:
+        for _ in range(12):
+            with httpx.Client(base_url=running.url, timeout=30) as http:  # a new connection
+                r = http.post("/predict", content=cell_jpeg,
+                              headers={"content-type": "image/jpeg"})
+                assert r.status_code == 200
+        for _ in range(4):  # scrapes on fresh connections land on either worker
+            with httpx.Client(base_url=running.url, timeout=30) as http:
+                text = http.get("/metrics").text
+            classified = sum(float(v) for v in re.findall(
+                r'^wbc_images_classified_total\{[^}]*\} ([0-9.e+]+)$', text, re.M))
+            assert classified == 12, text
+            assert re.search(r'^wbc_model_ready(\{[^}]*\})? 1\.0$', text, re.M), text
