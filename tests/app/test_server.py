@@ -79,3 +79,41 @@ def test_metrics_add_up_over_both_workers(tiny_model: Path, cell_jpeg: bytes) ->
                 r'^wbc_images_classified_total\{[^}]*\} ([0-9.e+]+)$', text, re.M))
             assert classified == 12, text
             assert re.search(r'^wbc_model_ready(\{[^}]*\})? 1\.0$', text, re.M), text
+
+
+def test_a_killed_worker_is_replaced_and_its_counts_are_kept(tiny_model: Path,
+                                                             cell_jpeg: bytes) -> None:
+    """WBC_WORKERS=2: SIGKILL one worker; the supervisor starts a new one, both listen
+    again, and /metrics still counts what the dead worker classified."""
+    import os
+    import re
+    import signal
+    import time
+
+    from bench.server import listening_sockets
+
+    def classified(url: str) -> float:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            text = http.get("/metrics").text
+        return sum(float(v) for v in re.findall(
+            r'^wbc_images_classified_total\{[^}]*\} ([0-9.e+]+)$', text, re.M))
+
+    with Server(workers=2, env={"WBC_MODEL_DIR": str(tiny_model)}) as running:
+        for _ in range(8):
+            with httpx.Client(base_url=running.url, timeout=30) as http:
+                assert http.post("/predict", content=cell_jpeg,
+                                 headers={"content-type": "image/jpeg"}).status_code == 200
+        assert classified(running.url) == 8
+        workers = [pid for pid in running.pids()[1:]  # not multiprocessing's helper
+                   if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(workers) == 2
+        victim = workers[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            if victim not in running.pids() and listening_sockets(running.port) == 2:
+                break
+        assert victim not in running.pids() and listening_sockets(running.port) == 2
+        for _ in range(4):  # scrapes land on either worker, the new one included
+            assert classified(running.url) == 8
