@@ -124,8 +124,9 @@ def load_folder(root: Path, cache_dir: Path | None = None, workers: int | None =
     ``balance``: white balance first (what models from v5 on were trained with)."""
     root = Path(root)
     samples = list_samples(root)
-    key = (f"{_files_key(samples, root)}-{_preprocessing_version()}-{IMAGE_SIZE}"
-           + ("" if balance else "-unbalanced"))
+    files_key = _files_key(samples, root)
+    variant = f"{IMAGE_SIZE}" if balance else f"{IMAGE_SIZE}-unbalanced"
+    key = f"{files_key}-{_preprocessing_version()}-{variant}"
     cache = cache_dir / f"{key}.npz" if cache_dir else None
     paths = [str(s.path) for s in samples]
     labels = np.array([s.label for s in samples], dtype=np.int64)
@@ -158,6 +159,10 @@ def load_folder(root: Path, cache_dir: Path | None = None, workers: int | None =
         if cache:
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cache, x=x, keep=keep, skipped=np.array(skipped, dtype=str))
+            # the same folder cached by an older preprocessing will not be read again
+            for stale in cache.parent.glob(f"{files_key}-*-{variant}.npz"):
+                if stale != cache:
+                    stale.unlink(missing_ok=True)
     return Dataset(x, labels[keep], groups[keep], [paths[i] for i in keep], skipped)
 
 

@@ -61,6 +61,25 @@ def test_cache_is_reused(tmp_path: Path) -> None:
     np.testing.assert_array_equal(first.x, second.x)
 
 
+def test_a_new_cache_replaces_the_same_folders_older_preprocessing(tmp_path: Path) -> None:
+    """Each change to the preprocessing re-keys the cache (a TRAIN cache is 0.7 GB); the
+    stale file of the same folder and variant goes, other folders and variants stay."""
+    from model_training.data import _files_key
+
+    root = write_class_tree(tmp_path / "data", per_class=1)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    files_key = _files_key(list_samples(root), root)
+    stale = cache / f"{files_key}-0123456789ab-150.npz"
+    unbalanced = cache / f"{files_key}-0123456789ab-150-unbalanced.npz"
+    other_folder = cache / "ffffffffffffffff-0123456789ab-150.npz"
+    for path in (stale, unbalanced, other_folder):
+        path.write_bytes(b"old")
+    load_folder(root, cache_dir=cache, workers=1)
+    assert not stale.exists() and unbalanced.exists() and other_folder.exists()
+    assert len(list(cache.glob(f"{files_key}-*-150.npz"))) == 1
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 30)), min_size=4, max_size=300),
        st.floats(0.05, 0.5), st.integers(0, 10_000))
