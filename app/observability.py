@@ -36,7 +36,6 @@ MODEL_READY = Gauge("wbc_model_ready", "1 when the model is loaded and warmed up
                     "worker)", registry=REGISTRY, multiprocess_mode="livemin")
 
 
-
 def exposition_registry() -> CollectorRegistry:
     """What ``/metrics`` shows: this process's metrics, or the sum over every worker."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -20,30 +20,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _tcp_rows(port: int, state: str) -> list[list[str]] | None:
+    """Rows of /proc/net/tcp{,6} for local ``port`` in ``state`` ("0A" listen, "01"
+    established); None where there is no /proc (not Linux)."""
+    rows = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            return None
+        rows += [f for f in map(str.split, lines)
+                 if f[1].endswith(f":{port:04X}") and f[3] == state]
+    return rows
+
+
 def listening_sockets(port: int) -> int:
     """TCP sockets in LISTEN state on ``port`` (Linux): one per worker that has loaded its
     model, as each worker has a socket of its own (app/serve.py)."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            return 1 << 30  # not Linux: readiness alone decides
-        for row in rows:
-            fields = row.split()
-            if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
-                count += 1
-    return count
+    rows = _tcp_rows(port, "0A")
+    return 1 << 30 if rows is None else len(rows)  # not Linux: readiness alone decides
 
 
 def established_per_process(port: int, pids: list[int]) -> dict[int, int]:
     """Established TCP connections on local ``port`` held by each of ``pids`` (Linux)."""
-    inodes: dict[str, int] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for row in Path(table).read_text().splitlines()[1:]:
-            fields = row.split()
-            if fields[1].endswith(f":{port:04X}") and fields[3] == "01":
-                inodes[fields[9]] = 0
+    inodes = {f[9] for f in _tcp_rows(port, "01") or []}
     held = {}
     for pid in pids:
         count = 0

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bench.server import Server
+from bench.server import Server, listening_sockets
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +43,6 @@ def test_two_workers_each_listen_serve_and_stop_gracefully(tiny_model: Path,
                                                            cell_jpeg: bytes) -> None:
     """WBC_WORKERS=2: a socket per worker (both serving once ready), answers on fresh
     connections, and SIGTERM to the supervisor stops every worker with exit code 0."""
-    import signal
-
-    from bench.server import listening_sockets
-
     running = Server(workers=2, env={"WBC_MODEL_DIR": str(tiny_model)}).start()
     assert running.proc
     try:
@@ -61,23 +61,31 @@ def test_two_workers_each_listen_serve_and_stop_gracefully(tiny_model: Path,
             f"/proc/{pid}/status").read_text().lower()
 
 
+def _predict_on_fresh_connections(url: str, image: bytes, count: int) -> None:
+    for _ in range(count):
+        with httpx.Client(base_url=url, timeout=30) as http:  # a new connection each
+            r = http.post("/predict", content=image, headers={"content-type": "image/jpeg"})
+            assert r.status_code == 200
+
+
+def _scrape(url: str) -> str:
+    with httpx.Client(base_url=url, timeout=30) as http:  # lands on either worker
+        return http.get("/metrics").text
+
+
+def _classified(metrics: str) -> float:
+    return sum(float(v) for v in re.findall(
+        r'^wbc_images_classified_total\{[^}]*\} ([0-9.e+]+)$', metrics, re.M))
+
+
 def test_metrics_add_up_over_both_workers(tiny_model: Path, cell_jpeg: bytes) -> None:
     """WBC_WORKERS=2: /metrics counts the requests of both workers, whichever answers the
     scrape (12 requests on fresh connections: both workers get some, all but surely)."""
-    import re
-
     with Server(workers=2, env={"WBC_MODEL_DIR": str(tiny_model)}) as running:
-        for _ in range(12):
-            with httpx.Client(base_url=running.url, timeout=30) as http:  # a new connection
-                r = http.post("/predict", content=cell_jpeg,
-                              headers={"content-type": "image/jpeg"})
-                assert r.status_code == 200
-        for _ in range(4):  # scrapes on fresh connections land on either worker
-            with httpx.Client(base_url=running.url, timeout=30) as http:
-                text = http.get("/metrics").text
-            classified = sum(float(v) for v in re.findall(
-                r'^wbc_images_classified_total\{[^}]*\} ([0-9.e+]+)$', text, re.M))
-            assert classified == 12, text
+        _predict_on_fresh_connections(running.url, cell_jpeg, 12)
+        for _ in range(4):
+            text = _scrape(running.url)
+            assert _classified(text) == 12, text
             assert re.search(r'^wbc_model_ready(\{[^}]*\})? 1\.0$', text, re.M), text
 
 
@@ -85,25 +93,9 @@ def test_a_killed_worker_is_replaced_and_its_counts_are_kept(tiny_model: Path,
                                                              cell_jpeg: bytes) -> None:
     """WBC_WORKERS=2: SIGKILL one worker; the supervisor starts a new one, both listen
     again, and /metrics still counts what the dead worker classified."""
-    import os
-    import re
-    import signal
-    import time
-
-    from bench.server import listening_sockets
-
-    def classified(url: str) -> float:
-        with httpx.Client(base_url=url, timeout=30) as http:
-            text = http.get("/metrics").text
-        return sum(float(v) for v in re.findall(
-            r'^wbc_images_classified_total\{[^}]*\} ([0-9.e+]+)$', text, re.M))
-
     with Server(workers=2, env={"WBC_MODEL_DIR": str(tiny_model)}) as running:
-        for _ in range(8):
-            with httpx.Client(base_url=running.url, timeout=30) as http:
-                assert http.post("/predict", content=cell_jpeg,
-                                 headers={"content-type": "image/jpeg"}).status_code == 200
-        assert classified(running.url) == 8
+        _predict_on_fresh_connections(running.url, cell_jpeg, 8)
+        assert _classified(_scrape(running.url)) == 8
         workers = [pid for pid in running.pids()[1:]  # not multiprocessing's helper
                    if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
         assert len(workers) == 2
@@ -116,4 +108,4 @@ def test_a_killed_worker_is_replaced_and_its_counts_are_kept(tiny_model: Path,
                 break
         assert victim not in running.pids() and listening_sockets(running.port) == 2
         for _ in range(4):  # scrapes land on either worker, the new one included
-            assert classified(running.url) == 8
+            assert _classified(_scrape(running.url)) == 8
