@@ -111,19 +111,20 @@ class Predictor:
             interp.allocate_tensors()
             self._local.interpreter = interp
             self._local.batch = 1
+            self._local.input = interp.get_input_details()[0]["index"]
+            self._local.output = interp.get_output_details()[0]["index"]
         return interp
 
     def _tflite(self, batch: np.ndarray) -> np.ndarray:
         interp = self._interpreter()
-        inp = interp.get_input_details()[0]
-        out = interp.get_output_details()[0]
-        if self._local.batch != len(batch):
-            interp.resize_tensor_input(inp["index"], batch.shape)
+        local = self._local
+        if local.batch != len(batch):
+            interp.resize_tensor_input(local.input, batch.shape)
             interp.allocate_tensors()
-            self._local.batch = len(batch)
-        interp.set_tensor(inp["index"], batch)
+            local.batch = len(batch)
+        interp.set_tensor(local.input, batch)
         interp.invoke()
-        return np.array(interp.get_tensor(out["index"]))
+        return np.array(interp.get_tensor(local.output))
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """uint8 or float [N, H, W, 3] in 0..255 -> float32 [N, 4] probabilities."""

@@ -16,6 +16,7 @@ def profile(images: list[bytes], version_dir: Path, repeats: int = 3) -> dict[st
     from model_training.localise import square_crop
     from model_training.preprocessing import (
         IMAGE_SIZE,
+        apply_balance,
         balance_of,
         decode,
         locate,
@@ -37,7 +38,8 @@ def profile(images: list[bytes], version_dir: Path, repeats: int = 3) -> dict[st
             t2 = time.perf_counter()
             resized = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR,
                                    box=square_crop(box, *image.size))
-            crop = np.asarray(resized.point(table) if table else resized)
+            crop = np.asarray(resized)
+            crop = crop if table is None else apply_balance(crop, table)
             t3 = time.perf_counter()
             probs = predictor.predict(crop[None])[0]
             t4 = time.perf_counter()

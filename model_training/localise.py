@@ -30,6 +30,7 @@ CELL_MARGIN = 1.35  # cell box side / nucleus box side (cytoplasm around the nuc
 CELL_PAD_FRAC = 0.0  # plus this share of the image's longer side on every side
 CROP_CONTEXT = 1.15  # the network sees a little more than the cell box: its neighbourhood
 CLOSE_ITERATIONS = 2  # closings with a 3x3 square: lobes up to 4 pixels apart join
+CONNECTIVITY = ndimage.generate_binary_structure(2, 1)  # ndimage.label's default, made once
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,11 @@ def working_copy(image: Image.Image) -> tuple[Image.Image, float]:
     return image.resize(small_size, Image.Resampling.BILINEAR), scale
 
 
-def find_cell(image: Image.Image, work: tuple[Image.Image, float] | None = None) -> CellBox:
+def find_cell(image: Image.Image,
+              work: tuple[Image.Image | np.ndarray, float] | None = None) -> CellBox:
     """Box around the most prominent white cell of an RGB image (whole image if none).
-    ``work``: its ``working_copy``, when the caller has made (and white-balanced) it."""
+    ``work``: its ``working_copy`` (image or array), when the caller has made (and
+    white-balanced) it."""
     width, height = image.size
     small, scale = work or working_copy(image)
     score = violet_score(np.asarray(small))
@@ -107,7 +110,7 @@ def find_cell(image: Image.Image, work: tuple[Image.Image, float] | None = None)
     top = percentile(score, 99.9)
     threshold = max(SCORE_MIN, SCORE_REL * top)
     mask = close(score > threshold)
-    labels, count = ndimage.label(mask)
+    labels, count = ndimage.label(mask, structure=CONNECTIVITY)
     if count == 0:
         return whole
     flat = labels.ravel()

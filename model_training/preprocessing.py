@@ -129,8 +129,9 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     return load_rgb(open_image(data, max_pixels))
 
 
-def balance_table(image: Image.Image) -> list[int]:
-    """The per-channel lookup table that makes the slide background ``BACKGROUND_LEVEL`` grey.
+def balance_table(image: Image.Image | np.ndarray) -> np.ndarray:
+    """The per-channel lookup table (3 x 256, uint8) that makes the slide background
+    ``BACKGROUND_LEVEL`` grey; ``apply_balance`` applies it.
 
     Cameras, lamps and stains give whole images a colour cast and a brightness of their
     own, and a network trained on one lab's images follows the cast (see the colour casts in
@@ -142,13 +143,23 @@ def balance_table(image: Image.Image) -> list[int]:
     count = max(1, int(len(brightness) * BACKGROUND_SHARE))
     background = rgb[np.argpartition(brightness, -count)[-count:]].mean(axis=0)
     gains = np.clip(BACKGROUND_LEVEL / np.maximum(background, 1.0), *GAIN_LIMITS)
-    table = np.minimum(np.arange(256)[None, :] * gains[:, None] + 0.5, 255).astype(int)
-    return table.ravel().tolist()
+    return np.minimum(np.arange(256)[None, :] * gains[:, None] + 0.5, 255).astype(np.uint8)
+
+
+def apply_balance(rgb: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Each channel of a uint8 RGB array through its row of ``balance_table``: the same
+    values as ``Image.point`` with that table, at half its cost (Pillow rounds all 768
+    entries in Python on every call)."""
+    out = np.empty_like(rgb)
+    for channel in range(3):
+        np.take(table[channel], rgb[..., channel], out=out[..., channel])
+    return out
 
 
 def white_balance(image: Image.Image) -> Image.Image:
     """``image`` with its slide background made grey (what ``prepare`` does to its copies)."""
-    return image.point(balance_table(working_copy(image)[0]))
+    table = balance_table(working_copy(image)[0])
+    return Image.fromarray(apply_balance(np.asarray(image), table), "RGB")
 
 
 def balance_of(metadata: dict) -> bool:
@@ -156,15 +167,16 @@ def balance_of(metadata: dict) -> bool:
     return bool(metadata.get("input", {}).get("white_balance", False))
 
 
-def locate(image: Image.Image, balance: bool = True) -> tuple[CellBox, list[int] | None]:
+def locate(image: Image.Image, balance: bool = True) -> tuple[CellBox, np.ndarray | None]:
     """Where the white cell is, found on the localiser's white-balanced working copy, and
     the balance table (None without ``balance``). Balancing only the two small images used
     (this copy and the final crop) costs a fraction of balancing the whole upload."""
     small, scale = working_copy(image)
-    table = balance_table(small) if balance else None
-    if table:
-        small = small.point(table)
-    return find_cell(image, (small, scale)), table
+    pixels = np.asarray(small)
+    table = balance_table(pixels) if balance else None
+    if table is not None:
+        pixels = apply_balance(pixels, table)
+    return find_cell(image, (pixels, scale)), table
 
 
 def prepare(image: Image.Image, balance: bool = True) -> Prepared:
@@ -174,9 +186,8 @@ def prepare(image: Image.Image, balance: bool = True) -> Prepared:
     box, table = locate(image, balance)
     region = square_crop(box, *image.size)
     resized = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR, box=region)
-    if table:
-        resized = resized.point(table)
-    return Prepared(np.asarray(resized, dtype=np.uint8), box, image.size)
+    crop = np.asarray(resized, dtype=np.uint8)
+    return Prepared(crop if table is None else apply_balance(crop, table), box, image.size)
 
 
 def preprocess_opened(image: Image.Image, balance: bool = True) -> Prepared:
