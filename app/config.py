@@ -42,6 +42,13 @@ class Settings(BaseSettings):
         True, description="with several workers, one holding more than its share of "
                           "keep-alive connections closes one (Connection: close) so that "
                           "the client reconnects and they even out (app/balance.py)")
+    max_pending: int = Field(
+        128, ge=0, description="classification requests a worker holds at once, in progress "
+                               "or waiting; more are refused at once with 503 and "
+                               "Retry-After (app/admission.py). 0: no bound")
+    max_pending_bulk: int = Field(
+        8, ge=1, description="of those, batch requests (/predict/batch, /differential, "
+                             "/v2 infer), which can each hold WBC_MAX_REQUEST_BYTES")
     inline_max_pixels: int = Field(
         1_000_000, ge=0,
         description="single images of up to this many pixels (read from the header) are "

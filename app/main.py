@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
+from app.admission import AdmissionMiddleware
 from app.classifier import Classifier
 from app.config import Settings, get_settings
 from app.errors import ServiceError, service_error_handler
@@ -25,6 +26,8 @@ from app.security import require_api_key
 from app.uploads import BodyLimitMiddleware
 
 log = logging.getLogger("app")
+BULK_PATHS = ("/predict/batch", "/differential", "/v2/")  # many images per request
+CLASSIFYING_PATHS = ("/predict", "/differential", "/explain", "/v2/")  # POST: admission
 
 
 async def load_model(app: FastAPI, settings: Settings) -> bool:
@@ -83,9 +86,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    v2.router, admin.router):
         app.include_router(router, dependencies=protected)
     app.add_middleware(BodyLimitMiddleware, single_limit=settings.max_image_bytes,
-                       bulk_limit=settings.max_request_bytes,
-                       bulk_paths=("/predict/batch", "/differential", "/v2/"),
+                       bulk_limit=settings.max_request_bytes, bulk_paths=BULK_PATHS,
                        body_timeout=settings.body_timeout_s)
+    app.add_middleware(AdmissionMiddleware, max_pending=settings.max_pending,
+                       max_pending_bulk=settings.max_pending_bulk,
+                       paths=CLASSIFYING_PATHS, bulk_paths=BULK_PATHS)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"])

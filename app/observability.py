@@ -29,6 +29,10 @@ REJECTED = Counter("wbc_images_rejected_total", "Images refused, by HTTP status"
 REBALANCED = Counter("wbc_connections_rebalanced_total", "Responses that closed their "
                      "keep-alive connection because this worker held more than its share",
                      registry=REGISTRY)
+SHED = Counter("wbc_requests_shed_total", "Classification requests refused with 503 because "
+               "the worker already held its limit (WBC_MAX_PENDING)", registry=REGISTRY)
+PENDING = Gauge("wbc_requests_pending", "Classification requests in progress or waiting",
+                registry=REGISTRY, multiprocess_mode="livesum")
 MODEL_LOAD_SECONDS = Gauge("wbc_model_load_seconds", "Seconds the last model load took "
                            "(the slowest worker's)", registry=REGISTRY,
                            multiprocess_mode="livemax")

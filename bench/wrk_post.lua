@@ -17,3 +17,25 @@ function request()
   i = i % #requests + 1
   return requests[i]
 end
+
+-- WRK_HONOUR_RETRY_AFTER=1: a client that waits the 1 s the server's 503 asks for
+-- (Retry-After: 1) before its next request. wrk does not say which connection calls
+-- delay(), so each 503 delays the next request sent: the right number of waits, on
+-- whichever connection sends next.
+if os.getenv("WRK_HONOUR_RETRY_AFTER") == "1" then
+  local waits = 0
+
+  function response(status, headers, body)
+    if status == 503 then
+      waits = waits + 1
+    end
+  end
+
+  function delay()
+    if waits > 0 then
+      waits = waits - 1
+      return 1000
+    end
+    return 0
+  end
+end
