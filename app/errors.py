@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 
 class ServiceError(Exception):
     status_code = 500
+    headers: dict[str, str] | None = None
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -38,6 +39,14 @@ class ModelNotReady(ServiceError):
     status_code = 503
 
 
+class TemporarilyUnavailable(ServiceError):
+    """The server cannot take this request now (not the client's fault): retry shortly."""
+
+    status_code = 503
+    headers = {"Retry-After": "1"}
+
+
 async def service_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                        headers=exc.headers)

@@ -12,7 +12,13 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import MissingField, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from app.errors import (
+    MissingField,
+    PayloadTooLarge,
+    RequestTimeout,
+    TemporarilyUnavailable,
+    UnsupportedMediaType,
+)
 
 MULTIPART_OVERHEAD = 64 * 1024
 MAX_PARTS = 1000
@@ -129,6 +135,10 @@ async def _form(request: Request) -> Any:
         return await request.form(max_files=MAX_PARTS, max_fields=MAX_PARTS)
     except (PayloadTooLarge, RequestTimeout):
         raise
+    except OSError as exc:  # parts over 1 MB are spooled to TMPDIR (a small tmpfs in the
+        # container): a full disk is the server's state, not a malformed request
+        raise TemporarilyUnavailable(f"no temporary space left for the upload ({exc}); "
+                                     "retry shortly") from exc
     except Exception as exc:  # noqa: BLE001 - malformed multipart is the client's error
         if "Too many" in str(exc):
             raise PayloadTooLarge(f"too many multipart parts: {exc}") from exc

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import struct
+import tempfile
 import zlib
 
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -94,3 +97,22 @@ def test_tiny_image_is_classified(client: TestClient) -> None:
     r = client.post("/predict", content=encode(Image.new("RGB", (1, 1), (90, 60, 170)), "PNG"),
                     headers={"content-type": "image/png"})
     assert r.status_code == 200
+
+
+def test_503_when_no_temporary_space_for_a_large_part(client: TestClient, cell_jpeg: bytes,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Multipart parts over 1 MB go to TMPDIR (a 256 MB tmpfs in the container): a full disk
+    is a 503 to retry, not a 422 blaming the request; the server keeps serving."""
+    import starlette.formparsers
+
+    class FullDisk(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(starlette.formparsers, "SpooledTemporaryFile", FullDisk)
+    r = client.post("/predict", files={"file": ("a.jpg", cell_jpeg, "image/jpeg")})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert "no temporary space" in r.json()["detail"]
+    monkeypatch.undo()
+    ok = client.post("/predict", files={"file": ("a.jpg", cell_jpeg, "image/jpeg")})
+    assert ok.status_code == 200

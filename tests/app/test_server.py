@@ -109,3 +109,43 @@ def test_a_killed_worker_is_replaced_and_its_counts_are_kept(tiny_model: Path,
         assert victim not in running.pids() and listening_sockets(running.port) == 2
         for _ in range(4):  # scrapes land on either worker, the new one included
             assert _classified(_scrape(running.url)) == 8
+
+
+def allowed_cpus(pid: int) -> set[int]:
+    return os.sched_getaffinity(pid)
+
+
+@pytest.mark.parametrize("pin", ["true", "false"])
+def test_workers_are_pinned_to_a_cpu_each_or_left_free(tiny_model: Path, pin: str) -> None:
+    """WBC_PIN_WORKERS=true: worker i runs on CPU i (round-robin over the CPUs available),
+    every thread included; false: every worker may run on every CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    with Server(workers=2, env={"WBC_MODEL_DIR": str(tiny_model),
+                                "WBC_PIN_WORKERS": pin}) as running:
+        workers = [p for p in running.pids()[1:]
+                   if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(workers) == 2
+        per_worker = []
+        for pid in workers:
+            threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            assert len(threads) > 1  # the server's threads, not only the main one
+            sets = {frozenset(allowed_cpus(t)) for t in threads}
+            assert len(sets) == 1  # every thread of a worker where its main thread is
+            per_worker.append(sets.pop())
+        if pin == "true":
+            assert sorted(per_worker, key=min) == [{cpus[i % len(cpus)]} for i in range(2)]
+        else:
+            assert per_worker == [set(cpus)] * 2
+
+
+def test_auto_pins_only_as_many_workers_as_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.serve import worker_cpus
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {2, 3})  # a cpuset of two
+    assert worker_cpus(2, "auto") == [2, 3]
+    assert worker_cpus(3, "auto") is None  # more workers than CPUs: the kernel decides
+    assert worker_cpus(1, "auto") is None
+    assert worker_cpus(3, "true") == [2, 3, 2]
+    assert worker_cpus(2, "false") is None
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(64)))  # quota, host
+    assert worker_cpus(2, "auto") is None
