@@ -42,9 +42,6 @@ class Settings(BaseSettings):
         True, description="with several workers, one holding more than its share of "
                           "keep-alive connections closes one (Connection: close) so that "
                           "the client reconnects and they even out (app/balance.py)")
-    pin_workers: Literal["auto", "true", "false"] = Field(
-        "auto", description="pin each of several workers to a CPU of its own; auto: when "
-                            "there are exactly as many workers as CPUs available (app/serve.py)")
     max_pending: int = Field(
         128, ge=0, description="classification requests a worker holds at once, in progress "
                                "or waiting; more are refused at once with 503 and "

@@ -7,8 +7,7 @@ connection: 8 keep-alive clients often all landed on one worker while the other 
 idled (``python -m bench.worker_balance``). The kernel's hash still splits a few
 keep-alive clients unevenly (two clients often both on one worker), so the workers share
 their connection counts and one holding more than its share closes a connection
-(``app/balance.py``). With as many workers as CPUs, each worker is pinned to a CPU of
-its own (``WBC_PIN_WORKERS``).
+(``app/balance.py``).
 Their Prometheus metrics go to files in a shared folder so that ``/metrics`` reports all
 workers (``app/observability.py``). This process supervises the workers: it
 restarts one that dies, and passes SIGTERM/SIGINT (graceful stop) and SIGHUP (model
@@ -65,23 +64,8 @@ def stop_with_parent() -> None:
         pass
 
 
-def worker_cpus(workers: int, pin: str) -> list[int] | None:
-    """The CPU each worker is pinned to, or None. ``auto`` pins when there are exactly as
-    many workers as CPUs this process may run on (a machine or cpuset of its own; under a
-    CPU quota on a shared host the set is the host's and nothing is pinned); ``true``
-    pins round-robin over those CPUs; ``false`` never pins."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if not cpus or pin == "false" or (pin == "auto" and workers != len(cpus)):
-        return None
-    return [cpus[i % len(cpus)] for i in range(workers)]
-
-
-def run_worker(counts: Any = None, index: int = 0, cpu: int | None = None) -> None:
+def run_worker(counts: Any = None, index: int = 0) -> None:
     stop_with_parent()
-    if cpu is not None:
-        # before any thread starts, so that they all inherit it: a worker that stays on its
-        # core keeps its caches and does not pile onto the other worker's core
-        os.sched_setaffinity(0, {cpu})
     settings = get_settings()
     sock = reuseport_socket(settings.host, settings.port)
     config = uvicorn.Config("app.main:app", **server_options(settings))
@@ -107,11 +91,8 @@ def supervise(workers: int, settings: Settings) -> None:
     # connections held, one slot per worker (app/balance.py)
     counts = context.Array("i", [balance.NOT_SERVING] * workers, lock=False)
 
-    cpus = worker_cpus(workers, settings.pin_workers)
-
     def worker(i: int) -> Any:
-        return context.Process(target=run_worker, args=(counts, i, cpus and cpus[i]),
-                               name=f"worker-{i}")
+        return context.Process(target=run_worker, args=(counts, i), name=f"worker-{i}")
 
     procs = [worker(i) for i in range(workers)]
     stopping = False
@@ -129,8 +110,7 @@ def supervise(workers: int, settings: Settings) -> None:
         signal.signal(sig, forward)
     for proc in procs:
         proc.start()
-    log.info("serving on %s:%d with %d workers%s", settings.host, settings.port, workers,
-             f" pinned to CPUs {cpus}" if cpus else "")
+    log.info("serving on %s:%d with %d workers", settings.host, settings.port, workers)
     while not stopping:
         for i, proc in enumerate(procs):
             if not proc.is_alive() and not stopping:

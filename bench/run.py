@@ -79,8 +79,6 @@ def main() -> None:
     parser.add_argument("--inline-max-pixels", type=int, default=None,
                         help="WBC_INLINE_MAX_PIXELS for the server (0: every request goes "
                              "through the work threads; default: the setting's default)")
-    parser.add_argument("--pin-workers", choices=("auto", "true", "false"), default=None,
-                        help="WBC_PIN_WORKERS for the server (default: the setting's default)")
     parser.add_argument("--no-write", action="store_true", help="print only (CI smoke)")
     parser.add_argument("--python-client", action="store_true",
                         help="use the httpx load generator even when wrk is installed")
@@ -94,8 +92,6 @@ def main() -> None:
         env["WBC_WORK_THREADS"] = str(args.work_threads)
     if args.inline_max_pixels is not None:
         env["WBC_INLINE_MAX_PIXELS"] = str(args.inline_max_pixels)
-    if args.pin_workers:
-        env["WBC_PIN_WORKERS"] = args.pin_workers
     with Server(workers=args.workers, env=env) as server:
         for c in args.concurrency:
             cpu0 = server.cpu_seconds()
@@ -135,7 +131,6 @@ def main() -> None:
         "work_threads": args.work_threads or Settings().work_threads,
         "inline_max_pixels": (Settings().inline_max_pixels if args.inline_max_pixels is None
                              else args.inline_max_pixels),
-        "pin_workers": args.pin_workers or Settings().pin_workers,
         "load_generator": "wrk" if use_wrk else "httpx",
         "seconds_per_level": args.seconds, "cold_start_s": round(cold, 2),
         "rss_mb_total": round(rss, 1), "rss_mb_per_worker": round(rss / max(1, args.workers), 1),
@@ -158,8 +153,6 @@ def extra_flags(args: argparse.Namespace) -> str:
     flags = f" --work-threads {args.work_threads}" if args.work_threads else ""
     if args.inline_max_pixels is not None:
         flags += f" --inline-max-pixels {args.inline_max_pixels}"
-    if args.pin_workers:
-        flags += f" --pin-workers {args.pin_workers}"
     if args.model.resolve() != (PROJECT / "models" / "wbc-classifier").resolve():
         flags += f" --model {args.model}"
     if args.out.resolve() != (PROJECT / "reports").resolve():
@@ -185,8 +178,7 @@ def write_markdown(path: Path, rec: dict, args: argparse.Namespace) -> None:
     lines += ["", f"Cold start to ready: **{rec['cold_start_s']} s**. Resident memory: "
               f"**{rec['rss_mb_per_worker']} MiB per worker** ({rec['workers']} worker(s), "
               f"{rec['work_threads']} work threads each; uploads up to "
-              f"{rec['inline_max_pixels']} pixels classified on the event loop; "
-              f"WBC_PIN_WORKERS={rec['pin_workers']}). "
+              f"{rec['inline_max_pixels']} pixels classified on the event loop). "
               f"Model: `{rec['model']}` "
               f"(arch `{rec['arch']}`).", "",
               "![throughput and latency](performance.png)", "",
