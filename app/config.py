@@ -46,9 +46,10 @@ class Settings(BaseSettings):
         128, ge=0, description="classification requests a worker holds at once, in progress "
                                "or waiting; more are refused at once with 503 and "
                                "Retry-After (app/admission.py). 0: no bound")
-    max_pending_bulk: int = Field(
-        8, ge=1, description="of those, batch requests (/predict/batch, /differential, "
-                             "/v2 infer), which can each hold WBC_MAX_REQUEST_BYTES")
+    max_pending_bytes: int = Field(
+        256 * 1024 * 1024, ge=0,
+        description="upload bytes (declared Content-Length) those requests may hold at once "
+                    "in a worker; a request alone is always admitted (up to its own limit)")
     inline_max_pixels: int = Field(
         1_000_000, ge=0,
         description="single images of up to this many pixels (read from the header) are "

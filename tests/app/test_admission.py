@@ -21,7 +21,8 @@ PATHS = ("/predict", "/differential")
 BULK = ("/predict/batch", "/differential")
 
 
-def call(app: Any, path: str, method: str = "POST") -> tuple[asyncio.Task, list[dict]]:
+def call(app: Any, path: str, method: str = "POST", length: int | None = None
+         ) -> tuple[asyncio.Task, list[dict]]:
     """Start one request through ``app``; its task and the messages it sends."""
     sent: list[dict] = []
 
@@ -31,7 +32,8 @@ def call(app: Any, path: str, method: str = "POST") -> tuple[asyncio.Task, list[
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": method, "path": path, "headers": []}
+    headers = [] if length is None else [(b"content-length", str(length).encode())]
+    scope = {"type": "http", "method": method, "path": path, "headers": headers}
     return asyncio.ensure_future(app(scope, receive, send)), sent
 
 
@@ -39,41 +41,70 @@ def status(sent: list[dict]) -> int:
     return next(m["status"] for m in sent if m["type"] == "http.response.start")
 
 
-def test_requests_over_the_limits_are_refused_and_admitted_again_when_one_ends() -> None:
+def held_app() -> tuple[Any, asyncio.Event]:
+    """An app whose requests all wait until the event is set."""
+    release = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    return app, release
+
+
+def test_requests_over_the_count_are_refused_and_admitted_again_when_one_ends() -> None:
     async def scenario() -> None:
-        release = asyncio.Event()
-
-        async def slow_app(scope: Any, receive: Any, send: Any) -> None:
-            await release.wait()
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"{}"})
-
-        app = AdmissionMiddleware(slow_app, max_pending=3, max_pending_bulk=1,
-                                  paths=PATHS, bulk_paths=BULK)
-        batch, _ = call(app, "/predict/batch")
-        second_batch, second_sent = call(app, "/differential")
+        inner, release = held_app()
+        app = AdmissionMiddleware(inner, max_pending=3, max_pending_bytes=10**9, paths=PATHS,
+                                  bulk_paths=BULK, single_limit=100, bulk_limit=1000)
+        held = [call(app, "/predict")[0] for _ in range(3)]
         await asyncio.sleep(0.01)
-        assert status(second_sent) == 503 and second_batch.done()  # bulk limit: 1
-        one, _ = call(app, "/predict")
-        two, _ = call(app, "/predict")
+        over, over_sent = call(app, "/predict/batch")
         await asyncio.sleep(0.01)
-        over, over_sent = call(app, "/predict")
-        await asyncio.sleep(0.01)
-        assert status(over_sent) == 503  # 3 held: the batch and two single images
+        assert over.done() and status(over_sent) == 503
         headers = dict(over_sent[0]["headers"])
         assert headers[b"retry-after"] == b"1"
         assert b"server busy" in over_sent[1]["body"]
         probe, probe_sent = call(app, "/health/ready", method="GET")
         get_model, _ = call(app, "/predict", method="GET")  # only POSTs classify
         await asyncio.sleep(0.01)
-        assert app.pending == 3 and app.pending_bulk == 1
+        assert app.pending == 3
         release.set()
-        await asyncio.gather(batch, one, two, probe, get_model)
+        await asyncio.gather(*held, probe, get_model)
         assert status(probe_sent) == 200
-        assert app.pending == 0 and app.pending_bulk == 0
-        again, again_sent = call(app, "/differential")
+        assert app.pending == 0 and app.pending_bytes == 0
+        again, again_sent = call(app, "/predict")
         await again
         assert status(again_sent) == 200
+
+    asyncio.run(scenario())
+
+
+def test_upload_bytes_are_bounded_but_a_request_alone_always_runs() -> None:
+    async def scenario() -> None:
+        inner, release = held_app()
+        app = AdmissionMiddleware(inner, max_pending=100, max_pending_bytes=1000, paths=PATHS,
+                                  bulk_paths=BULK, single_limit=100, bulk_limit=5000)
+        alone, _ = call(app, "/predict/batch", length=4000)  # over the budget, but alone
+        await asyncio.sleep(0.01)
+        assert not alone.done() and app.pending_bytes == 4000
+        small, small_sent = call(app, "/predict", length=50)
+        await asyncio.sleep(0.01)
+        assert status(small_sent) == 503 and b"bytes of uploads" in small_sent[1]["body"]
+        release.set()
+        await alone
+        release.clear()
+        first, _ = call(app, "/differential", length=600)
+        fits, _ = call(app, "/predict", length=80)  # 680 <= 1000
+        unknown, unknown_sent = call(app, "/predict")  # no length: counts as its limit, 100
+        too_big, too_big_sent = call(app, "/differential", length=400)  # 1180 > 1000
+        await asyncio.sleep(0.01)
+        assert status(too_big_sent) == 503 and not unknown_sent
+        assert app.pending == 3 and app.pending_bytes == 780
+        release.set()
+        await asyncio.gather(first, fits, unknown)
+        assert app.pending_bytes == 0
 
     asyncio.run(scenario())
 
