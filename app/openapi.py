@@ -26,6 +26,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (413, "body or image over the byte or pixel limit"),
         (415, "unsupported content type or image format"),
         (422, "missing or malformed field"),
-        (503, "model not ready"),
+        (503, "model not ready; or server busy (WBC_MAX_PENDING, WBC_MAX_PENDING_BYTES) or "
+              "out of temporary space: not processed, retry after the Retry-After seconds"),
     )
 }
+ERRORS[503]["headers"] = {"Retry-After": {
+    "description": "seconds to wait before sending the request again (when busy)",
+    "schema": {"type": "integer"}}}
