@@ -23,10 +23,10 @@ counted before any of it is classified.
 from __future__ import annotations
 
 import asyncio
-import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.errors import send_error
 from app.observability import PENDING, SHED
 
 RETRY_AFTER_S = 1
@@ -90,9 +90,4 @@ class AdmissionMiddleware:
 async def refuse(send: Send, detail: str) -> None:
     """503 with ``Retry-After``, JSON like every other error."""
     SHED.inc()
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": 503,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"retry-after", str(RETRY_AFTER_S).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await send_error(send, 503, detail, {"Retry-After": str(RETRY_AFTER_S)})

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from starlette.types import Send
 
 
 class ServiceError(Exception):
@@ -50,3 +53,15 @@ async def service_error_handler(request: Request, exc: Exception) -> JSONRespons
     assert isinstance(exc, ServiceError)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
                         headers=exc.headers)
+
+
+async def send_error(send: Send, status: int, detail: str,
+                     headers: dict[str, str] | None = None) -> None:
+    """The same JSON error, sent from ASGI middleware (before any route runs)."""
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            *((k.lower().encode(), v.encode())
+                              for k, v in (headers or {}).items())]})
+    await send({"type": "http.response.body", "body": body})

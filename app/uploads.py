@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from app.errors import (
     RequestTimeout,
     TemporarilyUnavailable,
     UnsupportedMediaType,
+    send_error,
 )
 
 MULTIPART_OVERHEAD = 64 * 1024
@@ -56,8 +56,9 @@ class BodyLimitMiddleware:
             except ValueError:
                 declared = -1
             if declared > limit:
-                await _send_json(send, 413, f"request body of {declared} bytes is over the "
-                                            f"limit of {limit} bytes")
+                # the body is not read: close the connection rather than drain it
+                await send_error(send, 413, f"request body of {declared} bytes is over the "
+                                            f"limit of {limit} bytes", {"Connection": "close"})
                 return
         received = 0
         deadline = time.monotonic() + self.body_timeout
@@ -76,15 +77,6 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
-
-
-async def _send_json(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _content_type(request: Request) -> str:
