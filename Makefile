@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
+	WBC_HOST=$(HOST) WBC_PORT=$(PORT) $(BIN)/python -m app
 
 lint: $(STAMP)
 	$(BIN)/ruff check app model_training tests bench

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         True, description="with several workers, one holding more than its share of "
                           "keep-alive connections closes one (Connection: close) so that "
                           "the client reconnects and they even out (app/balance.py)")
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="request line and headers larger than this get 431 "
+                                        "and the connection is closed (app/protocol.py)")
     max_pending: int = Field(
         128, ge=0, description="classification requests a worker holds at once, in progress "
                                "or waiting; more are refused at once with 503 and "

@@ -31,12 +31,14 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from app import balance
 from app.config import Settings, get_settings
+from app.protocol import BoundedHeadersProtocol
 
 log = logging.getLogger("app.supervisor")
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
     return {"host": settings.host, "port": settings.port,
+            "http": BoundedHeadersProtocol.with_limit(settings.max_header_bytes),
             "log_level": settings.log_level.lower(), "timeout_graceful_shutdown": 30,
             # uvicorn's default of 5 s raced with busy clients under the soak (a keep-alive
             # close crossing the next request: client ReadErrors)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,3 +111,50 @@ def test_a_killed_worker_is_replaced_and_its_counts_are_kept(tiny_model: Path,
         assert victim not in running.pids() and listening_sockets(running.port) == 2
         for _ in range(4):  # scrapes land on either worker, the new one included
             assert _classified(_scrape(running.url)) == 8
+
+
+def _raw_request(url: str, head: bytes, body: bytes = b"", piece: int = 0) -> bytes:
+    """Send ``head`` (request line and headers, without the blank line) and ``body`` over
+    a raw socket, in pieces of ``piece`` bytes if given; what came back before the close."""
+    host, port = url.removeprefix("http://").split(":")
+    data = head + b"\r\n\r\n" + body
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        chunks = [data[i:i + piece] for i in range(0, len(data), piece)] if piece else [data]
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+                if select.select([sock], [], [], 0.01)[0]:
+                    break  # the server answered before the end: read it
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+                if b"\r\n\r\n" in received and not piece:
+                    break
+        except ConnectionResetError:
+            pass
+    return received
+
+
+def test_oversized_headers_get_431_and_the_server_keeps_serving(server: str) -> None:
+    """Request line and headers over WBC_MAX_HEADER_BYTES (64 KiB): 431 with a JSON detail,
+    whether they arrive at once or dribble in; ordinary and large-body requests pass."""
+    ok = _raw_request(server, b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 8000)
+    assert ok.startswith(b"HTTP/1.1 200")
+    at_once = _raw_request(server, b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Pad: "
+                           + b"a" * 100_000)
+    assert at_once.startswith(b"HTTP/1.1 431")
+    assert b"over the limit of 65536 bytes" in at_once
+    url = _raw_request(server, b"GET /health/live?" + b"q" * 100_000 + b" HTTP/1.1\r\nHost: x")
+    assert url.startswith(b"HTTP/1.1 431")
+    dribbled = _raw_request(server, b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Pad: "
+                            + b"a" * 400_000, piece=4096)
+    assert dribbled.startswith(b"HTTP/1.1 431")
+    big_body = b"\xff" * 1_500_000  # not an image: the app must see it and say so (400)
+    post = _raw_request(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg"
+                        b"\r\nContent-Length: " + str(len(big_body)).encode(), big_body)
+    assert post.startswith(b"HTTP/1.1 400")
+    with httpx.Client(base_url=server, timeout=30) as http:
+        assert http.get("/health/live").status_code == 200
