@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         64 * 1024, ge=1024, description="request line and headers larger than this get 431 "
                                         "and the connection is closed (app/protocol.py)")
+    header_timeout_s: float = Field(
+        20.0, gt=0, description="a new connection, or a request once started, must send its "
+                                "request line and headers within this time, else 408 and "
+                                "the connection is closed (app/protocol.py)")
     max_pending: int = Field(
         128, ge=0, description="classification requests a worker holds at once, in progress "
                                "or waiting; more are refused at once with 503 and "

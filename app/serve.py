@@ -38,7 +38,8 @@ log = logging.getLogger("app.supervisor")
 
 def server_options(settings: Settings) -> dict[str, Any]:
     return {"host": settings.host, "port": settings.port,
-            "http": BoundedHeadersProtocol.with_limit(settings.max_header_bytes),
+            "http": BoundedHeadersProtocol.with_limits(settings.max_header_bytes,
+                                                       settings.header_timeout_s),
             "log_level": settings.log_level.lower(), "timeout_graceful_shutdown": 30,
             # uvicorn's default of 5 s raced with busy clients under the soak (a keep-alive
             # close crossing the next request: client ReadErrors)

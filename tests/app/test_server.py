@@ -158,3 +158,31 @@ def test_oversized_headers_get_431_and_the_server_keeps_serving(server: str) -> 
     assert post.startswith(b"HTTP/1.1 400")
     with httpx.Client(base_url=server, timeout=30) as http:
         assert http.get("/health/live").status_code == 200
+
+
+def test_headers_that_never_arrive_get_408_but_idle_keep_alive_is_kept(
+        tiny_model: Path) -> None:
+    """WBC_HEADER_TIMEOUT_S=1: a connection that sends nothing, or starts a request and
+    stalls, gets 408 and is closed; a kept-alive connection idle between requests is not
+    (uvicorn's keep-alive timeout governs that)."""
+    env = {"WBC_MODEL_DIR": str(tiny_model), "WBC_HEADER_TIMEOUT_S": "1"}
+    with Server(env=env) as running:
+        for sent in (b"", b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Slow: "):
+            with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+                sock.sendall(sent)
+                t0 = time.monotonic()
+                answer = sock.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 408"), answer
+                assert b"not received within 1 s" in answer
+                assert 0.8 < time.monotonic() - t0 < 5
+                assert sock.recv(65536) == b""  # closed
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+            for pause in (0, 2, 0):  # the same connection, idle 2 s between requests
+                time.sleep(pause)
+                sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = b""
+                while not answer.endswith(b'{"status":"live"}'):
+                    chunk = sock.recv(65536)
+                    assert chunk, answer  # not closed
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 200")
