@@ -41,6 +41,13 @@ def test_bad_input_then_good_input(server: str, cell_jpeg: bytes) -> None:
         assert "wbc_images_classified_total" in metrics
 
 
+def _worker_pids(running: Server) -> list[int]:
+    """The supervisor's worker processes, not multiprocessing's resource tracker (a helper
+    that exits on its own a moment after the supervisor)."""
+    return [pid for pid in running.pids()[1:]
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
 def test_two_workers_each_listen_serve_and_stop_gracefully(tiny_model: Path,
                                                            cell_jpeg: bytes) -> None:
     """WBC_WORKERS=2: a socket per worker (both serving once ready), answers on fresh
@@ -49,7 +56,8 @@ def test_two_workers_each_listen_serve_and_stop_gracefully(tiny_model: Path,
     assert running.proc
     try:
         assert listening_sockets(running.port) == 2
-        workers = running.pids()[1:]
+        workers = _worker_pids(running)
+        assert len(workers) == 2
         for _ in range(6):
             with httpx.Client(base_url=running.url, timeout=30) as http:  # a new connection
                 r = http.post("/predict", files={"file": ("a.jpg", cell_jpeg, "image/jpeg")})
@@ -98,8 +106,7 @@ def test_a_killed_worker_is_replaced_and_its_counts_are_kept(tiny_model: Path,
     with Server(workers=2, env={"WBC_MODEL_DIR": str(tiny_model)}) as running:
         _predict_on_fresh_connections(running.url, cell_jpeg, 8)
         assert _classified(_scrape(running.url)) == 8
-        workers = [pid for pid in running.pids()[1:]  # not multiprocessing's helper
-                   if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        workers = _worker_pids(running)
         assert len(workers) == 2
         victim = workers[0]
         os.kill(victim, signal.SIGKILL)
