@@ -28,35 +28,27 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import send_error
 from app.observability import PENDING, SHED
+from app.uploads import BodyLimits, declared_length
 
 RETRY_AFTER_S = 1
 
 
 class AdmissionMiddleware:
     def __init__(self, app: ASGIApp, max_pending: int, max_pending_bytes: int,
-                 paths: tuple[str, ...], bulk_paths: tuple[str, ...], single_limit: int,
-                 bulk_limit: int) -> None:
+                 paths: tuple[str, ...], limits: BodyLimits) -> None:
         self.app = app
         self.max_pending = max_pending  # 0: no bound
         self.max_pending_bytes = max_pending_bytes
         self.paths = paths
-        self.bulk_paths = bulk_paths
-        self.single_limit = single_limit  # the most a body may be, per route kind
-        self.bulk_limit = bulk_limit
+        self.limits = limits
         self.pending = 0
         self.pending_bytes = 0
 
     def size(self, scope: Scope) -> int:
         """Bytes the request will hold: its declared length, at most its route's limit."""
-        limit = self.bulk_limit if scope["path"].startswith(self.bulk_paths) else \
-            self.single_limit
-        for name, value in scope.get("headers") or []:
-            if name == b"content-length":
-                try:
-                    return min(max(0, int(value)), limit)
-                except ValueError:
-                    break
-        return limit
+        limit = self.limits.for_path(scope["path"])
+        declared = declared_length(scope)
+        return limit if declared is None else min(max(0, declared), limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope.get("method") != "POST" or not self.max_pending

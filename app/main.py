@@ -23,7 +23,7 @@ from app.observability import MODEL_LOAD_SECONDS, MODEL_READY, configure_logging
 from app.predictor import ModelLoadError, Predictor
 from app.routes import admin, differential, explain, health, predict, v2
 from app.security import require_api_key
-from app.uploads import MULTIPART_OVERHEAD, BodyLimitMiddleware
+from app.uploads import MULTIPART_OVERHEAD, BodyLimitMiddleware, BodyLimits
 
 log = logging.getLogger("app")
 BULK_PATHS = ("/predict/batch", "/differential", "/v2/")  # many images per request
@@ -85,14 +85,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (predict.router, differential.router, explain.router, health.model_router,
                    v2.router, admin.router):
         app.include_router(router, dependencies=protected)
-    app.add_middleware(BodyLimitMiddleware, single_limit=settings.max_image_bytes,
-                       bulk_limit=settings.max_request_bytes, bulk_paths=BULK_PATHS,
-                       body_timeout=settings.body_timeout_s)
+    limits = BodyLimits(single=settings.max_image_bytes + MULTIPART_OVERHEAD,
+                        bulk=settings.max_request_bytes, bulk_paths=BULK_PATHS)
+    app.add_middleware(BodyLimitMiddleware, limits=limits, body_timeout=settings.body_timeout_s)
     app.add_middleware(AdmissionMiddleware, max_pending=settings.max_pending,
                        max_pending_bytes=settings.max_pending_bytes,
-                       paths=CLASSIFYING_PATHS, bulk_paths=BULK_PATHS,
-                       single_limit=settings.max_image_bytes + MULTIPART_OVERHEAD,
-                       bulk_limit=settings.max_request_bytes)
+                       paths=CLASSIFYING_PATHS, limits=limits)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"])

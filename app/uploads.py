@@ -30,36 +30,49 @@ class Upload:
     data: bytes
 
 
+@dataclass(frozen=True)
+class BodyLimits:
+    """The most a request body may be, by route: one image (and its multipart envelope),
+    or a batch on the bulk routes. One place for both middlewares that need it."""
+
+    single: int
+    bulk: int
+    bulk_paths: tuple[str, ...]
+
+    def for_path(self, path: str) -> int:
+        return self.bulk if path.startswith(self.bulk_paths) else self.single
+
+
+def declared_length(scope: Scope) -> int | None:
+    """The request's Content-Length; None when it has none or it is not a number."""
+    for name, value in scope.get("headers") or []:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
 class BodyLimitMiddleware:
     """Refuses bodies over the limit: at once from Content-Length, else while streaming."""
 
-    def __init__(self, app: ASGIApp, single_limit: int, bulk_limit: int,
-                 bulk_paths: tuple[str, ...], body_timeout: float = 30.0) -> None:
+    def __init__(self, app: ASGIApp, limits: BodyLimits, body_timeout: float = 30.0) -> None:
         self.app = app
         self.body_timeout = body_timeout
-        self.single_limit = single_limit
-        self.bulk_limit = bulk_limit
-        self.bulk_paths = bulk_paths
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
-        bulk = any(path.startswith(p) for p in self.bulk_paths)
-        limit = self.bulk_limit if bulk else self.single_limit + MULTIPART_OVERHEAD
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None:
-            try:
-                declared = int(length)
-            except ValueError:
-                declared = -1
-            if declared > limit:
-                # the body is not read: close the connection rather than drain it
-                await send_error(send, 413, f"request body of {declared} bytes is over the "
-                                            f"limit of {limit} bytes", {"Connection": "close"})
-                return
+        limit = self.limits.for_path(scope.get("path", ""))
+        declared = declared_length(scope)
+        if declared is not None and declared > limit:
+            # the body is not read: close the connection rather than drain it
+            await send_error(send, 413, f"request body of {declared} bytes is over the "
+                                        f"limit of {limit} bytes", {"Connection": "close"})
+            return
         received = 0
         deadline = time.monotonic() + self.body_timeout
 

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from app.admission import AdmissionMiddleware
+from app.uploads import BodyLimits
 from bench.server import Server
 
 PATHS = ("/predict", "/differential")
@@ -57,7 +58,7 @@ def test_requests_over_the_count_are_refused_and_admitted_again_when_one_ends() 
     async def scenario() -> None:
         inner, release = held_app()
         app = AdmissionMiddleware(inner, max_pending=3, max_pending_bytes=10**9, paths=PATHS,
-                                  bulk_paths=BULK, single_limit=100, bulk_limit=1000)
+                                  limits=BodyLimits(single=100, bulk=1000, bulk_paths=BULK))
         held = [call(app, "/predict")[0] for _ in range(3)]
         await asyncio.sleep(0.01)
         over, over_sent = call(app, "/predict/batch")
@@ -85,7 +86,7 @@ def test_upload_bytes_are_bounded_but_a_request_alone_always_runs() -> None:
     async def scenario() -> None:
         inner, release = held_app()
         app = AdmissionMiddleware(inner, max_pending=100, max_pending_bytes=1000, paths=PATHS,
-                                  bulk_paths=BULK, single_limit=100, bulk_limit=5000)
+                                  limits=BodyLimits(single=100, bulk=5000, bulk_paths=BULK))
         alone, _ = call(app, "/predict/batch", length=4000)  # over the budget, but alone
         await asyncio.sleep(0.01)
         assert not alone.done() and app.pending_bytes == 4000
