@@ -1,4 +1,4 @@
-"""Command line: ``python -m model_training {train,evaluate} ...``."""
+"""Command line: ``python -m model_training {train,evaluate,calibrate,robustness,tta} ...``."""
 
 from __future__ import annotations
 
@@ -57,6 +57,13 @@ def main(argv: list[str] | None = None) -> None:
     rb.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
     rb.add_argument("--out", type=Path, default=None, help="report folder, e.g. "
                     "reports/robustness (default: print only)")
+    tt = sub.add_parser("tta", help="test-time augmentation (flips, quarter turns) against "
+                        "the single crop, on a validated run's validation cells")
+    tt.add_argument("--model", type=Path, required=True)
+    tt.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
+    tt.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
+    tt.add_argument("--out", type=Path, default=None, help="report folder, e.g. reports/tta "
+                    "(default: print only)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -103,6 +110,12 @@ def main(argv: list[str] | None = None) -> None:
         record = run(args.model, args.data, args.cache, args.out,
                      "python -m model_training " + shlex.join(argv or sys.argv[1:]))
         print(json.dumps(record["summary"]))
+    elif args.command == "tta":
+        from model_training.tta import run as run_tta
+
+        record = run_tta(args.model, args.data, args.cache, args.out,
+                         "python -m model_training " + shlex.join(argv or sys.argv[1:]))
+        print(json.dumps(record["schemes"]))
     else:
         from model_training.evaluate import evaluate
 
