@@ -1,4 +1,4 @@
-"""Command line: ``python -m model_training {train,evaluate,calibrate,robustness,tta} ...``."""
+"""Command line: ``python -m model_training {train,evaluate,calibrate,robustness,tta,cv} ...``."""
 
 from __future__ import annotations
 
@@ -64,6 +64,18 @@ def main(argv: list[str] | None = None) -> None:
     tt.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
     tt.add_argument("--out", type=Path, default=None, help="report folder, e.g. reports/tta "
                     "(default: print only)")
+    cv = sub.add_parser("cv", help="cross-validate a recipe over TRAIN's source cells, "
+                        "grouped by cell (TEST not read)")
+    cv.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
+    cv.add_argument("--folds", type=int, default=4)
+    cv.add_argument("--arch", choices=("wbc", "paper", "tiny"), default="wbc")
+    cv.add_argument("--epochs", type=int, default=14)
+    cv.add_argument("--batch-size", type=int, default=32)
+    cv.add_argument("--seed", type=int, default=42)
+    cv.add_argument("--scale-jitter", type=float, default=0.15)
+    cv.add_argument("--stain-jitter", type=float, default=2.0)
+    cv.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
+    cv.add_argument("--out", type=Path, default=Path("reports/crossval"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -110,6 +122,17 @@ def main(argv: list[str] | None = None) -> None:
         record = run(args.model, args.data, args.cache, args.out,
                      "python -m model_training " + shlex.join(argv or sys.argv[1:]))
         print(json.dumps(record["summary"]))
+    elif args.command == "cv":
+        from model_training import crossval
+
+        record = crossval.cross_validate(args.data, args.folds, args.arch, args.epochs,
+                                         args.batch_size, args.seed, args.scale_jitter,
+                                         args.stain_jitter, args.cache)
+        crossval.write(args.out, record, "python -m model_training " + shlex.join(
+            argv or sys.argv[1:]))
+        print(json.dumps({"views_accuracy": record["views"]["accuracy"],
+                          "cells_accuracy": record["cells"]["accuracy"],
+                          "cells_wrong": record["cells_wrong"]}))
     elif args.command == "tta":
         from model_training.tta import run as run_tta
 

@@ -1,8 +1,9 @@
 """How a model holds up when the image looks like another lab's: stain, colour cast,
-focus, scale, JPEG.
+focus, magnification, noise, JPEG.
 
 Other labs stain more or less strongly, with other hues, light and white-balance their
-cameras differently, focus differently, use other magnifications and compress harder. We
+cameras differently, focus differently, use other magnifications and cameras (more or
+fewer pixels per cell, more sensor noise) and compress harder. We
 cannot get their cells here, so we perturb the source images of cells the model never
 trained on in these ways, run the whole preprocessing on them (white balance when the model
 was trained with it, localisation, crop), and measure the accuracy under each. Model
@@ -42,12 +43,31 @@ def _hue(shift: float) -> Perturb:
 
 def _zoom(factor: float) -> Perturb:
     """factor < 1: the cell looks smaller (lower magnification), black around as in TRAIN's
-    rotated views; > 1: larger."""
+    rotated views; > 1: larger. Both axes by the same factor: a round cell stays round."""
     def apply(im: Image.Image) -> Image.Image:
         w, h = im.size
-        side = w / factor
-        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+        dw, dh = w / factor, h / factor
+        box = ((w - dw) / 2, (h - dh) / 2, (w + dw) / 2, (h + dh) / 2)
         return im.transform(im.size, Image.Transform.EXTENT, box, Image.Resampling.BILINEAR)
+    return apply
+
+
+def _scale(factor: float) -> Perturb:
+    """The whole field resampled: another objective or camera puts more or fewer pixels on
+    the same cell, and nothing is cut off (zoom > 1 above also narrows the field of view
+    about the image centre, which cuts off-centre cells)."""
+    def apply(im: Image.Image) -> Image.Image:
+        size = (round(im.width * factor), round(im.height * factor))
+        return im.resize(size, Image.Resampling.BILINEAR)
+    return apply
+
+
+def _noise(sigma: float) -> Perturb:
+    """Camera sensor noise: Gaussian, the same pattern for every image (reproducible)."""
+    def apply(im: Image.Image) -> Image.Image:
+        a = np.asarray(im, dtype=np.float32)
+        a = a + np.random.default_rng(0).normal(0.0, sigma, a.shape)
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
     return apply
 
 
@@ -84,6 +104,10 @@ PERTURBATIONS: dict[str, Perturb] = {
     "blur sigma 1.5": lambda im: im.filter(ImageFilter.GaussianBlur(1.5)),
     "zoom x0.8": _zoom(0.8),
     "zoom x1.25": _zoom(1.25),
+    "scale x0.65": _scale(0.65),
+    "scale x1.5": _scale(1.5),
+    "scale x2": _scale(2.0),
+    "noise sigma 8": _noise(8.0),
     "jpeg q30": _jpeg(30),
     "cast warm": _cast(1.0, 0.95, 0.8),
     "cast cool": _cast(0.85, 0.95, 1.0),

@@ -151,6 +151,25 @@ def compile_model(model: keras.Model, arch: str, steps: int, epochs: int,
     return callbacks
 
 
+def fit_network(train_ds: Dataset, val_ds: Dataset | None, arch: str, epochs: int,
+                batch_size: int, seed: int, scale_jitter: float, stain_jitter: float,
+                callbacks: list[keras.callbacks.Callback] | None = None
+                ) -> tuple[keras.Model, keras.callbacks.History]:
+    """Build and fit the network: the recipe of ``compile_model``, the augmentation of
+    ``make_dataset``; without ``val_ds``, for the fixed ``epochs``."""
+    steps = epochs * math.ceil(len(train_ds.y) / batch_size)
+    model = make_model(arch)
+    callbacks = compile_model(model, arch, steps, epochs, validate=val_ds is not None) + list(
+        callbacks or [])
+    history = model.fit(make_dataset(train_ds, batch_size, True, seed, scale_jitter,
+                                     stain_jitter),
+                        epochs=epochs,
+                        validation_data=None if val_ds is None else make_dataset(val_ds, 128,
+                                                                                 False, seed),
+                        callbacks=callbacks, verbose=2)
+    return model, history
+
+
 def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: int = 12,
           batch_size: int = 32, seed: int = 42, version: int = 1,
           cache_dir: Path | None = Path(".cache/arrays"),
@@ -182,9 +201,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
         assert not overlap, f"source cells on both sides of the split: {sorted(overlap)[:5]}"
     if refit:  # concat keeps train_ds's skipped files (a subset carries none)
         train_ds = concat([train_ds, val_ds])
-    steps = epochs * math.ceil(len(train_ds.y) / batch_size)
-    model = make_model(arch)
-    callbacks = compile_model(model, arch, steps, epochs, validate=not refit)
+    callbacks: list[keras.callbacks.Callback] = []
     budget = TimeBudget(max_minutes) if max_minutes else None
     if budget:  # EarlyStopping restores the best validation epoch whoever stops the run
         callbacks.append(budget)
@@ -194,11 +211,8 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     n_val = 0 if refit else len(val_ds.y)
     log.info("training %s on %d images, validating on %d", arch, len(train_ds.y), n_val)
     start = time.perf_counter()
-    history = model.fit(make_dataset(train_ds, batch_size, True, seed, scale_jitter,
-                                     stain_jitter),
-                        epochs=epochs,
-                        validation_data=None if refit else make_dataset(val_ds, 128, False, seed),
-                        callbacks=callbacks, verbose=2)
+    model, history = fit_network(train_ds, None if refit else val_ds, arch, epochs, batch_size,
+                                 seed, scale_jitter, stain_jitter, callbacks)
     train_seconds = time.perf_counter() - start
 
     version_dir = Path(out) / str(version)

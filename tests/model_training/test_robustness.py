@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from model_training.preprocessing import IMAGE_SIZE, prepare
 from model_training.robustness import PERTURBATIONS, perturbed, summarise
@@ -39,3 +39,16 @@ def test_white_balance_undoes_colour_casts(images: list[Image.Image], name: str)
 def test_summary_excludes_the_clean_row() -> None:
     results = {"none": {"accuracy": 1.0}, "a": {"accuracy": 0.5}, "b": {"accuracy": 0.7}}
     assert summarise(results) == {"clean": 1.0, "mean_shifted": 0.6, "worst_shifted": 0.5}
+
+
+@pytest.mark.parametrize("name", [n for n in PERTURBATIONS if n.startswith(("zoom", "scale"))])
+def test_zoom_and_scale_keep_a_round_cell_round(name: str) -> None:
+    """A round cell stays round, its size scaled by the factor (the first zoom stretched
+    the 320x240 field's width and height by different factors)."""
+    im = Image.new("RGB", (320, 240), "white")
+    ImageDraw.Draw(im).ellipse((140, 100, 180, 140), fill=(255, 0, 0))
+    a = np.asarray(PERTURBATIONS[name](im)).astype(int)
+    ys, xs = np.nonzero((a[..., 0] > 128) & (a[..., 1] < 100))
+    width, height = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+    assert abs(width - height) <= 1, (width, height)
+    assert width == pytest.approx(41 * float(name.split("x")[1]), abs=2)

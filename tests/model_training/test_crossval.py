@@ -1,0 +1,53 @@
+"""Cross-validation over source cells: folds never split a cell, every image is
+classified once by a model that did not train on its cell, the report is written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from model_training.crossval import cell_votes, cross_validate, grouped_folds, write
+from model_training.data import load_folder
+
+
+def test_folds_keep_cells_whole_and_spread_classes() -> None:
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1, 2, 3], [400, 200, 80, 320])
+    cells_per_class = {0: 20, 1: 10, 2: 4, 3: 16}
+    groups = np.array([f"{c}/{rng.integers(cells_per_class[c])}" for c in labels])
+    fold = grouped_folds(groups, labels, 4, seed=0)
+    for g in np.unique(groups):
+        assert len(set(fold[groups == g])) == 1, g  # a cell's views in one fold
+    for c in cells_per_class:  # each class's cells spread evenly
+        per_fold = [len(np.unique(groups[(labels == c) & (fold == k)])) for k in range(4)]
+        assert max(per_fold) - min(per_fold) <= 1, (c, per_fold)
+    assert set(fold) == {0, 1, 2, 3}
+    assert np.array_equal(fold, grouped_folds(groups, labels, 4, seed=0))  # reproducible
+
+
+def test_cell_votes_take_the_majority_of_views() -> None:
+    y = np.array([2, 2, 2, 0, 0])
+    groups = np.array(["a", "a", "a", "b", "b"])
+    probs = np.eye(4)[[3, 2, 2, 1, 1]]
+    truth, voted = cell_votes(y, groups, probs)
+    assert truth.tolist() == [2, 0] and voted.tolist() == [2, 1]
+
+
+def test_cross_validation_classifies_every_image_once(kaggle_like: Path, tmp_path: Path
+                                                      ) -> None:
+    record = cross_validate(kaggle_like, folds=2, arch="tiny", epochs=1, batch_size=8,
+                            scale_jitter=0.1, stain_jitter=1.0, cache_dir=None)
+    full = load_folder(kaggle_like / "TRAIN")
+    assert record["views"]["n"] == len(full.y)  # every TRAIN image, once
+    assert record["cells"]["n"] == len(np.unique(full.groups))
+    assert sum(f["images"] for f in record["per_fold"]) == len(full.y)
+    assert sum(f["cells"] for f in record["per_fold"]) == record["cells"]["n"]
+    assert len(record["cells_wrong"]) == round((1 - record["cells"]["accuracy"])
+                                               * record["cells"]["n"])
+    write(tmp_path, record, "python -m model_training cv --folds 2")
+    assert json.loads((tmp_path / "metrics.json").read_text())["folds"] == 2
+    text = (tmp_path / "report.md").read_text()
+    assert "python -m model_training cv --folds 2" in text and "| 2 |" in text
+    assert (tmp_path / "confusion_cells.png").stat().st_size > 1000
