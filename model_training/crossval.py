@@ -25,11 +25,14 @@ from typing import Any
 import keras
 import numpy as np
 
+from model_training import robustness
+from model_training.cellcheck import CellCheck
 from model_training.data import CLASSES, Dataset, load_folder
 from model_training.metrics import classification_report
 from model_training.report import plot_confusion, table
 
 log = logging.getLogger(__name__)
+PERTURBED_SHARE = 4  # every 4th held-out view also goes through the robustness perturbations
 
 
 def grouped_folds(groups: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -67,6 +70,7 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
     fold = grouped_folds(full.groups, full.y, folds, seed)
     probs = np.zeros((len(full.y), len(CLASSES)), np.float32)
     per_fold = []
+    shifted: dict[str, list[float]] = {name: [] for name in robustness.PERTURBATIONS}
     start = time.perf_counter()
     for k in range(folds):
         held = np.flatnonzero(fold == k)
@@ -81,6 +85,14 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
         held_ds: Dataset = full.subset(held)
         probs[held] = model.predict(held_ds.x.astype(np.float32), batch_size=128, verbose=0)
         report = classification_report(held_ds.y, probs[held])
+        # the held-out cells' source images as other labs' might look (every view of one
+        # in PERTURBED_SHARE: the views of a cell are near copies)
+        sample = held_ds.subset(np.arange(0, len(held), PERTURBED_SHARE))
+        perturbed = robustness.evaluate_with(
+            lambda b, m=model: m.predict(b.astype(np.float32), batch_size=128, verbose=0), sample,
+            balance=True, check=CellCheck(None))
+        for name, r in perturbed.items():
+            shifted[name].extend([r["accuracy"]] * len(sample.y))
         truth, voted = cell_votes(held_ds.y, held_ds.groups, probs[held])
         per_fold.append({"fold": k, "images": int(len(held)), "cells": int(len(truth)),
                          "accuracy": report["accuracy"],
@@ -101,6 +113,8 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
         "cells_wrong": sorted(f"{g} -> {CLASSES[v]}" for g, t, v in
                               zip(np.unique(full.groups), truth, voted, strict=True) if t != v),
         "per_fold": per_fold,
+        # accuracy under each perturbation, the folds weighted by their sampled views
+        "perturbed": {name: float(np.mean(a)) for name, a in shifted.items()},
     }
 
 
@@ -114,6 +128,7 @@ def write(out: Path, record: dict[str, Any], command: str) -> None:
                    f"{record['folds']}-fold cross-validation, cells (majority of views)",
                    out / "confusion_cells.png")
     cells = record["cells"]
+    shifted = robustness.summarise({n: {"accuracy": a} for n, a in record["perturbed"].items()})
     lines = [
         f"# Cross-validation of the recipe over TRAIN's source cells ({record['folds']} folds)",
         "", "Produced by:", "", f"    {command}", "",
@@ -131,6 +146,14 @@ def write(out: Path, record: dict[str, Any], command: str) -> None:
         f" of {cells['n']} cells right; wrong: "
         + (", ".join(f"`{w}`" for w in record["cells_wrong"]) or "none"), "",
         "![confusion, cells](confusion_cells.png)", "",
+        "## Under other labs' looks", "",
+        f"Every {PERTURBED_SHARE}th held-out view's source image perturbed as in "
+        "`model_training/robustness.py` (stain, colour cast, focus, magnification, noise, "
+        "JPEG), then preprocessed as in serving, and classified by its fold's model:", "",
+        "| perturbation | accuracy |", "|---|---|",
+        *[f"| {n} | {a:.3f} |" for n, a in record["perturbed"].items()],
+        f"| **mean shifted** | **{shifted['mean_shifted']:.3f}** |",
+        f"| **worst shifted** | **{shifted['worst_shifted']:.3f}** |", "",
         "## Folds", "", "| fold | held-out images | cells | accuracy | cells right | minutes |",
         "|---|---|---|---|---|---|"]
     for f in record["per_fold"]:

@@ -134,13 +134,19 @@ def sources(ds: Dataset) -> list[Image.Image]:
 def evaluate(runner: SavedModelRunner, ds: Dataset) -> dict[str, dict[str, float]]:
     """Accuracy and macro-F1 of the network under each perturbation, and the share of cells
     the service's not-a-cell check would turn away (answer "unknown") instead."""
+    return evaluate_with(runner, ds, balance_of(runner.metadata),
+                         CellCheck(runner.metadata.get("cell_check")))
+
+
+def evaluate_with(predict: Callable[[np.ndarray], np.ndarray], ds: Dataset, balance: bool,
+                  check: CellCheck) -> dict[str, dict[str, float]]:
+    """``evaluate`` for any function from crops [N,150,150,3] to probabilities (a model
+    not exported yet: a cross-validation fold's)."""
     images = sources(ds)
-    balance = balance_of(runner.metadata)
-    check = CellCheck(runner.metadata.get("cell_check"))
     out = {}
     for name in PERTURBATIONS:
         crops = prepared(images, name, balance)
-        report = classification_report(ds.y, runner(np.stack([p.array for p in crops])))
+        report = classification_report(ds.y, predict(np.stack([p.array for p in crops])))
         out[name] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
                      "not_a_cell": float(np.mean([not check.is_cell(p.array, p.box.localised)
                                                   for p in crops]))}

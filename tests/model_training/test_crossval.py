@@ -10,6 +10,7 @@ import numpy as np
 
 from model_training.crossval import cell_votes, cross_validate, grouped_folds, write
 from model_training.data import load_folder
+from model_training.robustness import PERTURBATIONS
 
 
 def test_folds_keep_cells_whole_and_spread_classes() -> None:
@@ -46,8 +47,11 @@ def test_cross_validation_classifies_every_image_once(kaggle_like: Path, tmp_pat
     assert sum(f["cells"] for f in record["per_fold"]) == record["cells"]["n"]
     assert len(record["cells_wrong"]) == round((1 - record["cells"]["accuracy"])
                                                * record["cells"]["n"])
+    assert list(record["perturbed"]) == list(PERTURBATIONS)
+    assert all(0 <= a <= 1 for a in record["perturbed"].values())
     write(tmp_path, record, "python -m model_training cv --folds 2")
     assert json.loads((tmp_path / "metrics.json").read_text())["folds"] == 2
     text = (tmp_path / "report.md").read_text()
     assert "python -m model_training cv --folds 2" in text and "| 2 |" in text
+    assert "| noise sigma 8 |" in text and "**mean shifted**" in text
     assert (tmp_path / "confusion_cells.png").stat().st_size > 1000
