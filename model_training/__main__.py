@@ -13,6 +13,19 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def add_recipe(parser: argparse.ArgumentParser) -> None:
+    """The training recipe's options, shared by ``train`` and ``cv``."""
+    parser.add_argument("--arch", choices=("wbc", "paper", "tiny"), default="wbc")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
+    parser.add_argument("--scale-jitter", type=float, default=0.0,
+                        help="random zoom/shift amplitude in training, e.g. 0.15 (0: off)")
+    parser.add_argument("--stain-jitter", type=float, default=1.0,
+                        help="scale of the hue/saturation/brightness/contrast jitter (0: off)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m model_training")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -20,17 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--protocol", choices=("official", "paper"), default="official")
     tr.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
     tr.add_argument("--out", type=Path, default=Path("models/wbc-classifier"))
-    tr.add_argument("--arch", choices=("wbc", "paper", "tiny"), default="wbc")
-    tr.add_argument("--epochs", type=int, default=12)
-    tr.add_argument("--batch-size", type=int, default=32)
-    tr.add_argument("--seed", type=int, default=42)
+    add_recipe(tr)
     tr.add_argument("--version", type=int, default=1)
-    tr.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
     tr.add_argument("--report", type=Path, default=None,
                     help="report folder (default reports/<protocol>)")
     tr.add_argument("--max-train", type=int, default=None, help="cap training images (smoke)")
-    tr.add_argument("--scale-jitter", type=float, default=0.0,
-                    help="random zoom/shift amplitude in training, e.g. 0.15 (0: off)")
     tr.add_argument("--refit", type=Path, default=None, metavar="VALIDATED_MODEL",
                     help="train on all of TRAIN (validation cells included) for the fixed "
                          "epochs; temperature and review threshold come from VALIDATED_MODEL, "
@@ -38,8 +45,6 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--max-minutes", type=float, default=None,
                     help="stop after the epoch that would let the next end past this budget; "
                          "the best validation epoch is kept")
-    tr.add_argument("--stain-jitter", type=float, default=1.0,
-                    help="scale of the hue/saturation/brightness/contrast jitter (0: off)")
     ev = sub.add_parser("evaluate", help="evaluate a SavedModel on a class-folder tree")
     ev.add_argument("--model", type=Path, required=True)
     ev.add_argument("--data", type=Path, required=True)
@@ -50,31 +55,22 @@ def main(argv: list[str] | None = None) -> None:
     cc.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
     cc.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
     cc.add_argument("--report", type=Path, default=None, help="default reports/<protocol>")
-    rb = sub.add_parser("robustness", help="accuracy under stain, focus, scale and JPEG "
-                        "perturbations, on validation cells and TEST_SIMPLE")
-    rb.add_argument("--model", type=Path, required=True)
-    rb.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
-    rb.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
-    rb.add_argument("--out", type=Path, default=None, help="report folder, e.g. "
-                    "reports/robustness (default: print only)")
-    tt = sub.add_parser("tta", help="test-time augmentation (flips, quarter turns) against "
-                        "the single crop, on a validated run's validation cells")
-    tt.add_argument("--model", type=Path, required=True)
-    tt.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
-    tt.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
-    tt.add_argument("--out", type=Path, default=None, help="report folder, e.g. reports/tta "
-                    "(default: print only)")
+    for name, text in (("robustness", "accuracy under stain, colour-cast, focus, "
+                        "magnification, noise and JPEG perturbations, on validation cells and "
+                        "TEST_SIMPLE"),
+                       ("tta", "test-time augmentation (flips, quarter turns) against the single "
+                        "crop, on a validated run's validation cells")):
+        mr = sub.add_parser(name, help=text)
+        mr.add_argument("--model", type=Path, required=True)
+        mr.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
+        mr.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
+        mr.add_argument("--out", type=Path, default=None, help=f"report folder, e.g. "
+                        f"reports/{name} (default: print only)")
     cv = sub.add_parser("cv", help="cross-validate a recipe over TRAIN's source cells, "
                         "grouped by cell (TEST not read)")
     cv.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
     cv.add_argument("--folds", type=int, default=4)
-    cv.add_argument("--arch", choices=("wbc", "paper", "tiny"), default="wbc")
-    cv.add_argument("--epochs", type=int, default=14)
-    cv.add_argument("--batch-size", type=int, default=32)
-    cv.add_argument("--seed", type=int, default=42)
-    cv.add_argument("--scale-jitter", type=float, default=0.15)
-    cv.add_argument("--stain-jitter", type=float, default=2.0)
-    cv.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
+    add_recipe(cv)
     cv.add_argument("--out", type=Path, default=Path("reports/crossval"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
