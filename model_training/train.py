@@ -90,18 +90,37 @@ def scale_shift(images: tf.Tensor, labels: tf.Tensor, jitter: float
     return out, labels
 
 
+def sensor_noise(images: tf.Tensor, labels: tf.Tensor, sigma_max: float
+                 ) -> tuple[tf.Tensor, tf.Tensor]:
+    """Camera noise of a random strength, standard deviation up to ``sigma_max`` (0..255
+    scale, in the crop), on a batch. Made at half resolution and enlarged: a crop is an
+    enlarged piece of the camera's image (about 2x for these cells), so its noise is coarser
+    than a pixel. (Gaussian noise of 8 on a whole Kaggle image comes out at about 5.4 in its
+    crop, after white balance and resizing: one-off measurement.)"""
+    n = tf.shape(images)[0]
+    sigma = tf.random.uniform([n, 1, 1, 1], 0.0, sigma_max)
+    half = IMAGE_SIZE // 2
+    noise = tf.image.resize(tf.random.normal([n, half, half, 3]), [IMAGE_SIZE, IMAGE_SIZE])
+    noise = noise / tf.math.reduce_std(noise)  # enlarging smooths it: back to 1 per pixel
+    return tf.clip_by_value(images + sigma * noise, 0.0, 255.0), labels
+
+
 def make_dataset(ds: Dataset, batch: int, training: bool, seed: int,
-                 scale_jitter: float = 0.0, stain_jitter: float = 1.0) -> tf.data.Dataset:
+                 scale_jitter: float = 0.0, stain_jitter: float = 1.0,
+                 noise_jitter: float = 0.0) -> tf.data.Dataset:
     onehot = tf.one_hot(ds.y, len(CLASSES))
     data = tf.data.Dataset.from_tensor_slices((ds.x, onehot))
     if training:
         data = data.shuffle(len(ds.y), seed=seed, reshuffle_each_iteration=True)
         data = data.map(lambda x, y: augment(x, y, stain_jitter),
-                        num_parallel_calls=tf.data.AUTOTUNE)
+                        num_parallel_calls=tf.data.AUTOTUNE).batch(batch)
         if scale_jitter > 0:
-            data = data.batch(batch).map(lambda x, y: scale_shift(x, y, scale_jitter),
-                                         num_parallel_calls=tf.data.AUTOTUNE)
-            return data.prefetch(tf.data.AUTOTUNE)
+            data = data.map(lambda x, y: scale_shift(x, y, scale_jitter),
+                            num_parallel_calls=tf.data.AUTOTUNE)
+        if noise_jitter > 0:
+            data = data.map(lambda x, y: sensor_noise(x, y, noise_jitter),
+                            num_parallel_calls=tf.data.AUTOTUNE)
+        return data.prefetch(tf.data.AUTOTUNE)
     else:
         data = data.map(lambda x, y: (tf.cast(x, tf.float32), y))
     return data.batch(batch).prefetch(tf.data.AUTOTUNE)
@@ -153,8 +172,8 @@ def compile_model(model: keras.Model, arch: str, steps: int, epochs: int,
 
 def fit_network(train_ds: Dataset, val_ds: Dataset | None, arch: str, epochs: int,
                 batch_size: int, seed: int, scale_jitter: float, stain_jitter: float,
-                callbacks: list[keras.callbacks.Callback] | None = None
-                ) -> tuple[keras.Model, keras.callbacks.History]:
+                callbacks: list[keras.callbacks.Callback] | None = None,
+                noise_jitter: float = 0.0) -> tuple[keras.Model, keras.callbacks.History]:
     """Build and fit the network: the recipe of ``compile_model``, the augmentation of
     ``make_dataset``; without ``val_ds``, for the fixed ``epochs``."""
     steps = epochs * math.ceil(len(train_ds.y) / batch_size)
@@ -162,7 +181,7 @@ def fit_network(train_ds: Dataset, val_ds: Dataset | None, arch: str, epochs: in
     callbacks = compile_model(model, arch, steps, epochs, validate=val_ds is not None) + list(
         callbacks or [])
     history = model.fit(make_dataset(train_ds, batch_size, True, seed, scale_jitter,
-                                     stain_jitter),
+                                     stain_jitter, noise_jitter),
                         epochs=epochs,
                         validation_data=None if val_ds is None else make_dataset(val_ds, 128,
                                                                                  False, seed),
@@ -174,7 +193,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
           batch_size: int = 32, seed: int = 42, version: int = 1,
           cache_dir: Path | None = Path(".cache/arrays"),
           report_dir: Path | None = None, max_train: int | None = None,
-          scale_jitter: float = 0.0, stain_jitter: float = 1.0,
+          scale_jitter: float = 0.0, stain_jitter: float = 1.0, noise_jitter: float = 0.0,
           refit: Path | None = None, max_minutes: float | None = None) -> dict[str, Any]:
     """Run one full training and write the SavedModel, metadata.json and report.
 
@@ -212,7 +231,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     log.info("training %s on %d images, validating on %d", arch, len(train_ds.y), n_val)
     start = time.perf_counter()
     model, history = fit_network(train_ds, None if refit else val_ds, arch, epochs, batch_size,
-                                 seed, scale_jitter, stain_jitter, callbacks)
+                                 seed, scale_jitter, stain_jitter, callbacks, noise_jitter)
     train_seconds = time.perf_counter() - start
 
     version_dir = Path(out) / str(version)
@@ -222,6 +241,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
                   "color": "RGB", "resize_method": RESIZE_METHOD, "white_balance": True},
         "protocol": protocol, "arch": arch, "epochs": epochs, "seed": seed,
         "scale_jitter": scale_jitter, "stain_jitter": stain_jitter,
+        **({"noise_jitter": noise_jitter} if noise_jitter else {}),
         "data_fingerprint": {name: ds.fingerprint() for name, ds in
                              ({"train": train_ds} | ({} if refit else {"val": val_ds})
                               | tests).items()},

@@ -146,3 +146,36 @@ def test_stain_variants_are_reproducible() -> None:
     first, second = stain_variants(x, 2.0), stain_variants(x, 2.0)
     assert first.shape == (36, 150, 150, 3)
     np.testing.assert_array_equal(first, second)
+
+
+def test_sensor_noise_is_coarse_bounded_and_varies_in_strength() -> None:
+    import tensorflow as tf
+
+    from model_training.train import sensor_noise
+
+    tf.random.set_seed(0)
+    images = tf.fill([16, 150, 150, 3], 128.0)
+    labels = tf.zeros([16, 4])
+    noisy, same_labels = sensor_noise(images, labels, 12.0)
+    noisy = noisy.numpy()
+    assert noisy.shape == (16, 150, 150, 3) and same_labels is labels
+    assert noisy.min() >= 0 and noisy.max() <= 255
+    spread = (noisy - 128).reshape(16, -1).std(axis=1)
+    assert 0 < spread.min() < spread.max() <= 12.5  # a random strength per image, up to 12
+    assert spread.max() > 8 and spread.max() - spread.min() > 4
+    # made at half resolution: neighbouring pixels move together
+    d = noisy - 128
+    neighbours = np.corrcoef(d[:, :, :-1].ravel(), d[:, :, 1:].ravel())[0, 1]
+    assert neighbours > 0.4
+    # off: the training pipeline leaves images as they are
+    plain = sensor_noise(images, labels, 1e-9)[0].numpy()
+    assert np.abs(plain - 128).max() < 1e-3
+
+
+def test_training_batches_with_noise_keep_shape_and_range(kaggle_like: Path) -> None:
+    from model_training.train import make_dataset
+
+    ds = load_folder(kaggle_like / "TRAIN")
+    x, y = next(iter(make_dataset(ds, 8, True, 0, scale_jitter=0.1, noise_jitter=8.0)))
+    assert x.shape == (8, 150, 150, 3) and y.shape == (8, 4)
+    assert np.asarray(x).min() >= 0 and np.asarray(x).max() <= 255
