@@ -93,13 +93,19 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
             balance=True, check=CellCheck(None))
         for name, r in perturbed.items():
             shifted[name].extend([r["accuracy"]] * len(sample.y))
+        fold_shifted = robustness.summarise(perturbed)
         truth, voted = cell_votes(held_ds.y, held_ds.groups, probs[held])
         per_fold.append({"fold": k, "images": int(len(held)), "cells": int(len(truth)),
                          "accuracy": report["accuracy"],
                          "cell_accuracy": float((truth == voted).mean()),
+                         "cells_right": int((truth == voted).sum()),
+                         "mean_shifted": fold_shifted["mean_shifted"],
+                         "worst_shifted": fold_shifted["worst_shifted"],
                          "seconds": round(time.perf_counter() - t0, 1)})
-        log.info("fold %d: accuracy %.4f, cells right %d/%d", k + 1, report["accuracy"],
-                 int((truth == voted).sum()), len(truth))
+        log.info("fold %d: accuracy %.4f, cells right %d/%d, perturbed: mean %.4f, worst %.4f"
+                 ", %s", k + 1, report["accuracy"], int((truth == voted).sum()), len(truth),
+                 fold_shifted["mean_shifted"], fold_shifted["worst_shifted"],
+                 json.dumps({n: round(r["accuracy"], 4) for n, r in perturbed.items()}))
         keras.backend.clear_session()
     truth, voted = cell_votes(full.y, full.groups, probs)
     cell_report = classification_report(truth, np.eye(len(CLASSES))[voted])
@@ -132,7 +138,7 @@ def write(out: Path, record: dict[str, Any], command: str) -> None:
     lines = [
         f"# Cross-validation of the recipe over TRAIN's source cells ({record['folds']} folds)",
         "", "Produced by:", "", f"    {command}", "",
-        f"Arch `{record['arch']}`, {record['epochs']} epochs per fold, scale jitter "
+        f"Arch `{record['arch']}`, {record['epochs']} epoch(s) per fold, scale jitter "
         f"{record['scale_jitter']:g}, stain jitter {record['stain_jitter']:g}, noise jitter "
         f"{record.get('noise_jitter', 0):g}, seed "
         f"{record['seed']}. Each of TRAIN's source cells falls in one fold with all its views; "
@@ -155,9 +161,10 @@ def write(out: Path, record: dict[str, Any], command: str) -> None:
         *[f"| {n} | {a:.3f} |" for n, a in record["perturbed"].items()],
         f"| **mean shifted** | **{shifted['mean_shifted']:.3f}** |",
         f"| **worst shifted** | **{shifted['worst_shifted']:.3f}** |", "",
-        "## Folds", "", "| fold | held-out images | cells | accuracy | cells right | minutes |",
-        "|---|---|---|---|---|---|"]
+        "## Folds", "", "| fold | held-out images | accuracy | cells right | perturbed: mean "
+        "| worst | minutes |", "|---|---|---|---|---|---|---|"]
     for f in record["per_fold"]:
-        lines.append(f"| {f['fold'] + 1} | {f['images']} | {f['cells']} | {f['accuracy']:.4f} "
-                     f"| {f['cell_accuracy']:.3f} | {f['seconds'] / 60:.1f} |")
+        lines.append(f"| {f['fold'] + 1} | {f['images']} | {f['accuracy']:.4f} "
+                     f"| {f['cells_right']} / {f['cells']} | {f['mean_shifted']:.3f} "
+                     f"| {f['worst_shifted']:.3f} | {f['seconds'] / 60:.1f} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")

@@ -45,6 +45,8 @@ def test_cross_validation_classifies_every_image_once(kaggle_like: Path, tmp_pat
     assert record["cells"]["n"] == len(np.unique(full.groups))
     assert sum(f["images"] for f in record["per_fold"]) == len(full.y)
     assert sum(f["cells"] for f in record["per_fold"]) == record["cells"]["n"]
+    assert sum(f["cells_right"] for f in record["per_fold"]) == round(
+        record["cells"]["accuracy"] * record["cells"]["n"])
     assert len(record["cells_wrong"]) == round((1 - record["cells"]["accuracy"])
                                                * record["cells"]["n"])
     assert list(record["perturbed"]) == list(PERTURBATIONS)
@@ -52,6 +54,6 @@ def test_cross_validation_classifies_every_image_once(kaggle_like: Path, tmp_pat
     write(tmp_path, record, "python -m model_training cv --folds 2")
     assert json.loads((tmp_path / "metrics.json").read_text())["folds"] == 2
     text = (tmp_path / "report.md").read_text()
-    assert "python -m model_training cv --folds 2" in text and "| 2 |" in text
+    assert "python -m model_training cv --folds 2" in text and "\n| 2 | " in text
     assert "| noise sigma 8 |" in text and "**mean shifted**" in text
     assert (tmp_path / "confusion_cells.png").stat().st_size > 1000
