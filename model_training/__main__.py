@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--model", type=Path, required=True)
     ev.add_argument("--data", type=Path, required=True)
     ev.add_argument("--cache", type=Path, default=None)
+    ev.add_argument("--errors", type=Path, default=None, metavar="PNG",
+                    help="also draw the misclassified images (field with the box found, crop "
+                         "the network saw, label and answer) into this PNG")
     cc = sub.add_parser("calibrate", help="(re)fit temperature, review threshold and the "
                         "not-a-cell check of an exported model; update its report")
     cc.add_argument("--model", type=Path, required=True)
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from model_training.evaluate import evaluate
 
-        evaluate(args.model, args.data, args.cache)
+        evaluate(args.model, args.data, args.cache, args.errors)
 
 
 if __name__ == "__main__":

@@ -5,18 +5,28 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from model_training.data import load_folder
+import numpy as np
+
+from model_training.data import CLASSES, load_folder
 from model_training.export import SavedModelRunner
 from model_training.metrics import classification_report
-from model_training.preprocessing import balance_of
+from model_training.preprocessing import balance_of, decode, prepare
 from model_training.report import table
 
 
-def evaluate(model_dir: Path, data: Path, cache: Path | None = None) -> dict:
-    """Print Table I, then, as the last stdout line, the metrics as one JSON object."""
+def evaluate(model_dir: Path, data: Path, cache: Path | None = None,
+             errors: Path | None = None, max_errors: int = 24) -> dict:
+    """Print Table I, then, as the last stdout line, the metrics as one JSON object.
+    ``errors``: also draw the misclassified images (up to ``max_errors``) into that PNG."""
     runner = SavedModelRunner(model_dir)
     dataset = load_folder(data, cache, balance=balance_of(runner.metadata))
-    report = classification_report(dataset.y, runner(dataset.x))
+    probs = runner(dataset.x)
+    report = classification_report(dataset.y, probs)
+    if errors:
+        wrong = np.flatnonzero(probs.argmax(axis=1) != dataset.y)
+        report["errors_png"] = str(errors)
+        plot_errors([Path(dataset.paths[i]) for i in wrong[:max_errors]], dataset.y[wrong],
+                    probs[wrong], balance_of(runner.metadata), errors)
     report["skipped"] = dataset.skipped
     report["model"] = {"name": runner.metadata.get("name"),
                        "version": runner.metadata.get("version")}
@@ -25,3 +35,36 @@ def evaluate(model_dir: Path, data: Path, cache: Path | None = None) -> dict:
         print(f"skipped {len(dataset.skipped)} unreadable files")
     print(json.dumps(report))
     return report
+
+
+def plot_errors(paths: list[Path], truth: np.ndarray, probs: np.ndarray, balance: bool,
+                out: Path) -> None:
+    """One column per misclassified image: the image with the box the service found (green)
+    above the crop the network saw, titled with the label and the answer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(paths))
+    fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 4.6), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, path in enumerate(paths):
+        image = decode(path.read_bytes())
+        prepared = prepare(image, balance)
+        x0, y0, x1, y1 = prepared.box.as_list()
+        axes[0, i].imshow(image)
+        axes[0, i].add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
+                                           edgecolor="lime", linewidth=1.5))
+        axes[0, i].set_title(f"{path.parent.name}/{path.name}\nlabel {CLASSES[truth[i]]}",
+                             fontsize=7)
+        axes[1, i].imshow(prepared.array)
+        answer = int(probs[i].argmax())
+        axes[1, i].set_title(f"answer {CLASSES[answer]} {probs[i][answer]:.2f}", fontsize=7)
+    if not paths:
+        axes[0, 0].set_title("no misclassified images")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

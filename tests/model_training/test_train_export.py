@@ -59,6 +59,21 @@ def test_evaluate_cli_last_line_is_json(tiny_model: Path, kaggle_like: Path) -> 
     assert "| eosinophil |" in result.stdout
 
 
+def test_evaluate_draws_the_misclassified_images(tiny_model: Path, kaggle_like: Path,
+                                                 tmp_path: Path) -> None:
+    from PIL import Image
+
+    from model_training.evaluate import evaluate, plot_errors
+
+    report = evaluate(tiny_model / "1", kaggle_like / "TEST", errors=tmp_path / "errors.png")
+    assert report["errors_png"] == str(tmp_path / "errors.png")
+    wrong = round((1 - report["accuracy"]) * report["n"])
+    width = Image.open(tmp_path / "errors.png").size[0]
+    assert width == max(1, wrong) * 260  # one column per misclassified image, 2.6 in at 100 dpi
+    plot_errors([], np.zeros(0, int), np.zeros((0, 4)), True, tmp_path / "none.png")
+    assert Image.open(tmp_path / "none.png").size[0] == 260
+
+
 def test_refit_trains_on_all_of_train_with_the_validated_calibration(
         tiny_model: Path, kaggle_like: Path, tmp_path: Path) -> None:
     from model_training.train import train
