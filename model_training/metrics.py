@@ -44,11 +44,15 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     return scaled / scaled.sum(axis=-1, keepdims=True)
 
 
+def log_loss(y_true: np.ndarray, probs: np.ndarray, floor: float = 1e-12) -> float:
+    """Mean negative log-likelihood of the true classes (probabilities floored at ``floor``)."""
+    return float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], floor, None)).mean())
+
+
 def fit_temperature(probs: np.ndarray, y_true: np.ndarray) -> float:
     """The temperature minimising negative log-likelihood on held-out data (grid search)."""
     grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 141))
-    nll = [-np.log(np.clip(apply_temperature(probs, t)[np.arange(len(y_true)), y_true],
-                           1e-12, None)).mean() for t in grid]
+    nll = [log_loss(y_true, apply_temperature(probs, t)) for t in grid]
     return float(grid[int(np.argmin(nll))])
 
 

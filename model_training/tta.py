@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from model_training.export import SavedModelRunner
-from model_training.metrics import classification_report
+from model_training.metrics import classification_report, log_loss
 from model_training.preprocessing import balance_of
 
 View = Callable[[np.ndarray], np.ndarray]
@@ -43,10 +43,6 @@ SCHEMES: dict[str, list[str]] = {
 }
 
 
-def nll(y: np.ndarray, probs: np.ndarray) -> float:
-    return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)).mean())
-
-
 def cell_accuracy(y: np.ndarray, groups: np.ndarray, probs: np.ndarray) -> float:
     """Share of source cells whose views are mostly classified right."""
     right = probs.argmax(axis=1) == y
@@ -61,7 +57,7 @@ def compare(runner: SavedModelRunner, x: np.ndarray, y: np.ndarray, groups: np.n
     def scores(p: np.ndarray) -> dict[str, float]:
         report = classification_report(y, p)
         return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
-                "nll": nll(y, p), "cell_accuracy": cell_accuracy(y, groups, p)}
+                "nll": log_loss(y, p, floor=1e-7), "cell_accuracy": cell_accuracy(y, groups, p)}
 
     return {"schemes": {name: scores(np.mean([probs[v] for v in views], axis=0))
                         for name, views in SCHEMES.items()},
