@@ -27,6 +27,9 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-jitter", type=float, default=0.0,
                         help="camera noise in training, standard deviation up to this on the "
                              "0-255 scale, e.g. 8 (0: off)")
+    parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                        help="mixup of training images and labels within a batch, share drawn "
+                             "from Beta(ALPHA, ALPHA), e.g. 0.2 (0: off)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
                         batch_size=args.batch_size, seed=args.seed, version=args.version,
                         cache_dir=args.cache, max_train=args.max_train,
                         scale_jitter=args.scale_jitter, stain_jitter=args.stain_jitter,
-                        noise_jitter=args.noise_jitter,
+                        noise_jitter=args.noise_jitter, mixup_alpha=args.mixup,
                         refit=args.refit, max_minutes=args.max_minutes,
                         report_dir=args.report or Path("reports") / args.protocol)
         print(json.dumps({k: summary[k] for k in ("protocol", "arch", "train_seconds",
@@ -130,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
 
         record = crossval.cross_validate(args.data, args.folds, args.arch, args.epochs,
                                          args.batch_size, args.seed, args.scale_jitter,
-                                         args.stain_jitter, args.cache, args.noise_jitter)
+                                         args.stain_jitter, args.cache, args.noise_jitter,
+                                         args.mixup)
         crossval.write(args.out, record, "python -m model_training " + shlex.join(
             argv or sys.argv[1:]))
         print(json.dumps({"views_accuracy": record["views"]["accuracy"],

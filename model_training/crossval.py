@@ -63,7 +63,7 @@ def cell_votes(y: np.ndarray, groups: np.ndarray, probs: np.ndarray
 def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: int = 14,
                    batch_size: int = 32, seed: int = 42, scale_jitter: float = 0.15,
                    stain_jitter: float = 2.0, cache_dir: Path | None = Path(".cache/arrays"),
-                   noise_jitter: float = 0.0) -> dict[str, Any]:
+                   noise_jitter: float = 0.0, mixup_alpha: float = 0.0) -> dict[str, Any]:
     from model_training.train import fit_network
 
     full = load_folder(Path(data_root) / "TRAIN", cache_dir)
@@ -81,7 +81,8 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
                  folds, len(rest), len(held), len(np.unique(full.groups[held])))
         t0 = time.perf_counter()
         model, _ = fit_network(full.subset(rest), None, arch, epochs, batch_size, seed + k,
-                               scale_jitter, stain_jitter, noise_jitter=noise_jitter)
+                               scale_jitter, stain_jitter, noise_jitter=noise_jitter,
+                               mixup_alpha=mixup_alpha)
         held_ds: Dataset = full.subset(held)
         probs[held] = model.predict(held_ds.x.astype(np.float32), batch_size=128, verbose=0)
         report = classification_report(held_ds.y, probs[held])
@@ -112,6 +113,7 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
     return {
         "folds": folds, "arch": arch, "epochs": epochs, "seed": seed,
         "scale_jitter": scale_jitter, "stain_jitter": stain_jitter, "noise_jitter": noise_jitter,
+        "mixup": mixup_alpha,
         "seconds": round(time.perf_counter() - start, 1),
         "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
         "views": classification_report(full.y, probs),
@@ -140,7 +142,7 @@ def write(out: Path, record: dict[str, Any], command: str) -> None:
         "", "Produced by:", "", f"    {command}", "",
         f"Arch `{record['arch']}`, {record['epochs']} epoch(s) per fold, scale jitter "
         f"{record['scale_jitter']:g}, stain jitter {record['stain_jitter']:g}, noise jitter "
-        f"{record.get('noise_jitter', 0):g}, seed "
+        f"{record.get('noise_jitter', 0):g}, mixup {record.get('mixup', 0):g}, seed "
         f"{record['seed']}. Each of TRAIN's source cells falls in one fold with all its views; "
         "each fold is classified by the model trained on the others (fixed epochs, no "
         "validation, as the shipped refit). TEST is not read. Wall time "

@@ -105,9 +105,27 @@ def sensor_noise(images: tf.Tensor, labels: tf.Tensor, sigma_max: float
     return tf.clip_by_value(images + sigma * noise, 0.0, 255.0), labels
 
 
+def mixup(images: tf.Tensor, labels: tf.Tensor, alpha: float
+          ) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mixup (Zhang et al. 2018) on a batch: each image and its label become
+    ``lam * own + (1 - lam) * another's`` from the same batch, ``lam ~ Beta(alpha, alpha)``
+    per image (small ``alpha``: mostly near 0 or 1, i.e. mostly one cell). Trains the network
+    to move smoothly between classes instead of memorising the few source cells."""
+    n = tf.shape(images)[0]
+    a = tf.random.gamma([n], alpha)
+    b = tf.random.gamma([n], alpha)
+    lam = a / tf.maximum(a + b, 1e-12)
+    lam = tf.maximum(lam, 1.0 - lam)  # the image keeps its own label as the larger share
+    other = tf.random.shuffle(tf.range(n))
+    mixed = (lam[:, None, None, None] * images
+             + (1.0 - lam[:, None, None, None]) * tf.gather(images, other))
+    mixed_labels = lam[:, None] * labels + (1.0 - lam[:, None]) * tf.gather(labels, other)
+    return mixed, mixed_labels
+
+
 def make_dataset(ds: Dataset, batch: int, training: bool, seed: int,
                  scale_jitter: float = 0.0, stain_jitter: float = 1.0,
-                 noise_jitter: float = 0.0) -> tf.data.Dataset:
+                 noise_jitter: float = 0.0, mixup_alpha: float = 0.0) -> tf.data.Dataset:
     onehot = tf.one_hot(ds.y, len(CLASSES))
     data = tf.data.Dataset.from_tensor_slices((ds.x, onehot))
     if training:
@@ -119,6 +137,9 @@ def make_dataset(ds: Dataset, batch: int, training: bool, seed: int,
                             num_parallel_calls=tf.data.AUTOTUNE)
         if noise_jitter > 0:
             data = data.map(lambda x, y: sensor_noise(x, y, noise_jitter),
+                            num_parallel_calls=tf.data.AUTOTUNE)
+        if mixup_alpha > 0:
+            data = data.map(lambda x, y: mixup(x, y, mixup_alpha),
                             num_parallel_calls=tf.data.AUTOTUNE)
         return data.prefetch(tf.data.AUTOTUNE)
     else:
@@ -173,7 +194,8 @@ def compile_model(model: keras.Model, arch: str, steps: int, epochs: int,
 def fit_network(train_ds: Dataset, val_ds: Dataset | None, arch: str, epochs: int,
                 batch_size: int, seed: int, scale_jitter: float, stain_jitter: float,
                 callbacks: list[keras.callbacks.Callback] | None = None,
-                noise_jitter: float = 0.0) -> tuple[keras.Model, keras.callbacks.History]:
+                noise_jitter: float = 0.0, mixup_alpha: float = 0.0
+                ) -> tuple[keras.Model, keras.callbacks.History]:
     """Build and fit the network: the recipe of ``compile_model``, the augmentation of
     ``make_dataset``; without ``val_ds``, for the fixed ``epochs``."""
     steps = epochs * math.ceil(len(train_ds.y) / batch_size)
@@ -181,7 +203,7 @@ def fit_network(train_ds: Dataset, val_ds: Dataset | None, arch: str, epochs: in
     callbacks = compile_model(model, arch, steps, epochs, validate=val_ds is not None) + list(
         callbacks or [])
     history = model.fit(make_dataset(train_ds, batch_size, True, seed, scale_jitter,
-                                     stain_jitter, noise_jitter),
+                                     stain_jitter, noise_jitter, mixup_alpha),
                         epochs=epochs,
                         validation_data=None if val_ds is None else make_dataset(val_ds, 128,
                                                                                  False, seed),
@@ -194,7 +216,8 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
           cache_dir: Path | None = Path(".cache/arrays"),
           report_dir: Path | None = None, max_train: int | None = None,
           scale_jitter: float = 0.0, stain_jitter: float = 1.0, noise_jitter: float = 0.0,
-          refit: Path | None = None, max_minutes: float | None = None) -> dict[str, Any]:
+          mixup_alpha: float = 0.0, refit: Path | None = None,
+          max_minutes: float | None = None) -> dict[str, Any]:
     """Run one full training and write the SavedModel, metadata.json and report.
 
     ``refit``: a model already trained and validated by the same recipe. The run then trains
@@ -231,7 +254,8 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     log.info("training %s on %d images, validating on %d", arch, len(train_ds.y), n_val)
     start = time.perf_counter()
     model, history = fit_network(train_ds, None if refit else val_ds, arch, epochs, batch_size,
-                                 seed, scale_jitter, stain_jitter, callbacks, noise_jitter)
+                                 seed, scale_jitter, stain_jitter, callbacks, noise_jitter,
+                                 mixup_alpha)
     train_seconds = time.perf_counter() - start
 
     version_dir = Path(out) / str(version)
@@ -242,6 +266,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
         "protocol": protocol, "arch": arch, "epochs": epochs, "seed": seed,
         "scale_jitter": scale_jitter, "stain_jitter": stain_jitter,
         **({"noise_jitter": noise_jitter} if noise_jitter else {}),
+        **({"mixup": mixup_alpha} if mixup_alpha else {}),
         "data_fingerprint": {name: ds.fingerprint() for name, ds in
                              ({"train": train_ds} | ({} if refit else {"val": val_ds})
                               | tests).items()},

@@ -194,3 +194,36 @@ def test_training_batches_with_noise_keep_shape_and_range(kaggle_like: Path) -> 
     x, y = next(iter(make_dataset(ds, 8, True, 0, scale_jitter=0.1, noise_jitter=8.0)))
     assert x.shape == (8, 150, 150, 3) and y.shape == (8, 4)
     assert np.asarray(x).min() >= 0 and np.asarray(x).max() <= 255
+
+
+def test_mixup_mixes_images_and_labels_alike() -> None:
+    import tensorflow as tf
+
+    from model_training.train import mixup
+
+    tf.random.set_seed(0)
+    n = 64
+    values = np.arange(n, dtype=np.float32) * 3.0
+    images = tf.constant(np.broadcast_to(values[:, None, None, None], (n, 4, 4, 3)).copy())
+    labels = tf.eye(n)  # each image its own label: the mix can be read back from the labels
+    mixed, mixed_labels = mixup(images, labels, 0.2)
+    mixed, mixed_labels = mixed.numpy(), mixed_labels.numpy()
+    assert mixed.shape == (n, 4, 4, 3) and mixed_labels.shape == (n, n)
+    np.testing.assert_allclose(mixed_labels.sum(axis=1), 1.0, atol=1e-6)
+    # an image is the same blend of its sources as its label
+    np.testing.assert_allclose(mixed[:, 0, 0, 0], mixed_labels @ values, rtol=1e-5, atol=1e-3)
+    # each keeps its own label as the larger share, and with a small alpha mostly near all
+    own = mixed_labels[np.arange(n), np.arange(n)]
+    assert (own >= 0.5 - 1e-6).all()
+    assert np.median(own) > 0.8 and own.min() < 0.95  # but some are truly mixed
+    assert (mixed_labels > 1e-6).sum(axis=1).max() <= 2  # at most two sources each
+
+
+def test_training_batches_with_mixup_keep_shape_and_soft_labels(kaggle_like: Path) -> None:
+    from model_training.train import make_dataset
+
+    ds = load_folder(kaggle_like / "TRAIN")
+    x, y = next(iter(make_dataset(ds, 8, True, 0, mixup_alpha=0.4)))
+    assert x.shape == (8, 150, 150, 3) and y.shape == (8, 4)
+    assert np.asarray(x).min() >= 0 and np.asarray(x).max() <= 255
+    np.testing.assert_allclose(np.asarray(y).sum(axis=1), 1.0, atol=1e-6)
