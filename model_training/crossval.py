@@ -28,7 +28,7 @@ import numpy as np
 from model_training import robustness
 from model_training.cellcheck import CellCheck
 from model_training.data import CLASSES, Dataset, load_folder
-from model_training.metrics import classification_report
+from model_training.metrics import cell_votes, classification_report
 from model_training.report import plot_confusion, table
 
 log = logging.getLogger(__name__)
@@ -48,16 +48,6 @@ def grouped_folds(groups: np.ndarray, labels: np.ndarray, folds: int, seed: int)
             fold_of_group[g] = (start + i) % folds
         start = (start + len(class_groups)) % folds
     return np.array([fold_of_group[g] for g in groups])
-
-
-def cell_votes(y: np.ndarray, groups: np.ndarray, probs: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Per source cell: its class and the class most of its views were given."""
-    cells = np.unique(groups)
-    truth = np.array([y[groups == g][0] for g in cells])
-    voted = np.array([np.bincount(probs[groups == g].argmax(axis=1),
-                                  minlength=len(CLASSES)).argmax() for g in cells])
-    return truth, voted
 
 
 def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: int = 14,

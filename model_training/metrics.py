@@ -99,3 +99,13 @@ def review_stats(probs: np.ndarray, y_true: np.ndarray, threshold: float) -> dic
         "unflagged_accuracy": float(correct[kept].mean()) if kept.any() else 0.0,
         "flagged_accuracy": float(correct[~kept].mean()) if (~kept).any() else None,
     }
+
+
+def cell_votes(y: np.ndarray, groups: np.ndarray, probs: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per source cell: its class and the class most of its views were given."""
+    cells = np.unique(groups)
+    truth = np.array([y[groups == g][0] for g in cells])
+    voted = np.array([np.bincount(probs[groups == g].argmax(axis=1),
+                                  minlength=len(CLASSES)).argmax() for g in cells])
+    return truth, voted

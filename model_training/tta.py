@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from model_training.export import SavedModelRunner
-from model_training.metrics import classification_report, log_loss
+from model_training.metrics import cell_votes, classification_report, log_loss
 from model_training.preprocessing import balance_of
 
 View = Callable[[np.ndarray], np.ndarray]
@@ -44,9 +44,10 @@ SCHEMES: dict[str, list[str]] = {
 
 
 def cell_accuracy(y: np.ndarray, groups: np.ndarray, probs: np.ndarray) -> float:
-    """Share of source cells whose views are mostly classified right."""
-    right = probs.argmax(axis=1) == y
-    return float(np.mean([right[groups == g].mean() > 0.5 for g in np.unique(groups)]))
+    """Share of source cells whose views' most common answer is their class (the vote
+    that cross-validation uses)."""
+    truth, voted = cell_votes(y, groups, probs)
+    return float(np.mean(truth == voted))
 
 
 def compare(runner: SavedModelRunner, x: np.ndarray, y: np.ndarray, groups: np.ndarray

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from model_training.crossval import cell_votes, cross_validate, grouped_folds, write
+from model_training.crossval import cross_validate, grouped_folds, write
 from model_training.data import load_folder
+from model_training.metrics import cell_votes
 from model_training.robustness import PERTURBATIONS
 
 

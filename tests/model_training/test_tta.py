@@ -50,3 +50,15 @@ def test_refuses_a_refit_model(tiny_model: Path, kaggle_like: Path, tmp_path: Pa
     (refit / "metadata.json").write_text(json.dumps(meta | {"refit": {"validation": "none"}}))
     with pytest.raises(SystemExit, match="validated run"):
         run(refit, kaggle_like, None, None, "cmd")
+
+
+def test_cell_accuracy_is_the_plurality_vote_of_the_views() -> None:
+    from model_training.tta import cell_accuracy
+
+    eye = np.eye(4)
+    # cell a (class 0): two of five views right, the other three split: right by plurality
+    # cell b (class 1): two views right, three called class 2: wrong
+    y = np.array([0] * 5 + [1] * 5)
+    groups = np.array(["a"] * 5 + ["b"] * 5)
+    probs = eye[[0, 0, 1, 2, 3, 1, 1, 2, 2, 2]]
+    assert cell_accuracy(y, groups, probs) == 0.5
