@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     cv.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
     cv.add_argument("--folds", type=int, default=4)
     add_recipe(cv)
+    cv.add_argument("--members", type=int, default=1,
+                    help="networks per fold, classifying by their mean probabilities; the "
+                         "first alone is scored too (default 1)")
     cv.add_argument("--out", type=Path, default=Path("reports/crossval"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         record = crossval.cross_validate(args.data, args.folds, args.arch, args.epochs,
                                          args.batch_size, args.seed, args.scale_jitter,
                                          args.stain_jitter, args.cache, args.noise_jitter,
-                                         args.mixup)
+                                         args.mixup, args.members)
         crossval.write(args.out, record, "python -m model_training " + shlex.join(
             argv or sys.argv[1:]))
         print(json.dumps({"views_accuracy": record["views"]["accuracy"],

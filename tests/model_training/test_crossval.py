@@ -58,3 +58,20 @@ def test_cross_validation_classifies_every_image_once(kaggle_like: Path, tmp_pat
     assert "python -m model_training cv --folds 2" in text and "\n| 2 | " in text
     assert "| noise sigma 8 |" in text and "**mean shifted**" in text
     assert (tmp_path / "confusion_cells.png").stat().st_size > 1000
+
+
+def test_ensemble_is_compared_with_its_first_member(kaggle_like: Path, tmp_path: Path) -> None:
+    args = dict(folds=2, arch="tiny", epochs=1, batch_size=8, scale_jitter=0.0,
+                stain_jitter=1.0, cache_dir=None)
+    single = cross_validate(kaggle_like, **args)
+    pair = cross_validate(kaggle_like, members=2, **args)
+    assert "first_member" not in single
+    first = pair["first_member"]
+    assert first["views"]["n"] == pair["views"]["n"] == single["views"]["n"]
+    # the first member is the network a single-model run trains: same seed, same answers
+    assert first["views"]["confusion_matrix"] == single["views"]["confusion_matrix"]
+    assert list(first["perturbed"]) == list(PERTURBATIONS)
+    write(tmp_path, pair, "python -m model_training cv --members 2")
+    text = (tmp_path / "report.md").read_text()
+    assert "## Ensemble against one network" in text
+    assert "| first member alone |" in text and "| mean of 2 networks |" in text
