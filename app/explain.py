@@ -1,7 +1,7 @@
 """Grad-CAM: where the network looked for its predicted class.
 
-The Keras model is rebuilt from its architecture name and given the SavedModel's own
-variables (same order, checked by shape), so no extra artefact is needed.
+The Keras model is rebuilt from the arch in the model's metadata and given the
+SavedModel's own variables (same order, checked by shape), so no extra artefact is needed.
 """
 
 from __future__ import annotations
@@ -26,22 +26,14 @@ def _colormap(heat: np.ndarray) -> np.ndarray:
 
 
 class GradCam:
-    def __init__(self, version_dir: Path, arch: str) -> None:
+    def __init__(self, version_dir: Path) -> None:
+        import keras
         import tensorflow as tf
 
-        from model_training.network import make_model
+        from model_training.export import load_keras
 
-        model = make_model(arch)
-        loaded = tf.saved_model.load(str(version_dir))
-        if len(model.variables) != len(loaded.variables):
-            raise RuntimeError("SavedModel variables do not match the architecture")
-        for target, source in zip(model.variables, loaded.variables, strict=True):
-            if tuple(target.shape) != tuple(source.shape):
-                raise RuntimeError(f"variable shape mismatch at {target.path}")
-            target.assign(source)
+        model = load_keras(version_dir)  # the arch comes from the model's metadata.json
         conv = [layer for layer in model.layers if len(layer.output.shape) == 4][-1]
-        import keras
-
         self._tf = tf
         self.model = keras.Model(model.inputs, [conv.output, model.output])
         self._lock = threading.Lock()

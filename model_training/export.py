@@ -33,6 +33,24 @@ def export_savedmodel(model: keras.Model, version_dir: Path, metadata: dict[str,
     (version_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
 
 
+def load_keras(version_dir: Path) -> keras.Model:
+    """The Keras model of an exported SavedModel, rebuilt from the arch in its
+    ``metadata.json`` and given the SavedModel's own variables (same order, checked by
+    shape): no extra artefact is needed."""
+    from model_training.network import make_model
+
+    metadata = json.loads((Path(version_dir) / "metadata.json").read_text())
+    model = make_model(metadata.get("arch", "wbc"))
+    loaded = tf.saved_model.load(str(version_dir))
+    if len(model.variables) != len(loaded.variables):
+        raise RuntimeError(f"{version_dir}: SavedModel variables do not match the architecture")
+    for target, source in zip(model.variables, loaded.variables, strict=True):
+        if tuple(target.shape) != tuple(source.shape):
+            raise RuntimeError(f"{version_dir}: variable shape mismatch at {target.path}")
+        target.assign(source)
+    return model
+
+
 class SavedModelRunner:
     """Calls a SavedModel's ``serving_default`` on uint8 or float batches."""
 

@@ -19,9 +19,8 @@ def _explain(request: Request, classifier: Classifier, data: bytes) -> tuple[byt
     prepared = classifier.prepare(data)
     cam = getattr(request.app.state, "gradcam", None)
     if cam is None or cam[0] is not classifier:
-        meta = classifier.predictor.metadata
         assert classifier.predictor.version_dir is not None
-        cam = (classifier, GradCam(classifier.predictor.version_dir, meta.get("arch", "wbc")))
+        cam = (classifier, GradCam(classifier.predictor.version_dir))
         request.app.state.gradcam = cam
     png, info = cam[1].overlay_png(prepared.array)
     return png, classifier.predictor.classes[info["class_index"]]

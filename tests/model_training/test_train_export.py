@@ -227,3 +227,14 @@ def test_training_batches_with_mixup_keep_shape_and_soft_labels(kaggle_like: Pat
     assert x.shape == (8, 150, 150, 3) and y.shape == (8, 4)
     assert np.asarray(x).min() >= 0 and np.asarray(x).max() <= 255
     np.testing.assert_allclose(np.asarray(y).sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_keras_model_rebuilt_from_the_savedmodel_answers_the_same(tiny_model: Path,
+                                                                  kaggle_like: Path) -> None:
+    """Grad-CAM's model: the arch from metadata.json, the SavedModel's own variables."""
+    from model_training.export import load_keras
+
+    x = load_folder(kaggle_like / "TEST", cache_dir=None, workers=1).x.astype(np.float32)
+    rebuilt = load_keras(tiny_model / "1")
+    np.testing.assert_allclose(rebuilt.predict(x, verbose=0),
+                               SavedModelRunner(tiny_model / "1")(x), atol=1e-5)
