@@ -198,6 +198,10 @@ def fit_network(train_ds: Dataset, val_ds: Dataset | None, arch: str, epochs: in
                 ) -> tuple[keras.Model, keras.callbacks.History]:
     """Build and fit the network: the recipe of ``compile_model``, the augmentation of
     ``make_dataset``; without ``val_ds``, for the fixed ``epochs``."""
+    # the same command and seed train the same network: without this, multi-threaded CPU
+    # kernels and the parallel augmentation made two runs differ (TEST_SIMPLE 0.901 vs 0.930,
+    # reports/official-v5-validated-rerun); a one-off probe found no slowdown
+    tf.config.experimental.enable_op_determinism()
     steps = epochs * math.ceil(len(train_ds.y) / batch_size)
     model = make_model(arch)
     callbacks = compile_model(model, arch, steps, epochs, validate=val_ds is not None) + list(
