@@ -26,7 +26,6 @@ import keras
 import numpy as np
 
 from model_training import robustness
-from model_training.cellcheck import CellCheck
 from model_training.data import CLASSES, Dataset, load_folder
 from model_training.metrics import cell_votes, classification_report
 from model_training.report import plot_confusion, table
@@ -85,37 +84,39 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
                                    noise_jitter=noise_jitter, mixup_alpha=mixup_alpha)
             models.append(model)
         held_ds: Dataset = full.subset(held)
+
+        def answers(x: np.ndarray, models: list[keras.Model] = models) -> dict[str, np.ndarray]:
+            """Each variant's probabilities, every network run once."""
+            outs = [m.predict(x.astype(np.float32), batch_size=128, verbose=0) for m in models]
+            return {"recipe": np.mean(outs, axis=0)} | (
+                {"first_member": outs[0]} if len(outs) > 1 else {})
+
+        for v, p in answers(held_ds.x).items():
+            probs[v][held] = p
         # the held-out cells' source images as other labs' might look (every view of one
         # in PERTURBED_SHARE: the views of a cell are near copies)
         sample = held_ds.subset(np.arange(0, len(held), PERTURBED_SHARE))
-        for v in variants:
-            used = models if v == "recipe" else models[:1]
-
-            def predict(b: np.ndarray, used: list[keras.Model] = used) -> np.ndarray:
-                return np.mean([m.predict(b.astype(np.float32), batch_size=128, verbose=0)
-                                for m in used], axis=0)
-
-            probs[v][held] = predict(held_ds.x)
-            perturbed = robustness.evaluate_with(predict, sample, balance=True,
-                                                 check=CellCheck(None))
-            for name, r in perturbed.items():
-                shifted[v][name].extend([r["accuracy"]] * len(sample.y))
-            if v != "recipe":
-                continue
-            report = classification_report(held_ds.y, probs[v][held])
-            fold_shifted = robustness.summarise(perturbed)
-            truth, voted = cell_votes(held_ds.y, held_ds.groups, probs[v][held])
-            per_fold.append({"fold": k, "images": int(len(held)), "cells": int(len(truth)),
-                             "accuracy": report["accuracy"],
-                             "cell_accuracy": float((truth == voted).mean()),
-                             "cells_right": int((truth == voted).sum()),
-                             "mean_shifted": fold_shifted["mean_shifted"],
-                             "worst_shifted": fold_shifted["worst_shifted"],
-                             "seconds": round(time.perf_counter() - t0, 1)})
-            log.info("fold %d: accuracy %.4f, cells right %d/%d, perturbed: mean %.4f, worst "
-                     "%.4f, %s", k + 1, report["accuracy"], int((truth == voted).sum()),
-                     len(truth), fold_shifted["mean_shifted"], fold_shifted["worst_shifted"],
-                     json.dumps({n: round(r["accuracy"], 4) for n, r in perturbed.items()}))
+        perturbed: dict[str, dict[str, float]] = {}
+        for name, crops in robustness.perturbed_crops(sample, balance=True):
+            for v, p in answers(np.stack([c.array for c in crops])).items():
+                accuracy = classification_report(sample.y, p)["accuracy"]
+                shifted[v][name].extend([accuracy] * len(sample.y))
+                if v == "recipe":
+                    perturbed[name] = {"accuracy": accuracy}
+        report = classification_report(held_ds.y, probs["recipe"][held])
+        fold_shifted = robustness.summarise(perturbed)
+        truth, voted = cell_votes(held_ds.y, held_ds.groups, probs["recipe"][held])
+        per_fold.append({"fold": k, "images": int(len(held)), "cells": int(len(truth)),
+                         "accuracy": report["accuracy"],
+                         "cell_accuracy": float((truth == voted).mean()),
+                         "cells_right": int((truth == voted).sum()),
+                         "mean_shifted": fold_shifted["mean_shifted"],
+                         "worst_shifted": fold_shifted["worst_shifted"],
+                         "seconds": round(time.perf_counter() - t0, 1)})
+        log.info("fold %d: accuracy %.4f, cells right %d/%d, perturbed: mean %.4f, worst %.4f"
+                 ", %s", k + 1, report["accuracy"], int((truth == voted).sum()), len(truth),
+                 fold_shifted["mean_shifted"], fold_shifted["worst_shifted"],
+                 json.dumps({n: round(r["accuracy"], 4) for n, r in perturbed.items()}))
         if members > 1:
             first = classification_report(held_ds.y, probs["first_member"][held])
             log.info("fold %d, first member alone: accuracy %.4f", k + 1, first["accuracy"])

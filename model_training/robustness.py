@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -138,14 +138,20 @@ def evaluate(runner: SavedModelRunner, ds: Dataset) -> dict[str, dict[str, float
                          CellCheck(runner.metadata.get("cell_check")))
 
 
+def perturbed_crops(ds: Dataset, balance: bool) -> Iterator[tuple[str, list[Prepared]]]:
+    """Each perturbation's name and the prepared crops of ``ds``'s source images under it
+    (decoded once, perturbed and preprocessed as in serving)."""
+    images = sources(ds)
+    for name in PERTURBATIONS:
+        yield name, prepared(images, name, balance)
+
+
 def evaluate_with(predict: Callable[[np.ndarray], np.ndarray], ds: Dataset, balance: bool,
                   check: CellCheck) -> dict[str, dict[str, float]]:
     """``evaluate`` for any function from crops [N,150,150,3] to probabilities (a model
     not exported yet: a cross-validation fold's)."""
-    images = sources(ds)
     out = {}
-    for name in PERTURBATIONS:
-        crops = prepared(images, name, balance)
+    for name, crops in perturbed_crops(ds, balance):
         report = classification_report(ds.y, predict(np.stack([p.array for p in crops])))
         out[name] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
                      "not_a_cell": float(np.mean([not check.is_cell(p.array, p.box.localised)
