@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def add_recipe(parser: argparse.ArgumentParser) -> None:
     """The training recipe's options, shared by ``train`` and ``cv``."""
-    parser.add_argument("--arch", choices=("wbc", "paper", "tiny"), default="wbc")
+    parser.add_argument("--arch", choices=("wbc", "wbc-fine", "paper", "tiny"), default="wbc")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=42)

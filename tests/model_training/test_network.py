@@ -1,0 +1,33 @@
+"""Network builders: contract shared by every arch, and what ``wbc-fine`` changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model_training.network import ARCHS, make_model
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_arch_maps_images_to_four_probabilities(arch: str) -> None:
+    model = make_model(arch)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 150, 150, 3)).astype("float32")
+    probs = np.asarray(model(images, training=False))
+    assert probs.shape == (2, 4)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def _stem_side(model) -> int:
+    """Side of the first convolution's output."""
+    conv = next(layer for layer in model.layers if type(layer).__name__ == "Conv2D")
+    return conv.output.shape[1]
+
+
+def test_fine_stem_sees_the_full_input_and_blocks_keep_their_resolution() -> None:
+    coarse, fine = make_model("wbc"), make_model("wbc-fine")
+    assert _stem_side(coarse) == 38 and _stem_side(fine) == 75
+    # Same weights' shapes, and every separable conv runs at the same size in both.
+    assert [w.shape for w in coarse.weights] == [w.shape for w in fine.weights]
+    sides = [[layer.output.shape[1] for layer in m.layers
+              if type(layer).__name__ == "SeparableConv2D"] for m in (coarse, fine)]
+    assert sides[0] == sides[1] == [38, 38, 19, 19, 10, 10, 5, 5]
