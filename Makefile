@@ -26,10 +26,12 @@ lint: $(STAMP)
 test: lint
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q
 
-# The shipped recipe (20 epochs since model v6, reports/crossval-epochs20): a validated run,
-# then the same recipe refit on all of TRAIN with its calibration (reports/official).
+# The shipped recipe (model v5): a validated run (reports/official-v5-validated), then the
+# same recipe refit on all of TRAIN with its calibration (reports/official). Measured: 15.4
+# min, then 16.8 min. 20 epochs cross-validate better (reports/crossval-epochs20) but their
+# refit failed a shipped-model test (reports/official-v6-refit), so 14 stay.
 RECIPE := --protocol official --data ../shared/data/kaggle-blood-cells \
-	--epochs 20 --scale-jitter 0.15 --stain-jitter 2
+	--epochs 14 --scale-jitter 0.15 --stain-jitter 2
 train: $(STAMP)
 	$(BIN)/python -m model_training train $(RECIPE) --out .cache/validated/wbc-classifier \
 		--report .cache/validated/report
