@@ -8,8 +8,8 @@ trained ``folds`` times, each time on the other folds for the fixed number of ep
 the refit that ships), and every cell is classified by the one model that never saw it.
 TEST is not read.
 
-    python -m model_training cv --folds 4 --epochs 20 --scale-jitter 0.15 \
-        --stain-jitter 2 --out reports/crossval-epochs20
+    python -m model_training cv --folds 4 --epochs 14 --scale-jitter 0.15 \
+        --stain-jitter 2 --out reports/crossval
 """
 
 from __future__ import annotations

@@ -31,3 +31,15 @@ def test_fine_stem_sees_the_full_input_and_blocks_keep_their_resolution() -> Non
     sides = [[layer.output.shape[1] for layer in m.layers
               if type(layer).__name__ == "SeparableConv2D"] for m in (coarse, fine)]
     assert sides[0] == sides[1] == [38, 38, 19, 19, 10, 10, 5, 5]
+
+
+def test_command_line_offers_every_arch() -> None:
+    """The CLI lists the archs by name (it defers importing Keras); keep it in step."""
+    import argparse
+
+    from model_training.__main__ import add_recipe
+
+    parser = argparse.ArgumentParser()
+    add_recipe(parser)
+    arch = next(a for a in parser._actions if a.dest == "arch")
+    assert tuple(arch.choices) == ARCHS
