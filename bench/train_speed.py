@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/training-speed.md"))
     args = parser.parse_args()
     rows = []
-    for arch, size in (("paper", 150), ("paper", 128), ("wbc", 150)):
+    for arch, size in (("paper", 150), ("paper", 128), ("wbc", 150), ("wbc-fine", 150)):
         rows.append(speed(arch, size, args.steps))
         print(json.dumps(rows[-1]), flush=True)
     lines = ["# Training speed on 2 CPU cores", "",
