@@ -30,6 +30,9 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
                         help="mixup of training images and labels within a batch, share drawn "
                              "from Beta(ALPHA, ALPHA), e.g. 0.2 (0: off)")
+    parser.add_argument("--gamma-jitter", type=float, default=0.0,
+                        help="another camera's gamma in training, drawn in [1/(1+G), 1+G] "
+                             "with the slide background kept, e.g. 0.5 (0: off)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
                         cache_dir=args.cache, max_train=args.max_train,
                         scale_jitter=args.scale_jitter, stain_jitter=args.stain_jitter,
                         noise_jitter=args.noise_jitter, mixup_alpha=args.mixup,
-                        refit=args.refit, max_minutes=args.max_minutes,
+                        gamma_jitter=args.gamma_jitter, refit=args.refit,
+                        max_minutes=args.max_minutes,
                         report_dir=args.report or Path("reports") / args.protocol)
         print(json.dumps({k: summary[k] for k in ("protocol", "arch", "train_seconds",
                                                     "model_dir")} |
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         record = crossval.cross_validate(args.data, args.folds, args.arch, args.epochs,
                                          args.batch_size, args.seed, args.scale_jitter,
                                          args.stain_jitter, args.cache, args.noise_jitter,
-                                         args.mixup, args.members)
+                                         args.mixup, args.members, args.gamma_jitter)
         crossval.write(args.out, record, "python -m model_training " + shlex.join(
             argv or sys.argv[1:]))
         print(json.dumps({"views_accuracy": record["views"]["accuracy"],

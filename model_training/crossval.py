@@ -53,7 +53,7 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
                    batch_size: int = 32, seed: int = 42, scale_jitter: float = 0.15,
                    stain_jitter: float = 2.0, cache_dir: Path | None = Path(".cache/arrays"),
                    noise_jitter: float = 0.0, mixup_alpha: float = 0.0,
-                   members: int = 1) -> dict[str, Any]:
+                   members: int = 1, gamma_jitter: float = 0.0) -> dict[str, Any]:
     """``members`` > 1: each fold trains that many networks (seeds ``seed + fold + 1000 *
     member``; the first is the single network of ``members=1``) and classifies by their
     mean probabilities; the first member alone is scored too (``first_member``), on the same
@@ -81,7 +81,8 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
             keras.utils.set_random_seed(seed + k + 1000 * j)
             model, _ = fit_network(full.subset(rest), None, arch, epochs, batch_size,
                                    seed + k + 1000 * j, scale_jitter, stain_jitter,
-                                   noise_jitter=noise_jitter, mixup_alpha=mixup_alpha)
+                                   noise_jitter=noise_jitter, mixup_alpha=mixup_alpha,
+                                   gamma_jitter=gamma_jitter)
             models.append(model)
         held_ds: Dataset = full.subset(held)
 
@@ -137,7 +138,7 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
     record = {
         "folds": folds, "arch": arch, "epochs": epochs, "seed": seed,
         "scale_jitter": scale_jitter, "stain_jitter": stain_jitter, "noise_jitter": noise_jitter,
-        "mixup": mixup_alpha, "members": members,
+        "mixup": mixup_alpha, "gamma_jitter": gamma_jitter, "members": members,
         "seconds": round(time.perf_counter() - start, 1),
         "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
         **summary("recipe"), "per_fold": per_fold,
@@ -163,7 +164,8 @@ def write(out: Path, record: dict[str, Any], command: str) -> None:
         "", "Produced by:", "", f"    {command}", "",
         f"Arch `{record['arch']}`, {record['epochs']} epoch(s) per fold, scale jitter "
         f"{record['scale_jitter']:g}, stain jitter {record['stain_jitter']:g}, noise jitter "
-        f"{record.get('noise_jitter', 0):g}, mixup {record.get('mixup', 0):g}, seed "
+        f"{record.get('noise_jitter', 0):g}, mixup {record.get('mixup', 0):g}, gamma jitter "
+        f"{record.get('gamma_jitter', 0):g}, seed "
         f"{record['seed']}. Each of TRAIN's source cells falls in one fold with all its views; "
         "each fold is classified by the model trained on the others (fixed epochs, no "
         "validation, as the shipped refit). TEST is not read. Wall time "

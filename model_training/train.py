@@ -22,7 +22,7 @@ from model_training import cellcheck, metrics
 from model_training.data import CLASSES, Dataset, concat, grouped_split, load_folder, random_split
 from model_training.export import SavedModelRunner, export_savedmodel
 from model_training.network import make_model
-from model_training.preprocessing import IMAGE_SIZE, RESIZE_METHOD, balance_of
+from model_training.preprocessing import BACKGROUND_LEVEL, IMAGE_SIZE, RESIZE_METHOD, balance_of
 from model_training.report import write_report
 
 log = logging.getLogger(__name__)
@@ -58,21 +58,37 @@ def paper_splits(root: Path, cache: Path | None, seed: int, balance: bool = True
     return train, pooled.subset(va), {"random_test": pooled.subset(te)}
 
 
-def augment(image: tf.Tensor, label: tf.Tensor, stain: float = 1.0
+def augment(image: tf.Tensor, label: tf.Tensor, stain: float = 1.0, gamma: float = 0.0
             ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Orientation (a cell has none) and stain/illumination jitter (other labs, other
-    stains); ``stain`` scales the jitter ranges (1: hue 0.04, saturation 0.75-1.3,
-    brightness 0.08, contrast 0.8-1.2)."""
+    """Orientation (a cell has none), a camera's tone curve and stain/illumination jitter
+    (other labs, other stains); ``stain`` scales the jitter ranges (1: hue 0.04, saturation
+    0.75-1.3, brightness 0.08, contrast 0.8-1.2).
+
+    ``gamma``: another camera's gamma (``camera_gamma``), drawn log-uniformly in
+    [1/(1+gamma), 1+gamma]."""
     image = tf.image.random_flip_left_right(image)
     image = tf.image.random_flip_up_down(image)
     image = tf.image.rot90(image, tf.random.uniform([], 0, 4, dtype=tf.int32))
-    image = tf.cast(image, tf.float32) / 255.0
+    image = tf.cast(image, tf.float32)
+    if gamma > 0:
+        image = camera_gamma(image, tf.exp(tf.random.uniform([], -math.log1p(gamma),
+                                                             math.log1p(gamma))))
+    image = image / 255.0
     if stain > 0:
         image = tf.image.random_hue(image, min(0.5, 0.04 * stain))
         image = tf.image.random_saturation(image, max(0.0, 1 - 0.25 * stain), 1 + 0.3 * stain)
         image = tf.image.random_brightness(image, 0.08 * stain)
         image = tf.image.random_contrast(image, max(0.0, 1 - 0.2 * stain), 1 + 0.2 * stain)
     return tf.clip_by_value(image, 0.0, 1.0) * 255.0, label
+
+
+def camera_gamma(image: tf.Tensor, g: tf.Tensor | float) -> tf.Tensor:
+    """A white-balanced crop (float, 0..255) as it would be had the camera applied gamma
+    ``g`` to the whole field: whatever the field's own background level ``b``, gamma then
+    balance map ``x`` to ``L * ((x b / L) / 255) ** g / (b / 255) ** g = L * (x / L) ** g``
+    with ``L = BACKGROUND_LEVEL``. The background stays; the cell's tones darken (g > 1) or
+    lighten (g < 1)."""
+    return tf.minimum(BACKGROUND_LEVEL * tf.pow(image / BACKGROUND_LEVEL, g), 255.0)
 
 
 def scale_shift(images: tf.Tensor, labels: tf.Tensor, jitter: float
@@ -125,12 +141,13 @@ def mixup(images: tf.Tensor, labels: tf.Tensor, alpha: float
 
 def make_dataset(ds: Dataset, batch: int, training: bool, seed: int,
                  scale_jitter: float = 0.0, stain_jitter: float = 1.0,
-                 noise_jitter: float = 0.0, mixup_alpha: float = 0.0) -> tf.data.Dataset:
+                 noise_jitter: float = 0.0, mixup_alpha: float = 0.0,
+                 gamma_jitter: float = 0.0) -> tf.data.Dataset:
     onehot = tf.one_hot(ds.y, len(CLASSES))
     data = tf.data.Dataset.from_tensor_slices((ds.x, onehot))
     if training:
         data = data.shuffle(len(ds.y), seed=seed, reshuffle_each_iteration=True)
-        data = data.map(lambda x, y: augment(x, y, stain_jitter),
+        data = data.map(lambda x, y: augment(x, y, stain_jitter, gamma_jitter),
                         num_parallel_calls=tf.data.AUTOTUNE).batch(batch)
         if scale_jitter > 0:
             data = data.map(lambda x, y: scale_shift(x, y, scale_jitter),
@@ -194,7 +211,7 @@ def compile_model(model: keras.Model, arch: str, steps: int, epochs: int,
 def fit_network(train_ds: Dataset, val_ds: Dataset | None, arch: str, epochs: int,
                 batch_size: int, seed: int, scale_jitter: float, stain_jitter: float,
                 callbacks: list[keras.callbacks.Callback] | None = None,
-                noise_jitter: float = 0.0, mixup_alpha: float = 0.0
+                noise_jitter: float = 0.0, mixup_alpha: float = 0.0, gamma_jitter: float = 0.0
                 ) -> tuple[keras.Model, keras.callbacks.History]:
     """Build and fit the network: the recipe of ``compile_model``, the augmentation of
     ``make_dataset``; without ``val_ds``, for the fixed ``epochs``."""
@@ -207,7 +224,7 @@ def fit_network(train_ds: Dataset, val_ds: Dataset | None, arch: str, epochs: in
     callbacks = compile_model(model, arch, steps, epochs, validate=val_ds is not None) + list(
         callbacks or [])
     history = model.fit(make_dataset(train_ds, batch_size, True, seed, scale_jitter,
-                                     stain_jitter, noise_jitter, mixup_alpha),
+                                     stain_jitter, noise_jitter, mixup_alpha, gamma_jitter),
                         epochs=epochs,
                         validation_data=None if val_ds is None else make_dataset(val_ds, 128,
                                                                                  False, seed),
@@ -220,7 +237,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
           cache_dir: Path | None = Path(".cache/arrays"),
           report_dir: Path | None = None, max_train: int | None = None,
           scale_jitter: float = 0.0, stain_jitter: float = 1.0, noise_jitter: float = 0.0,
-          mixup_alpha: float = 0.0, refit: Path | None = None,
+          mixup_alpha: float = 0.0, gamma_jitter: float = 0.0, refit: Path | None = None,
           max_minutes: float | None = None) -> dict[str, Any]:
     """Run one full training and write the SavedModel, metadata.json and report.
 
@@ -259,7 +276,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     start = time.perf_counter()
     model, history = fit_network(train_ds, None if refit else val_ds, arch, epochs, batch_size,
                                  seed, scale_jitter, stain_jitter, callbacks, noise_jitter,
-                                 mixup_alpha)
+                                 mixup_alpha, gamma_jitter)
     train_seconds = time.perf_counter() - start
 
     version_dir = Path(out) / str(version)
@@ -271,6 +288,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
         "scale_jitter": scale_jitter, "stain_jitter": stain_jitter,
         **({"noise_jitter": noise_jitter} if noise_jitter else {}),
         **({"mixup": mixup_alpha} if mixup_alpha else {}),
+        **({"gamma_jitter": gamma_jitter} if gamma_jitter else {}),
         "data_fingerprint": {name: ds.fingerprint() for name, ds in
                              ({"train": train_ds} | ({} if refit else {"val": val_ds})
                               | tests).items()},
@@ -349,13 +367,13 @@ def postfit(version_dir: Path, train_ds: Dataset, val_ds: Dataset, tests: dict[s
 
 
 def stain_variants(x: np.ndarray, stain: float, copies: int = 2, seed: int = 0,
-                   sample: int = 3000) -> np.ndarray:
-    """A sample of training crops, each also as ``copies`` stain-jittered versions: the
-    colours the network was trained to classify."""
+                   sample: int = 3000, gamma: float = 0.0) -> np.ndarray:
+    """A sample of training crops, each also as ``copies`` stain- (and gamma-) jittered
+    versions: the colours the network was trained to classify."""
     picked = x[:: max(1, len(x) // sample)]
     tf.random.set_seed(seed)  # before map: its random ops take their seeds when traced
     data = tf.data.Dataset.from_tensor_slices(picked).repeat(copies)
-    data = data.map(lambda im: augment(im, 0, stain)[0]).batch(256)
+    data = data.map(lambda im: augment(im, 0, stain, gamma)[0]).batch(256)
     jittered = np.concatenate([np.round(b.numpy()).astype(np.uint8) for b in data])
     return np.concatenate([picked, jittered])
 
@@ -366,7 +384,9 @@ def add_cell_check(metadata: dict[str, Any], train_ds: Dataset,
     that a cell the network was trained to classify under another stain is not turned away;
     record false rejections on tests."""
     stain = float(metadata.get("stain_jitter", 1.0))
-    params = cellcheck.fit(stain_variants(train_ds.x, stain), originals=train_ds.x)
+    gamma = float(metadata.get("gamma_jitter", 0.0))
+    params = cellcheck.fit(stain_variants(train_ds.x, stain, gamma=gamma),
+                           originals=train_ds.x)
     check = cellcheck.CellCheck(params)
     # every Kaggle/BCCD field is localised (reports/localisation), so the gamut decides here
     params["false_rejection"] = {

@@ -40,7 +40,8 @@ def test_cell_votes_take_the_majority_of_views() -> None:
 def test_cross_validation_classifies_every_image_once(kaggle_like: Path, tmp_path: Path
                                                       ) -> None:
     record = cross_validate(kaggle_like, folds=2, arch="tiny", epochs=1, batch_size=8,
-                            scale_jitter=0.1, stain_jitter=1.0, cache_dir=None)
+                            scale_jitter=0.1, stain_jitter=1.0, cache_dir=None,
+                            gamma_jitter=0.3)
     full = load_folder(kaggle_like / "TRAIN")
     assert record["views"]["n"] == len(full.y)  # every TRAIN image, once
     assert record["cells"]["n"] == len(np.unique(full.groups))
@@ -57,6 +58,7 @@ def test_cross_validation_classifies_every_image_once(kaggle_like: Path, tmp_pat
     text = (tmp_path / "report.md").read_text()
     assert "python -m model_training cv --folds 2" in text and "\n| 2 | " in text
     assert "| noise sigma 8 |" in text and "**mean shifted**" in text
+    assert "gamma jitter 0.3," in text
     assert (tmp_path / "confusion_cells.png").stat().st_size > 1000
 
 

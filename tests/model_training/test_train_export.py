@@ -257,3 +257,39 @@ def test_training_is_reproducible(kaggle_like: Path) -> None:
         answers.append(model.predict(probe, verbose=0))
         keras.backend.clear_session()
     assert np.array_equal(answers[0], answers[1]), np.abs(answers[0] - answers[1]).max()
+
+
+def test_camera_gamma_on_a_crop_is_gamma_on_the_field_before_white_balance() -> None:
+    """Training's gamma jitter stands for another camera's gamma (robustness's "gamma 1.4"),
+    which acts on the whole field before the white balance."""
+    from model_training.preprocessing import white_balance
+    from model_training.robustness import PERTURBATIONS
+    from model_training.train import camera_gamma
+    from tests.synthetic import field
+
+    image = field((320, 240), cells=[(160, 120, 30)]).convert("RGB")
+    for g in (0.7, 1.4):
+        on_field = np.asarray(white_balance(PERTURBATIONS[f"gamma {g}"](image)), dtype=float)
+        balanced = np.asarray(white_balance(image), dtype=np.float32)
+        on_crop = camera_gamma(balanced, g).numpy()
+        assert np.abs(on_field - balanced).max() > 20  # the camera changed the cell
+        np.testing.assert_allclose(on_crop, on_field, atol=4)
+
+
+def test_gamma_jitter_keeps_the_background_and_varies_the_cell(kaggle_like: Path) -> None:
+    import tensorflow as tf
+
+    from model_training.preprocessing import BACKGROUND_LEVEL
+    from model_training.train import augment
+
+    tf.random.set_seed(0)
+    tones = np.array([BACKGROUND_LEVEL, 110.0, 0.0], np.float32)  # background, cell, black
+    image = tf.constant(np.broadcast_to(tones[None, :, None], (3, 3, 3)))
+    out = np.stack([augment(image, 0, stain=0, gamma=0.5)[0].numpy() for _ in range(40)])
+    assert out.min() == 0.0  # black outside a turned view stays black
+    np.testing.assert_allclose(out.max(axis=(1, 2, 3)), BACKGROUND_LEVEL, rtol=1e-5)
+    cell = out[(out > 1) & (out < 200)]
+    low, high = 110 * (110 / BACKGROUND_LEVEL) ** 0.5, 110 * (BACKGROUND_LEVEL / 110) ** (1 / 3)
+    assert low - 0.01 <= cell.min() < 100 and 120 < cell.max() <= high + 0.01  # both ways
+    plain = np.stack([augment(image, 0, stain=0)[0].numpy() for _ in range(8)])
+    np.testing.assert_allclose(np.unique(plain), [0.0, 110.0, BACKGROUND_LEVEL], rtol=1e-5)
