@@ -13,7 +13,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 from app.config import Settings
 from bench.load import run_load, run_wrk
 from bench.server import PROJECT, Server
+from model_training import machine
 
 DATA = Path(os.environ.get("WBC_DATA_DIR", PROJECT.parent / "shared/data/kaggle-blood-cells"))
 
@@ -125,7 +125,7 @@ def main() -> None:
     onnx_b1 = raw.get("onnxruntime", {}).get("batch1")
     record = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": f"{os.cpu_count()} cores {platform.machine()}", "workers": args.workers,
+        "machine": machine.describe(), "workers": args.workers,
         "model": str(version_dir), "arch": json.loads((version_dir / "metadata.json")
                                                       .read_text()).get("arch"),
         "work_threads": args.work_threads or Settings().work_threads,

@@ -1,6 +1,6 @@
 """Training throughput (images/s) of each architecture, synthetic batches, this machine.
 
-    python -m bench.train_speed [--steps 12]
+    python -m bench.train_speed [--steps 12] [--repeats 3]
 
 Separates the network's cost from the input pipeline: batches are in memory.
 """
@@ -12,11 +12,15 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
+
+from model_training import machine
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def speed(arch: str, size: int, steps: int, batch: int = 32) -> dict[str, float]:
+def speed(arch: str, size: int, steps: int, batch: int = 32, repeats: int = 1
+          ) -> dict[str, Any]:
     import keras
     import numpy as np
 
@@ -28,34 +32,69 @@ def speed(arch: str, size: int, steps: int, batch: int = 32) -> dict[str, float]
     x = rng.uniform(0, 255, (batch * steps, size, size, 3)).astype("float32")
     y = keras.utils.to_categorical(rng.integers(0, 4, batch * steps), 4)
     model.fit(x[: batch * 2], y[: batch * 2], batch_size=batch, epochs=1, verbose=0)
-    start = time.perf_counter()
-    model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
-    train = len(x) / (time.perf_counter() - start)
-    start = time.perf_counter()
-    model.predict(x, batch_size=batch, verbose=0)
-    infer = len(x) / (time.perf_counter() - start)
+    train, infer = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+        train.append(len(x) / (time.perf_counter() - start))
+        start = time.perf_counter()
+        model.predict(x, batch_size=batch, verbose=0)
+        infer.append(len(x) / (time.perf_counter() - start))
     return {"arch": arch, "size": size, "params": model.count_params(),
-            "train_img_s": round(train, 1), "predict_img_s": round(infer, 1)}
+            "train_img_s": round(float(np.median(train)), 1),
+            "predict_img_s": round(float(np.median(infer)), 1)}
+
+
+def real_runs(reports: Path = Path("reports")) -> list[dict[str, Any]]:
+    """Training throughput of the real runs behind reports/*/metrics.json: images seen per
+    second of training wall time (the epochs' validation passes included)."""
+    rows = []
+    for path in sorted(reports.glob("*/metrics.json")):
+        m = json.loads(path.read_text())
+        if not {"train_seconds", "epochs_run", "n_train", "arch"} <= m.keys():
+            continue  # cross-validations and robustness records
+        rows.append({"report": path.parent.name, "arch": m["arch"], "epochs": m["epochs_run"],
+                     "n_train": m["n_train"], "minutes": m["train_seconds"] / 60,
+                     "img_s": m["epochs_run"] * m["n_train"] / m["train_seconds"],
+                     "machine": m.get("machine", "?")})
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed passes per network; the median is reported")
     parser.add_argument("--out", type=Path, default=Path("reports/training-speed.md"))
     args = parser.parse_args()
     rows = []
     for arch, size in (("paper", 150), ("paper", 128), ("wbc", 150), ("wbc-fine", 150)):
-        rows.append(speed(arch, size, args.steps))
+        rows.append(speed(arch, size, args.steps, repeats=args.repeats))
         print(json.dumps(rows[-1]), flush=True)
+    command = f"python -m bench.train_speed --steps {args.steps} --repeats {args.repeats}"
     lines = ["# Training speed on 2 CPU cores", "",
-             f"Produced by `python -m bench.train_speed --steps {args.steps}` (in-memory batches "
-             "of 32, so only the network's cost is measured).", "",
+             f"Produced by `{command}` on {machine.describe()} (in-memory batches of 32, so "
+             "only the network's cost is measured; median of the timed passes).", "",
              "| arch | input | parameters | train images/s | predict images/s | "
              "32 epochs over TRAIN (9,957) |", "|---|---|---|---|---|---|"]
     for r in rows:
         hours = 32 * 9957 / r["train_img_s"] / 3600
         lines.append(f"| {r['arch']} | {r['size']} | {r['params']:,} | {r['train_img_s']} | "
                      f"{r['predict_img_s']} | {hours:.1f} h |")
+    paper, wbc = rows[0]["train_img_s"], rows[2]["train_img_s"]
+    lines += ["", f"`wbc` against `paper` at 150: **{wbc / paper:.1f}x** the training images "
+              "per second in this run.", "",
+              "## The real training runs behind the reports", "",
+              "Images seen per second of training wall time (epochs x training images / "
+              "wall time, the epochs' validation passes included), from each report's "
+              "metrics.json, on whatever machine that day had: the synthetic figures above "
+              "move with it.", "",
+              "| report | arch | epochs | training images | wall time | images/s | machine |",
+              "|---|---|---|---|---|---|---|"]
+    for r in real_runs():
+        lines.append(f"| [{r['report']}]({r['report']}/report.md) | {r['arch']} | "
+                     f"{r['epochs']} | {r['n_train']:,} | {r['minutes']:.1f} min | "
+                     f"{r['img_s']:.0f} | {r['machine']} |")
     lines += ["", ANALYSIS]
     args.out.write_text("\n".join(lines) + "\n")
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from model_training import robustness
+from model_training import machine, robustness
 from model_training.data import CLASSES, Dataset, load_folder
 from model_training.metrics import cell_votes, classification_report
 from model_training.report import plot_confusion, table
@@ -140,7 +138,7 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
         "scale_jitter": scale_jitter, "stain_jitter": stain_jitter, "noise_jitter": noise_jitter,
         "mixup": mixup_alpha, "gamma_jitter": gamma_jitter, "members": members,
         "seconds": round(time.perf_counter() - start, 1),
-        "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
+        "machine": machine.describe(),
         **summary("recipe"), "per_fold": per_fold,
     }
     if members > 1:

@@ -6,8 +6,6 @@ import datetime as dt
 import json
 import logging
 import math
-import os
-import platform
 import shlex
 import sys
 import time
@@ -18,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_training import cellcheck, metrics
+from model_training import cellcheck, machine, metrics
 from model_training.data import CLASSES, Dataset, concat, grouped_split, load_folder, random_split
 from model_training.export import SavedModelRunner, export_savedmodel
 from model_training.network import make_model
@@ -310,7 +308,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     summary = {
         "protocol": protocol, "arch": arch, "command": command, "epochs_run":
         len(history.history.get("loss", [])), "train_seconds": round(train_seconds, 1),
-        "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
+        "machine": machine.describe(),
         "n_train": int(len(train_ds.y)), "n_val": n_val, "refit": metadata.get("refit"),
         "skipped": len(train_ds.skipped) + sum(len(t.skipped) for t in tests.values()),
         "val_accuracy_best": (float(max(history.history["val_accuracy"]))
