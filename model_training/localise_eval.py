@@ -152,7 +152,8 @@ def main() -> None:
                    "--out reports/localisation",
     }
     metrics["ms_per_image_320x240"] = kaggle_timing(args.kaggle)
-    metrics["colour_casts_test"] = cast_table(args.bccd, lists["test"])
+    metrics["perturbations_test"] = perturbation_table(args.bccd, lists["test"])
+    metrics["kaggle_box_stability"] = kaggle_stability(args.kaggle)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     draw_grid(args.bccd, results["test"], args.out / "boxes.png")
@@ -160,14 +161,46 @@ def main() -> None:
     print(json.dumps(metrics))
 
 
-def cast_table(bccd: Path, names: list[str]) -> dict[str, dict[str, float]]:
-    """Share of test fields found (IoU >= 0.5) under each colour cast of the robustness
-    report, with and without white balance."""
+def appearance_perturbations() -> dict[str, Callable[[Image.Image], Image.Image]]:
+    """The robustness report's perturbations that change how a field looks, not its
+    geometry (zoom and scale move the true box)."""
     from model_training.robustness import PERTURBATIONS
 
-    return {cast: {mode: summary(evaluate_fields(bccd, names, balance, fn))["iou_ge_0.5"]
+    return {n: fn for n, fn in PERTURBATIONS.items()
+            if n != "none" and not n.startswith(("zoom", "scale"))}
+
+
+def perturbation_table(bccd: Path, names: list[str]) -> dict[str, dict[str, float]]:
+    """Share of test fields found (IoU >= 0.5) under each appearance perturbation of the
+    robustness report, with and without white balance."""
+    return {name: {mode: summary(evaluate_fields(bccd, names, balance, fn))["iou_ge_0.5"]
                    for mode, balance in (("balanced", True), ("unbalanced", False))}
-            for cast, fn in PERTURBATIONS.items() if cast.startswith("cast")}
+            for name, fn in appearance_perturbations().items()}
+
+
+def kaggle_stability(kaggle: Path) -> dict[str, dict[str, float]] | None:
+    """Does the box stay put when the same image looks different? One view of each of
+    TRAIN's source cells (no true boxes there): IoU of the box found under each appearance
+    perturbation with the box found on the image itself."""
+    from model_training.data import list_samples
+
+    if not (kaggle / "TRAIN").is_dir():
+        return None
+    firsts: dict[str, Path] = {}
+    for s in list_samples(kaggle / "TRAIN"):
+        firsts.setdefault(s.group, s.path)
+    images = []
+    for path in firsts.values():
+        with Image.open(path) as im:
+            images.append(im.convert("RGB"))
+    clean = [_box(locate(im)[0]) for im in images]
+    table = {}
+    for name, fn in appearance_perturbations().items():
+        ious = np.array([iou(_box(locate(fn(im))[0]), c) for im, c in zip(images, clean,
+                                                                         strict=True)])
+        table[name] = {"cells": len(ious), "mean_iou": float(ious.mean()),
+                       "iou_lt_0.5": float(np.mean(ious < 0.5))}
+    return table
 
 
 def kaggle_timing(kaggle: Path) -> dict[str, float] | None:
@@ -207,10 +240,17 @@ def write_markdown(path: Path, m: dict) -> None:
         f"{m['ms_per_field_640x480']['median']:.2f} ms median "
         f"({m['ms_per_field_640x480']['p95']:.2f} ms p95) on 640x480 BCCD fields; "
         f"{k['median']:.2f} ms median ({k['p95']:.2f} ms p95) on 320x240 Kaggle images.", "",
-        "Under the colour casts of the robustness report (test list, share IoU >= 0.5):", "",
-        "| cast | with white balance | without |", "|---|---|---|",
+        "Under the appearance perturbations of the robustness report (test list, share "
+        "IoU >= 0.5):", "",
+        "| perturbation | with white balance | without |", "|---|---|---|",
         *[f"| {c} | {v['balanced']:.3f} | {v['unbalanced']:.3f} |"
-          for c, v in m.get("colour_casts_test", {}).items()],
+          for c, v in m.get("perturbations_test", {}).items()],
+        "", "Box stability on one view of each of Kaggle TRAIN's source cells: IoU of the box "
+        "found under each perturbation with the box found on the image itself (white balance "
+        "first):", "",
+        "| perturbation | cells | mean IoU | share IoU < 0.5 |", "|---|---|---|---|",
+        *[f"| {c} | {v['cells']} | {v['mean_iou']:.3f} | {v['iou_lt_0.5']:.3f} |"
+          for c, v in (m.get("kaggle_box_stability") or {}).items()],
         "", "![boxes](boxes.png)", "",
         "Yellow: predicted box. Green: true WBC boxes. The first 8 tiles are the 8 worst "
         "test-list fields by IoU, the rest are spread over the list.", ""]))

@@ -88,3 +88,19 @@ def test_fast_closing_equals_scipy(mask: np.ndarray, iterations: int) -> None:
        q=st.sampled_from([0.0, 50.0, 99.0, 99.9, 100.0]))
 def test_fast_percentile_equals_numpy(values: np.ndarray, q: float) -> None:
     assert percentile(values, q) == float(np.percentile(values, q))
+
+
+def test_nucleus_threshold_follows_a_paler_stain_and_keeps_the_usual_one() -> None:
+    from model_training import localise
+    from model_training.localise import nucleus_threshold
+
+    ref, floor = localise.STAIN_REF, localise.SCORE_FLOOR
+    for top in (ref, 133.0, 180.0, 255.0):  # the usual stain: the threshold as it always was
+        assert nucleus_threshold(top) == max(localise.SCORE_MIN, localise.SCORE_REL * top)
+    for top in (60.0, 80.0, 99.0):  # paler: the threshold shrinks with the score, in step
+        assert nucleus_threshold(top) == pytest.approx(localise.SCORE_MIN * top / ref)
+        assert nucleus_threshold(0.6 * top) == pytest.approx(
+            max(0.6 * nucleus_threshold(top), floor))
+    assert nucleus_threshold(5.0) == floor  # no stain to speak of: nothing is nucleus
+    tops = np.linspace(0, 255, 512)
+    assert np.all(np.diff([nucleus_threshold(t) for t in tops]) >= 0)  # never drops
