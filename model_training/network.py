@@ -63,7 +63,7 @@ def _wbc(inputs: keras.KerasTensor, fine: bool = False) -> keras.KerasTensor:
     (stride 2, so its output is 75x75 rather than 38x38) and the first block pools to 38;
     every block then runs at the resolution it has in ``wbc``, with the same weights'
     shapes. The stem sees fine texture (granules) that the 2x2 average blurs; it trains
-    about as fast as ``wbc`` here (``python -m bench.train_speed``).
+    about as fast as ``wbc`` or somewhat slower (``python -m bench.train_speed``).
     """
     x = inputs if fine else layers.AveragePooling2D(2)(inputs)
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False)(x)
