@@ -137,7 +137,12 @@ def main() -> None:
         "http": rows, "raw": raw, "stages_ms": stages,
         "ratio_c8_to_onnx_b1": (by_c[8]["throughput"] / onnx_b1) if onnx_b1 and 8 in by_c
         else None,
+        # the same work without HTTP: every core running the request's stages back to back
+        "inprocess_ceiling": (os.cpu_count() or 1) * 1000 / stages["sum"],
     }
+    record["ratio_c8_to_inprocess_ceiling"] = (by_c[8]["throughput"]
+                                               / record["inprocess_ceiling"]
+                                               if 8 in by_c else None)
     print(json.dumps(record))
     if args.no_write:
         return
@@ -198,6 +203,11 @@ def write_markdown(path: Path, rec: dict, args: argparse.Namespace) -> None:
     if rec["ratio_c8_to_onnx_b1"]:
         lines += ["", f"HTTP throughput at 8 clients / raw ONNX Runtime batch 1: "
                       f"**{rec['ratio_c8_to_onnx_b1']:.2f}**."]
+    if rec.get("ratio_c8_to_inprocess_ceiling"):
+        lines += ["", f"HTTP throughput at 8 clients / the same stages in process on every "
+                      f"core with no HTTP and no load generator ({rec['inprocess_ceiling']:.0f}"
+                      f" images/s = cores x 1000 / the sum above): "
+                      f"**{rec['ratio_c8_to_inprocess_ceiling']:.2f}**."]
     path.write_text("\n".join(lines) + "\n")
 
 
