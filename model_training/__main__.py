@@ -35,6 +35,13 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
                              "with the slide background kept, e.g. 0.5 (0: off)")
 
 
+def augmentation(args: argparse.Namespace):  # -> train.Augmentation (defers TensorFlow)
+    from model_training.train import Augmentation
+
+    return Augmentation(scale=args.scale_jitter, stain=args.stain_jitter,
+                        noise=args.noise_jitter, mixup=args.mixup, gamma=args.gamma_jitter)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m model_training")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,10 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         summary = train(args.protocol, args.data, args.out, arch=args.arch, epochs=args.epochs,
                         batch_size=args.batch_size, seed=args.seed, version=args.version,
                         cache_dir=args.cache, max_train=args.max_train,
-                        scale_jitter=args.scale_jitter, stain_jitter=args.stain_jitter,
-                        noise_jitter=args.noise_jitter, mixup_alpha=args.mixup,
-                        gamma_jitter=args.gamma_jitter, refit=args.refit,
-                        max_minutes=args.max_minutes,
+                        aug=augmentation(args), refit=args.refit, max_minutes=args.max_minutes,
                         report_dir=args.report or Path("reports") / args.protocol)
         print(json.dumps({k: summary[k] for k in ("protocol", "arch", "train_seconds",
                                                     "model_dir")} |
@@ -139,9 +143,8 @@ def main(argv: list[str] | None = None) -> None:
         from model_training import crossval
 
         record = crossval.cross_validate(args.data, args.folds, args.arch, args.epochs,
-                                         args.batch_size, args.seed, args.scale_jitter,
-                                         args.stain_jitter, args.cache, args.noise_jitter,
-                                         args.mixup, args.members, args.gamma_jitter)
+                                         args.batch_size, args.seed, augmentation(args),
+                                         args.cache, args.members)
         crossval.write(args.out, record, "python -m model_training " + shlex.join(
             argv or sys.argv[1:]))
         print(json.dumps({"views_accuracy": record["views"]["accuracy"],

@@ -27,6 +27,7 @@ from model_training import machine, robustness
 from model_training.data import CLASSES, Dataset, load_folder
 from model_training.metrics import cell_votes, classification_report
 from model_training.report import plot_confusion, table
+from model_training.train import SHIPPED_AUGMENTATION, Augmentation, fit_network
 
 log = logging.getLogger(__name__)
 PERTURBED_SHARE = 4  # every 4th held-out view also goes through the robustness perturbations
@@ -48,15 +49,14 @@ def grouped_folds(groups: np.ndarray, labels: np.ndarray, folds: int, seed: int)
 
 
 def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: int = 14,
-                   batch_size: int = 32, seed: int = 42, scale_jitter: float = 0.15,
-                   stain_jitter: float = 2.0, cache_dir: Path | None = Path(".cache/arrays"),
-                   noise_jitter: float = 0.0, mixup_alpha: float = 0.0,
-                   members: int = 1, gamma_jitter: float = 0.0) -> dict[str, Any]:
+                   batch_size: int = 32, seed: int = 42,
+                   aug: Augmentation = SHIPPED_AUGMENTATION,
+                   cache_dir: Path | None = Path(".cache/arrays"),
+                   members: int = 1) -> dict[str, Any]:
     """``members`` > 1: each fold trains that many networks (seeds ``seed + fold + 1000 *
     member``; the first is the single network of ``members=1``) and classifies by their
     mean probabilities; the first member alone is scored too (``first_member``), on the same
     folds and views, for a paired comparison."""
-    from model_training.train import fit_network
 
     full = load_folder(Path(data_root) / "TRAIN", cache_dir)
     fold = grouped_folds(full.groups, full.y, folds, seed)
@@ -78,9 +78,7 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
         for j in range(members):
             keras.utils.set_random_seed(seed + k + 1000 * j)
             model, _ = fit_network(full.subset(rest), None, arch, epochs, batch_size,
-                                   seed + k + 1000 * j, scale_jitter, stain_jitter,
-                                   noise_jitter=noise_jitter, mixup_alpha=mixup_alpha,
-                                   gamma_jitter=gamma_jitter)
+                                   seed + k + 1000 * j, aug)
             models.append(model)
         held_ds: Dataset = full.subset(held)
 
@@ -135,8 +133,7 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
 
     record = {
         "folds": folds, "arch": arch, "epochs": epochs, "seed": seed,
-        "scale_jitter": scale_jitter, "stain_jitter": stain_jitter, "noise_jitter": noise_jitter,
-        "mixup": mixup_alpha, "gamma_jitter": gamma_jitter, "members": members,
+        **aug.metadata(every=True), "members": members,
         "seconds": round(time.perf_counter() - start, 1),
         "machine": machine.describe(),
         **summary("recipe"), "per_fold": per_fold,

@@ -9,6 +9,7 @@ import math
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -137,24 +138,46 @@ def mixup(images: tf.Tensor, labels: tf.Tensor, alpha: float
     return mixed, mixed_labels
 
 
+@dataclass(frozen=True)
+class Augmentation:
+    """A recipe's training augmentation, as ``make_dataset`` applies it: ``stain`` scales
+    the stain/illumination jitter of ``augment`` and ``gamma`` its camera gamma; ``scale``
+    is ``scale_shift``'s amplitude, ``noise`` ``sensor_noise``'s strongest sigma and
+    ``mixup`` the Beta parameter of ``mixup``; 0 turns each off."""
+
+    scale: float = 0.0
+    stain: float = 1.0
+    noise: float = 0.0
+    mixup: float = 0.0
+    gamma: float = 0.0
+
+    def metadata(self, every: bool = False) -> dict[str, float]:
+        """The keys metadata.json and the reports have always used; the options that are
+        off are left out unless ``every``."""
+        optional = {"noise_jitter": self.noise, "mixup": self.mixup, "gamma_jitter": self.gamma}
+        return {"scale_jitter": self.scale, "stain_jitter": self.stain,
+                **{k: v for k, v in optional.items() if every or v}}
+
+
+SHIPPED_AUGMENTATION = Augmentation(scale=0.15, stain=2.0)  # the shipped model's recipe
+
+
 def make_dataset(ds: Dataset, batch: int, training: bool, seed: int,
-                 scale_jitter: float = 0.0, stain_jitter: float = 1.0,
-                 noise_jitter: float = 0.0, mixup_alpha: float = 0.0,
-                 gamma_jitter: float = 0.0) -> tf.data.Dataset:
+                 aug: Augmentation = Augmentation()) -> tf.data.Dataset:
     onehot = tf.one_hot(ds.y, len(CLASSES))
     data = tf.data.Dataset.from_tensor_slices((ds.x, onehot))
     if training:
         data = data.shuffle(len(ds.y), seed=seed, reshuffle_each_iteration=True)
-        data = data.map(lambda x, y: augment(x, y, stain_jitter, gamma_jitter),
+        data = data.map(lambda x, y: augment(x, y, aug.stain, aug.gamma),
                         num_parallel_calls=tf.data.AUTOTUNE).batch(batch)
-        if scale_jitter > 0:
-            data = data.map(lambda x, y: scale_shift(x, y, scale_jitter),
+        if aug.scale > 0:
+            data = data.map(lambda x, y: scale_shift(x, y, aug.scale),
                             num_parallel_calls=tf.data.AUTOTUNE)
-        if noise_jitter > 0:
-            data = data.map(lambda x, y: sensor_noise(x, y, noise_jitter),
+        if aug.noise > 0:
+            data = data.map(lambda x, y: sensor_noise(x, y, aug.noise),
                             num_parallel_calls=tf.data.AUTOTUNE)
-        if mixup_alpha > 0:
-            data = data.map(lambda x, y: mixup(x, y, mixup_alpha),
+        if aug.mixup > 0:
+            data = data.map(lambda x, y: mixup(x, y, aug.mixup),
                             num_parallel_calls=tf.data.AUTOTUNE)
         return data.prefetch(tf.data.AUTOTUNE)
     else:
@@ -207,9 +230,8 @@ def compile_model(model: keras.Model, arch: str, steps: int, epochs: int,
 
 
 def fit_network(train_ds: Dataset, val_ds: Dataset | None, arch: str, epochs: int,
-                batch_size: int, seed: int, scale_jitter: float, stain_jitter: float,
-                callbacks: list[keras.callbacks.Callback] | None = None,
-                noise_jitter: float = 0.0, mixup_alpha: float = 0.0, gamma_jitter: float = 0.0
+                batch_size: int, seed: int, aug: Augmentation,
+                callbacks: list[keras.callbacks.Callback] | None = None
                 ) -> tuple[keras.Model, keras.callbacks.History]:
     """Build and fit the network: the recipe of ``compile_model``, the augmentation of
     ``make_dataset``; without ``val_ds``, for the fixed ``epochs``."""
@@ -221,8 +243,7 @@ def fit_network(train_ds: Dataset, val_ds: Dataset | None, arch: str, epochs: in
     model = make_model(arch)
     callbacks = compile_model(model, arch, steps, epochs, validate=val_ds is not None) + list(
         callbacks or [])
-    history = model.fit(make_dataset(train_ds, batch_size, True, seed, scale_jitter,
-                                     stain_jitter, noise_jitter, mixup_alpha, gamma_jitter),
+    history = model.fit(make_dataset(train_ds, batch_size, True, seed, aug),
                         epochs=epochs,
                         validation_data=None if val_ds is None else make_dataset(val_ds, 128,
                                                                                  False, seed),
@@ -234,8 +255,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
           batch_size: int = 32, seed: int = 42, version: int = 1,
           cache_dir: Path | None = Path(".cache/arrays"),
           report_dir: Path | None = None, max_train: int | None = None,
-          scale_jitter: float = 0.0, stain_jitter: float = 1.0, noise_jitter: float = 0.0,
-          mixup_alpha: float = 0.0, gamma_jitter: float = 0.0, refit: Path | None = None,
+          aug: Augmentation = Augmentation(), refit: Path | None = None,
           max_minutes: float | None = None) -> dict[str, Any]:
     """Run one full training and write the SavedModel, metadata.json and report.
 
@@ -273,8 +293,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     log.info("training %s on %d images, validating on %d", arch, len(train_ds.y), n_val)
     start = time.perf_counter()
     model, history = fit_network(train_ds, None if refit else val_ds, arch, epochs, batch_size,
-                                 seed, scale_jitter, stain_jitter, callbacks, noise_jitter,
-                                 mixup_alpha, gamma_jitter)
+                                 seed, aug, callbacks)
     train_seconds = time.perf_counter() - start
 
     version_dir = Path(out) / str(version)
@@ -283,10 +302,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
         "input": {"size": [IMAGE_SIZE, IMAGE_SIZE, 3], "dtype": "float32", "range": [0, 255],
                   "color": "RGB", "resize_method": RESIZE_METHOD, "white_balance": True},
         "protocol": protocol, "arch": arch, "epochs": epochs, "seed": seed,
-        "scale_jitter": scale_jitter, "stain_jitter": stain_jitter,
-        **({"noise_jitter": noise_jitter} if noise_jitter else {}),
-        **({"mixup": mixup_alpha} if mixup_alpha else {}),
-        **({"gamma_jitter": gamma_jitter} if gamma_jitter else {}),
+        **aug.metadata(),
         "data_fingerprint": {name: ds.fingerprint() for name, ds in
                              ({"train": train_ds} | ({} if refit else {"val": val_ds})
                               | tests).items()},

@@ -21,11 +21,12 @@ def kaggle_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, kaggle_like: Path) -> Path:
     """Train the tiny arch for one epoch on synthetic data and export it: models/<name>/1."""
-    from model_training.train import train
+    from model_training.train import Augmentation, train
 
     out = tmp_path_factory.mktemp("models") / "wbc-classifier"
     train("official", kaggle_like, out, arch="tiny", epochs=1, batch_size=8,
-          cache_dir=None, report_dir=tmp_path_factory.mktemp("report"), scale_jitter=0.1)
+          cache_dir=None, report_dir=tmp_path_factory.mktemp("report"),
+          aug=Augmentation(scale=0.1))
     return out
 
 

@@ -12,6 +12,7 @@ from model_training.crossval import cross_validate, grouped_folds, write
 from model_training.data import load_folder
 from model_training.metrics import cell_votes
 from model_training.robustness import PERTURBATIONS
+from model_training.train import Augmentation
 
 
 def test_folds_keep_cells_whole_and_spread_classes() -> None:
@@ -40,8 +41,8 @@ def test_cell_votes_take_the_majority_of_views() -> None:
 def test_cross_validation_classifies_every_image_once(kaggle_like: Path, tmp_path: Path
                                                       ) -> None:
     record = cross_validate(kaggle_like, folds=2, arch="tiny", epochs=1, batch_size=8,
-                            scale_jitter=0.1, stain_jitter=1.0, cache_dir=None,
-                            gamma_jitter=0.3)
+                            aug=Augmentation(scale=0.1, stain=1.0, gamma=0.3),
+                            cache_dir=None)
     full = load_folder(kaggle_like / "TRAIN")
     assert record["views"]["n"] == len(full.y)  # every TRAIN image, once
     assert record["cells"]["n"] == len(np.unique(full.groups))
@@ -63,8 +64,8 @@ def test_cross_validation_classifies_every_image_once(kaggle_like: Path, tmp_pat
 
 
 def test_ensemble_is_compared_with_its_first_member(kaggle_like: Path, tmp_path: Path) -> None:
-    args = dict(folds=2, arch="tiny", epochs=1, batch_size=8, scale_jitter=0.0,
-                stain_jitter=1.0, cache_dir=None)
+    args = dict(folds=2, arch="tiny", epochs=1, batch_size=8, aug=Augmentation(),
+                cache_dir=None)
     single = cross_validate(kaggle_like, **args)
     pair = cross_validate(kaggle_like, members=2, **args)
     assert "first_member" not in single

@@ -188,10 +188,10 @@ def test_sensor_noise_is_coarse_bounded_and_varies_in_strength() -> None:
 
 
 def test_training_batches_with_noise_keep_shape_and_range(kaggle_like: Path) -> None:
-    from model_training.train import make_dataset
+    from model_training.train import Augmentation, make_dataset
 
     ds = load_folder(kaggle_like / "TRAIN")
-    x, y = next(iter(make_dataset(ds, 8, True, 0, scale_jitter=0.1, noise_jitter=8.0)))
+    x, y = next(iter(make_dataset(ds, 8, True, 0, Augmentation(scale=0.1, noise=8.0))))
     assert x.shape == (8, 150, 150, 3) and y.shape == (8, 4)
     assert np.asarray(x).min() >= 0 and np.asarray(x).max() <= 255
 
@@ -220,10 +220,10 @@ def test_mixup_mixes_images_and_labels_alike() -> None:
 
 
 def test_training_batches_with_mixup_keep_shape_and_soft_labels(kaggle_like: Path) -> None:
-    from model_training.train import make_dataset
+    from model_training.train import Augmentation, make_dataset
 
     ds = load_folder(kaggle_like / "TRAIN")
-    x, y = next(iter(make_dataset(ds, 8, True, 0, mixup_alpha=0.4)))
+    x, y = next(iter(make_dataset(ds, 8, True, 0, Augmentation(mixup=0.4))))
     assert x.shape == (8, 150, 150, 3) and y.shape == (8, 4)
     assert np.asarray(x).min() >= 0 and np.asarray(x).max() <= 255
     np.testing.assert_allclose(np.asarray(y).sum(axis=1), 1.0, atol=1e-6)
@@ -246,14 +246,15 @@ def test_training_is_reproducible(kaggle_like: Path) -> None:
     rerun)."""
     import keras
 
-    from model_training.train import fit_network
+    from model_training.train import Augmentation, fit_network
 
     ds = load_folder(kaggle_like / "TRAIN", cache_dir=None, workers=1)
     probe = ds.x.astype(np.float32)
     answers = []
     for _ in range(2):
         keras.utils.set_random_seed(7)
-        model, _ = fit_network(ds, None, "wbc", 2, 8, 7, 0.15, 2.0, noise_jitter=4.0)
+        model, _ = fit_network(ds, None, "wbc", 2, 8, 7,
+                                   Augmentation(scale=0.15, stain=2.0, noise=4.0))
         answers.append(model.predict(probe, verbose=0))
         keras.backend.clear_session()
     assert np.array_equal(answers[0], answers[1]), np.abs(answers[0] - answers[1]).max()
@@ -293,3 +294,15 @@ def test_gamma_jitter_keeps_the_background_and_varies_the_cell(kaggle_like: Path
     assert low - 0.01 <= cell.min() < 100 and 120 < cell.max() <= high + 0.01  # both ways
     plain = np.stack([augment(image, 0, stain=0)[0].numpy() for _ in range(8)])
     np.testing.assert_allclose(np.unique(plain), [0.0, 110.0, BACKGROUND_LEVEL], rtol=1e-5)
+
+
+def test_augmentation_keeps_the_metadata_keys_models_were_exported_with() -> None:
+    """metadata.json of every shipped model and the cv records use these keys; refit,
+    calibrate and the not-a-cell check read them back."""
+    from model_training.train import Augmentation
+
+    assert Augmentation().metadata() == {"scale_jitter": 0.0, "stain_jitter": 1.0}
+    aug = Augmentation(scale=0.15, stain=2.0, gamma=0.5)
+    assert aug.metadata() == {"scale_jitter": 0.15, "stain_jitter": 2.0, "gamma_jitter": 0.5}
+    assert aug.metadata(every=True) == {"scale_jitter": 0.15, "stain_jitter": 2.0,
+                                        "noise_jitter": 0.0, "mixup": 0.0, "gamma_jitter": 0.5}
