@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from model_training import localise
-from model_training.preprocessing import locate
+from model_training.preprocessing import decode, locate
 
 Box = tuple[float, float, float, float]
 
@@ -189,10 +189,7 @@ def kaggle_stability(kaggle: Path) -> dict[str, dict[str, float]] | None:
     firsts: dict[str, Path] = {}
     for s in list_samples(kaggle / "TRAIN"):
         firsts.setdefault(s.group, s.path)
-    images = []
-    for path in firsts.values():
-        with Image.open(path) as im:
-            images.append(im.convert("RGB"))
+    images = [decode(path.read_bytes()) for path in firsts.values()]  # as the service does
     clean = [_box(locate(im)[0]) for im in images]
     table = {}
     for name, fn in appearance_perturbations().items():

@@ -18,11 +18,11 @@ def describe(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
         text = cpuinfo.read_text()
     except OSError:
         text = ""
-    for line in text.splitlines():
-        if line.startswith("model name"):
-            parts.append(line.split(":", 1)[1].strip())
-            break
-    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    lines = text.splitlines()
+    model = next((line for line in lines if line.startswith("model name")), "")
+    if model:
+        parts.append(model.split(":", 1)[1].strip())
+    flags = next((line for line in lines if line.startswith("flags")), "")
     if flags:
         parts.append("AVX-512" if " avx512f" in flags else "no AVX-512")
     return f"{os.cpu_count()} CPU cores ({', '.join(parts)})"

@@ -277,7 +277,7 @@ def test_camera_gamma_on_a_crop_is_gamma_on_the_field_before_white_balance() -> 
         np.testing.assert_allclose(on_crop, on_field, atol=4)
 
 
-def test_gamma_jitter_keeps_the_background_and_varies_the_cell(kaggle_like: Path) -> None:
+def test_gamma_jitter_keeps_the_background_and_varies_the_cell() -> None:
     import tensorflow as tf
 
     from model_training.preprocessing import BACKGROUND_LEVEL
