@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     cc.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
     cc.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
     cc.add_argument("--report", type=Path, default=None, help="default reports/<protocol>")
+    cc.add_argument("--calibration-from", type=Path, default=None, metavar="VALIDATED_MODEL",
+                    help="a refit model: take temperature and review threshold from this "
+                    "validated run of its recipe instead of keeping its own")
     for name, text in (("robustness", "accuracy under stain, colour-cast, focus, "
                         "magnification, noise and JPEG perturbations, on validation cells and "
                         "TEST_SIMPLE"),
@@ -113,7 +116,13 @@ def main(argv: list[str] | None = None) -> None:
         from model_training.data import concat
         from model_training.preprocessing import balance_of
         from model_training.report import write_report
-        from model_training.train import Calibration, official_splits, paper_splits, postfit
+        from model_training.train import (
+            Calibration,
+            official_splits,
+            paper_splits,
+            postfit,
+            refit_calibration,
+        )
 
         metadata = json.loads((args.model / "metadata.json").read_text())
         splitter = official_splits if metadata["protocol"] == "official" else paper_splits
@@ -124,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
             train_ds = concat([train_ds, val_ds])
             kept = Calibration(metadata["temperature"], metadata["review_threshold"],
                                metadata["calibration"]["fitted_on"])
+            if args.calibration_from:  # ... or take a (new) validated run's, as a refit does
+                kept = refit_calibration(args.model, args.calibration_from)
         test_reports, calibration = postfit(args.model, train_ds, val_ds, tests, kept)
         report_dir = args.report or Path("reports") / metadata["protocol"]
         if (report_dir / "metrics.json").exists():

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 CLASSES = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
-_VIEW_NAME = re.compile(r"^_(\d+)_\d+$")  # Kaggle: _<k>_<n>.jpeg, k = source cell
+_VIEW_NAME = re.compile(r"^_(\d+)_\d+$")  # _<k>_<n>.jpeg: k named the cell (not in Kaggle)
 
 
 class DataError(ValueError):
@@ -60,10 +60,25 @@ class Dataset:
                        [self.paths[i] for i in index])
 
 
+@functools.cache
+def _source_fields() -> dict[tuple[str, str, str, int], str]:
+    from model_training.source_fields import read_table
+
+    return read_table()
+
+
 def group_of(path: Path, label: int) -> str:
-    """Source-cell id: class + k for Kaggle view names, else the file itself."""
+    """Source-cell id, class first. A Kaggle image: the BCCD photograph it was made from
+    (``model_training/source_fields.csv.gz``; the ``k`` of its name does not name its cell,
+    see ``model_training.source_fields``). Other ``_<k>_<n>`` names (the synthetic test
+    trees): ``k``. Anything else: the file itself."""
+    name = CLASSES[label]
+    photograph = _source_fields().get(
+        (path.parent.parent.name, name, path.name, path.stat().st_size))
+    if photograph:
+        return f"{name}/{photograph}"
     match = _VIEW_NAME.match(path.stem)
-    return f"{CLASSES[label]}/{match.group(1)}" if match else f"{CLASSES[label]}/{path.name}"
+    return f"{name}/{match.group(1)}" if match else f"{name}/{path.name}"
 
 
 def list_samples(root: Path) -> list[Sample]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from model_training.data import CLASSES, load_folder
 from model_training.export import SavedModelRunner
-from model_training.metrics import classification_report
+from model_training.metrics import cell_breakdown, classification_report
 from model_training.preprocessing import balance_of, decode, prepare
 from model_training.report import table
 
@@ -22,6 +22,7 @@ def evaluate(model_dir: Path, data: Path, cache: Path | None = None,
     dataset = load_folder(data, cache, balance=balance_of(runner.metadata))
     probs = runner(dataset.x)
     report = classification_report(dataset.y, probs)
+    report["cells"] = cell_breakdown(dataset.y, dataset.groups, probs)
     if errors:
         wrong = np.flatnonzero(probs.argmax(axis=1) != dataset.y)
         report["errors_png"] = str(errors)
@@ -31,10 +32,24 @@ def evaluate(model_dir: Path, data: Path, cache: Path | None = None,
     report["model"] = {"name": runner.metadata.get("name"),
                        "version": runner.metadata.get("version")}
     print(table(report))
+    print(cell_table(report["cells"]))
     if dataset.skipped:
         print(f"skipped {len(dataset.skipped)} unreadable files")
     print(json.dumps(report))
     return report
+
+
+def cell_table(cells: dict) -> str:
+    """The per-cell breakdown as Markdown: cells right by majority of views, and the wrong
+    cells with how much of the score each carries."""
+    lines = [f"\n{cells['cells_right']} of {cells['cells']} source cells right by majority of"
+             " their views"]
+    if cells["wrong_cells"]:
+        lines += ["", "| wrong cell | voted | views wrong / views | share of all views |",
+                  "|---|---|---|---|"]
+        lines += [f"| {w['cell']} | {w['voted']} | {w['views_wrong']} / {w['views']} "
+                  f"| {w['share_of_views']:.3f} |" for w in cells["wrong_cells"]]
+    return "\n".join(lines)
 
 
 def plot_errors(paths: list[Path], truth: np.ndarray, probs: np.ndarray, balance: bool,

@@ -109,3 +109,24 @@ def cell_votes(y: np.ndarray, groups: np.ndarray, probs: np.ndarray
     voted = np.array([np.bincount(probs[groups == g].argmax(axis=1),
                                   minlength=len(CLASSES)).argmax() for g in cells])
     return truth, voted
+
+
+def cell_breakdown(y: np.ndarray, groups: np.ndarray, probs: np.ndarray) -> dict:
+    """How a score over augmented views rests on source cells: how many cells the majority
+    of their views gets right, and each wrong cell with its number of views and the share
+    of all views it carries (Kaggle's TEST gives each of its 4 monocyte cells 155 views and
+    each of its 48 neutrophil cells 13, so one cell can move accuracy by 0.06)."""
+    truth, voted = cell_votes(y, groups, probs)
+    cells = np.unique(groups)
+    predicted = probs.argmax(axis=1)
+    wrong = []
+    for g, t, v in zip(cells, truth, voted, strict=True):
+        views = groups == g
+        if t != v:
+            wrong.append({"cell": str(g), "label": CLASSES[t], "voted": CLASSES[v],
+                          "views": int(views.sum()),
+                          "views_wrong": int((predicted[views] != t).sum()),
+                          "share_of_views": float(views.mean())})
+    wrong.sort(key=lambda w: -w["views_wrong"])
+    return {"cells": int(len(cells)), "cells_right": int((truth == voted).sum()),
+            "wrong_cells": wrong}

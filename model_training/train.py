@@ -316,8 +316,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
                              "calibration_from": {"path": str(refit),
                                                   "command": reference.get("command"),
                                                   "created": reference.get("created")}}
-        kept = Calibration(reference["temperature"], reference["review_threshold"],
-                           f"validation of the validated run `{reference.get('command')}`")
+        kept = calibration_of(reference)
     export_savedmodel(model, version_dir, metadata)
     test_reports, calibration = postfit(version_dir, train_ds, val_ds, tests, kept)
 
@@ -343,6 +342,28 @@ class Calibration(NamedTuple):
     temperature: float
     review_threshold: float
     fitted_on: str
+
+
+def calibration_of(validated: dict[str, Any]) -> Calibration:
+    """A validated run's temperature and review threshold (from its metadata), for a refit
+    of its recipe, which has no validation cells left to fit its own on."""
+    return Calibration(validated["temperature"], validated["review_threshold"],
+                       f"validation of the validated run `{validated.get('command')}`")
+
+
+def refit_calibration(model_dir: Path, validated_dir: Path) -> Calibration:
+    """Point the refit model at ``validated_dir`` as the source of its calibration (its
+    metadata's ``refit.calibration_from``) and return that run's calibration."""
+    validated = json.loads((Path(validated_dir) / "metadata.json").read_text())
+    if "refit" in validated or validated.get("protocol") != "official":
+        raise ValueError(f"{validated_dir} is not a validated run of the official protocol")
+    path = Path(model_dir) / "metadata.json"
+    metadata = json.loads(path.read_text())
+    metadata["refit"]["calibration_from"] = {"path": str(validated_dir),
+                                             "command": validated.get("command"),
+                                             "created": validated.get("created")}
+    path.write_text(json.dumps(metadata, indent=2) + "\n")
+    return calibration_of(validated)
 
 
 def postfit(version_dir: Path, train_ds: Dataset, val_ds: Dataset, tests: dict[str, Dataset],

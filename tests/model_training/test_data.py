@@ -98,3 +98,22 @@ def test_random_split_is_the_papers_80_10_10() -> None:
     tr, va, te = random_split(1000, seed=1)
     assert (len(tr), len(va), len(te)) == (800, 100, 100)
     assert len(set(tr) | set(va) | set(te)) == 1000
+
+
+def test_kaggle_views_are_grouped_by_their_source_photograph(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table's photograph names the group, not the ``k`` of the file name; a file of
+    the same name but another size (another tree) is not taken for the Kaggle one."""
+    from model_training import data
+
+    root = write_class_tree(tmp_path / "TRAIN", per_class=4, groups=2)
+    views = sorted((root / "MONOCYTE").iterdir())  # k = 0, 0, 1, 1
+    size = [v.stat().st_size for v in views]
+    table = {("TRAIN", "monocyte", views[0].name, size[0]): "BloodImage_00042",
+             ("TRAIN", "monocyte", views[2].name, size[2]): "BloodImage_00042",
+             ("TRAIN", "monocyte", views[1].name, size[1] + 1): "BloodImage_00007"}
+    monkeypatch.setattr(data, "_source_fields", lambda: table)
+    groups = [data.group_of(v, 2) for v in views]
+    assert [v.name.split("_")[1] for v in views] == ["0", "0", "1", "1"]
+    assert groups[0] == groups[2] == "monocyte/BloodImage_00042"  # k differ, one photograph
+    assert groups[1] == "monocyte/0" and groups[3] == "monocyte/1"

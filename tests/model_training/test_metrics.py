@@ -83,3 +83,16 @@ def test_cell_check_without_a_stain_floor_still_works() -> None:
     del params["min_stained"]
     page = np.full((150, 150, 3), (230, 220, 226), dtype=np.uint8)
     assert cellcheck.CellCheck(params).is_cell(page, localised=True) is True
+
+
+def test_cell_breakdown_names_the_wrong_cells_and_their_weight() -> None:
+    # cell "m" (monocyte, 4 views, 3 called neutrophil) carries half of all views;
+    # cell "n" (neutrophil, 2 views) is right; cell "e" (eosinophil, 2 views) is tied 1-1
+    # and the tie goes to the lower class index, eosinophil: right
+    y = np.array([2, 2, 2, 2, 3, 3, 0, 0])
+    groups = np.array(["m", "m", "m", "m", "n", "n", "e", "e"])
+    probs = np.eye(4)[[3, 3, 3, 2, 3, 3, 0, 3]]
+    cells = metrics.cell_breakdown(y, groups, probs)
+    assert cells["cells"] == 3 and cells["cells_right"] == 2
+    assert cells["wrong_cells"] == [{"cell": "m", "label": "monocyte", "voted": "neutrophil",
+                                     "views": 4, "views_wrong": 3, "share_of_views": 0.5}]

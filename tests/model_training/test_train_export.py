@@ -57,6 +57,10 @@ def test_evaluate_cli_last_line_is_json(tiny_model: Path, kaggle_like: Path) -> 
         assert set(last["per_class"][name]) >= {"precision", "recall", "f1", "support"}
         assert last["per_class"][name]["support"] == 4
     assert "| eosinophil |" in result.stdout
+    cells = last["cells"]  # 4 classes x 2 source cells x 2 views in the synthetic TEST
+    assert cells["cells"] == 8
+    assert cells["cells_right"] == 8 - len(cells["wrong_cells"])
+    assert f"{cells['cells_right']} of 8 source cells right" in result.stdout
 
 
 def test_evaluate_draws_the_misclassified_images(tiny_model: Path, kaggle_like: Path,
@@ -93,6 +97,34 @@ def test_refit_trains_on_all_of_train_with_the_validated_calibration(
     report = (tmp_path / "report" / "report.md").read_text()
     assert "Refit on all of TRAIN" in report and "history.csv" in {
         p.name for p in (tmp_path / "report").iterdir()}
+
+
+def test_calibrate_gives_a_refit_another_validated_runs_calibration(
+        tiny_model: Path, kaggle_like: Path, tmp_path: Path) -> None:
+    """A validated run on a corrected split recalibrates the shipped refit without
+    retraining it: its temperature and review threshold, and the refit says where from."""
+    import shutil
+
+    from model_training.__main__ import main
+    from model_training.train import train
+
+    train("official", kaggle_like, tmp_path / "refit", arch="tiny", epochs=1, batch_size=8,
+          cache_dir=None, refit=tiny_model / "1")
+    other = tmp_path / "validated"
+    shutil.copytree(tiny_model / "1", other)
+    meta = json.loads((other / "metadata.json").read_text())
+    meta.update({"temperature": 0.5, "review_threshold": 0.77, "created": "another run"})
+    (other / "metadata.json").write_text(json.dumps(meta))
+    refit_dir, cache = tmp_path / "refit" / "1", str(tmp_path / "cache")
+    main(["calibrate", "--model", str(refit_dir), "--data", str(kaggle_like), "--cache", cache,
+          "--report", str(tmp_path / "report"), "--calibration-from", str(other)])
+    refit = json.loads((refit_dir / "metadata.json").read_text())
+    assert (refit["temperature"], refit["review_threshold"]) == (0.5, 0.77)
+    assert refit["refit"]["calibration_from"]["created"] == "another run"
+    assert refit["calibration"]["review"]["threshold"] == 0.77
+    with pytest.raises(ValueError, match="not a validated run"):
+        main(["calibrate", "--model", str(refit_dir), "--data", str(kaggle_like), "--cache",
+              cache, "--calibration-from", str(refit_dir)])
 
 
 def test_refit_refuses_the_paper_recipe(tiny_model: Path, kaggle_like: Path,
