@@ -74,9 +74,10 @@ def main(argv: list[str] | None = None) -> None:
     cc.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
     cc.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
     cc.add_argument("--report", type=Path, default=None, help="default reports/<protocol>")
-    cc.add_argument("--calibration-from", type=Path, default=None, metavar="VALIDATED_MODEL",
-                    help="a refit model: take temperature and review threshold from this "
-                    "validated run of its recipe instead of keeping its own")
+    cc.add_argument("--calibration-from", type=Path, default=None, metavar="DIR",
+                    help="a refit model: take temperature and review threshold from a "
+                    "validated run of its recipe, or fit them on the out-of-fold "
+                    "predictions of a cross-validation report (cv --out) of its recipe")
     for name, text in (("robustness", "accuracy under stain, colour-cast, focus, "
                         "magnification, noise and JPEG perturbations, on validation cells and "
                         "TEST_SIMPLE"),

@@ -1,12 +1,12 @@
 """Cross-validation of a training recipe over TRAIN's source cells, grouped by cell.
 
-TEST holds 71 source cells (4 monocytes: one is 6% of its accuracy) and the validation
-split inside TRAIN 41, all of which the shipped recipe already gets right: neither can tell
-a better recipe from an equal one. Here TRAIN's 277 cells are dealt into ``folds`` groups
-(each class's cells spread evenly, every view of a cell in the same fold); the recipe is
-trained ``folds`` times, each time on the other folds for the fixed number of epochs (as
-the refit that ships), and every cell is classified by the one model that never saw it.
-TEST is not read.
+A source cell is the BCCD photograph a Kaggle image was made from
+(``model_training.source_fields``; TRAIN has 270). Here TRAIN's cells are dealt into
+``folds`` groups (each class's cells spread evenly, every view of a cell in the same fold);
+the recipe is trained ``folds`` times, each time on the other folds for the fixed number of
+epochs (as the refit that ships), and every cell is classified by the one model that never
+saw it. TEST is not read. Reports made before session 11 grouped by the ``k`` of the file
+names, which mixes cells: they leak and are kept only as history.
 
     python -m model_training cv --folds 4 --epochs 14 --scale-jitter 0.15 \
         --stain-jitter 2 --out reports/crossval
@@ -30,6 +30,7 @@ from model_training.report import plot_confusion, table
 from model_training.train import SHIPPED_AUGMENTATION, Augmentation, fit_network
 
 log = logging.getLogger(__name__)
+OUT_OF_FOLD = "out_of_fold"
 PERTURBED_SHARE = 4  # every 4th held-out view also goes through the robustness perturbations
 
 
@@ -137,6 +138,7 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
         "seconds": round(time.perf_counter() - start, 1),
         "machine": machine.describe(),
         **summary("recipe"), "per_fold": per_fold,
+        OUT_OF_FOLD: {"probs": probs["recipe"], "y": full.y},
     }
     if members > 1:
         record["first_member"] = summary("first_member")
@@ -144,8 +146,14 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
 
 
 def write(out: Path, record: dict[str, Any], command: str) -> None:
+    """The report, metrics.json and the out-of-fold probabilities (``OUT_OF_FOLD``.npz:
+    every TRAIN view as classified by the fold model that never saw its cell), from which
+    ``calibrate --calibration-from`` fits a refit's temperature and review threshold."""
     out.mkdir(parents=True, exist_ok=True)
     record = {"command": command} | record
+    arrays = record.pop(OUT_OF_FOLD, None)
+    if arrays is not None:
+        np.savez_compressed(out / f"{OUT_OF_FOLD}.npz", **arrays)
     (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     plot_confusion(record["views"]["confusion_matrix"],
                    f"{record['folds']}-fold cross-validation, views", out / "confusion_views.png")

@@ -351,19 +351,39 @@ def calibration_of(validated: dict[str, Any]) -> Calibration:
                        f"validation of the validated run `{validated.get('command')}`")
 
 
-def refit_calibration(model_dir: Path, validated_dir: Path) -> Calibration:
-    """Point the refit model at ``validated_dir`` as the source of its calibration (its
-    metadata's ``refit.calibration_from``) and return that run's calibration."""
-    validated = json.loads((Path(validated_dir) / "metadata.json").read_text())
-    if "refit" in validated or validated.get("protocol") != "official":
-        raise ValueError(f"{validated_dir} is not a validated run of the official protocol")
+def refit_calibration(model_dir: Path, source: Path) -> Calibration:
+    """The calibration a refit model takes from ``source``, recorded in its metadata's
+    ``refit.calibration_from``: a validated run of its recipe (its temperature and review
+    threshold), or a cross-validation report of its recipe (fitted here on the out-of-fold
+    probabilities: every TRAIN view classified by a model that never saw its cell)."""
     path = Path(model_dir) / "metadata.json"
     metadata = json.loads(path.read_text())
-    metadata["refit"]["calibration_from"] = {"path": str(validated_dir),
-                                             "command": validated.get("command"),
-                                             "created": validated.get("created")}
+    oof = Path(source) / "out_of_fold.npz"
+    if oof.exists():
+        cv = json.loads((Path(source) / "metrics.json").read_text())
+        recipe = ("arch", "epochs", "scale_jitter", "stain_jitter", "noise_jitter", "mixup",
+                  "gamma_jitter")
+        differ = [k for k in recipe if cv.get(k, 0.0) != metadata.get(k, 0.0)]
+        if differ:
+            raise ValueError(f"{source} cross-validated another recipe ({', '.join(differ)})")
+        with np.load(oof) as z:
+            probs, y = z["probs"], z["y"]
+        temperature = metrics.fit_temperature(probs, y)
+        threshold = metrics.choose_review_threshold(
+            metrics.apply_temperature(probs, temperature), y)
+        calibration = Calibration(temperature, threshold, "out-of-fold predictions of the "
+                                  f"cross-validation `{cv.get('command')}`")
+        made = {"path": str(source), "command": cv.get("command")}
+    else:
+        validated = json.loads((Path(source) / "metadata.json").read_text())
+        if "refit" in validated or validated.get("protocol") != "official":
+            raise ValueError(f"{source} is not a validated run of the official protocol")
+        calibration = calibration_of(validated)
+        made = {"path": str(source), "command": validated.get("command"),
+                "created": validated.get("created")}
+    metadata["refit"]["calibration_from"] = made
     path.write_text(json.dumps(metadata, indent=2) + "\n")
-    return calibration_of(validated)
+    return calibration
 
 
 def postfit(version_dir: Path, train_ds: Dataset, val_ds: Dataset, tests: dict[str, Dataset],
