@@ -11,7 +11,7 @@ from model_training.data import CLASSES, load_folder
 from model_training.export import SavedModelRunner
 from model_training.metrics import cell_breakdown, classification_report
 from model_training.preprocessing import balance_of, decode, prepare
-from model_training.report import table
+from model_training.report import cell_table, table
 
 
 def evaluate(model_dir: Path, data: Path, cache: Path | None = None,
@@ -37,19 +37,6 @@ def evaluate(model_dir: Path, data: Path, cache: Path | None = None,
         print(f"skipped {len(dataset.skipped)} unreadable files")
     print(json.dumps(report))
     return report
-
-
-def cell_table(cells: dict) -> str:
-    """The per-cell breakdown as Markdown: cells right by majority of views, and the wrong
-    cells with how much of the score each carries."""
-    lines = [f"\n{cells['cells_right']} of {cells['cells']} source cells right by majority of"
-             " their views"]
-    if cells["wrong_cells"]:
-        lines += ["", "| wrong cell | voted | views wrong / views | share of all views |",
-                  "|---|---|---|---|"]
-        lines += [f"| {w['cell']} | {w['voted']} | {w['views_wrong']} / {w['views']} "
-                  f"| {w['share_of_views']:.3f} |" for w in cells["wrong_cells"]]
-    return "\n".join(lines)
 
 
 def plot_errors(paths: list[Path], truth: np.ndarray, probs: np.ndarray, balance: bool,

@@ -26,6 +26,19 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cell_table(cells: dict) -> str:
+    """The per-cell breakdown as Markdown: cells right by majority of views, and the wrong
+    cells with how much of the score each carries."""
+    lines = [f"\n{cells['cells_right']} of {cells['cells']} source cells right by majority of"
+             " their views"]
+    if cells["wrong_cells"]:
+        lines += ["", "| wrong cell | voted | views wrong / views | share of all views |",
+                  "|---|---|---|---|"]
+        lines += [f"| {w['cell']} | {w['voted']} | {w['views_wrong']} / {w['views']} "
+                  f"| {w['share_of_views']:.3f} |" for w in cells["wrong_cells"]]
+    return "\n".join(lines)
+
+
 def plot_confusion(matrix: list[list[int]], title: str, path: Path) -> None:
     m = np.array(matrix)
     fig, ax = plt.subplots(figsize=(5, 4.4))
@@ -82,18 +95,23 @@ def write_report(out: Path, summary: dict[str, Any],
                      f"validation epoch is the one exported.\n")
     if summary.get("refit"):
         parts.append(f"**Refit on all of TRAIN**: the validation cells are in the training set, "
-                     f"so there is no validation curve; the recipe and its epochs were validated "
-                     f"by `{summary['refit']['calibration_from']['command']}`, whose temperature "
-                     f"and review threshold it uses.\n")
+                     f"so there is no validation curve; its temperature and review threshold "
+                     f"come from `{summary['refit']['calibration_from']['command']}`.\n")
     if summary["protocol"] == "paper":
         parts.append("**This split leaks.** As in the paper, all 12,515 files are split at random, "
-                     "so augmented views of the same 348 source cells fall on both sides. Its "
+                     "so augmented views of the same source cells fall on both sides. Its "
                      "score measures memorisation as much as generalisation; the honest figure "
                      "is the `official` protocol's.\n")
+    if summary.get("validation"):
+        val = summary["validation"]
+        parts.append("## Validation (TRAIN's held-out source cells)\n\n"
+                     f"{table(val)}\n{cell_table(val['cells'])}\n")
     for name, report in summary["test"].items():
         plot_confusion(report["confusion_matrix"], f"{name} ({summary['arch']})",
                        out / f"confusion_{name}.png")
-        parts.append(f"## {name}\n\n{table(report)}\n\n![confusion](confusion_{name}.png)\n")
+        cells = f"\n{cell_table(report['cells'])}\n" if "cells" in report else ""
+        parts.append(f"## {name}\n\n{table(report)}\n{cells}\n"
+                     f"![confusion](confusion_{name}.png)\n")
     if "calibration" in summary:
         cal = summary["calibration"]
         how = (f"Calibration and flag last written by `{summary['calibrate_command']}`.\n\n"

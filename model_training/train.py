@@ -328,6 +328,8 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
         "skipped": len(train_ds.skipped) + sum(len(t.skipped) for t in tests.values()),
         "val_accuracy_best": (float(max(history.history["val_accuracy"]))
                               if "val_accuracy" in history.history else None),
+        "validation": (None if refit else
+                       report_with_cells(val_ds, SavedModelRunner(version_dir)(val_ds.x))),
         "test": test_reports, "calibration": calibration,
         "model_dir": str(version_dir),
         "stopped_by_time_budget": f"{max_minutes:g} min" if budget and budget.stopped else None,
@@ -386,6 +388,12 @@ def refit_calibration(model_dir: Path, source: Path) -> Calibration:
     return calibration
 
 
+def report_with_cells(ds: Dataset, probs: np.ndarray) -> dict[str, Any]:
+    """Table I and the per-source-cell breakdown of one data set."""
+    return metrics.classification_report(ds.y, probs) | {
+        "cells": metrics.cell_breakdown(ds.y, ds.groups, probs)}
+
+
 def postfit(version_dir: Path, train_ds: Dataset, val_ds: Dataset, tests: dict[str, Dataset],
             kept: Calibration | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """On the exported model itself: temperature and review threshold fitted on validation
@@ -401,8 +409,7 @@ def postfit(version_dir: Path, train_ds: Dataset, val_ds: Dataset, tests: dict[s
         threshold = metrics.choose_review_threshold(
             metrics.apply_temperature(val_probs, temperature), val_ds.y)
         fitted_on = "validation"
-    test_reports = {name: metrics.classification_report(ds.y, runner(ds.x))
-                    for name, ds in tests.items()}
+    test_reports = {name: report_with_cells(ds, runner(ds.x)) for name, ds in tests.items()}
     first = next(iter(tests))
     test_probs = runner(tests[first].x)
     calibrated = metrics.apply_temperature(test_probs, temperature)

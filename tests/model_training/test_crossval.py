@@ -61,6 +61,9 @@ def test_cross_validation_classifies_every_image_once(kaggle_like: Path, tmp_pat
     assert "| noise sigma 8 |" in text and "**mean shifted**" in text
     assert "gamma jitter 0.3," in text
     assert (tmp_path / "confusion_cells.png").stat().st_size > 1000
+    with np.load(tmp_path / "out_of_fold.npz") as oof:  # what calibrate fits a refit on
+        assert oof["probs"].shape == (len(full.y), 4) and (oof["y"] == full.y).all()
+        assert np.allclose(oof["probs"].sum(axis=1), 1, atol=1e-5)
 
 
 def test_ensemble_is_compared_with_its_first_member(kaggle_like: Path, tmp_path: Path) -> None:

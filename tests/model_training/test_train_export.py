@@ -127,6 +127,38 @@ def test_calibrate_gives_a_refit_another_validated_runs_calibration(
               cache, "--calibration-from", str(refit_dir)])
 
 
+def test_calibrate_fits_a_refit_on_its_recipes_out_of_fold_predictions(
+        tiny_model: Path, kaggle_like: Path, tmp_path: Path) -> None:
+    from model_training import metrics
+    from model_training.train import refit_calibration, train
+
+    train("official", kaggle_like, tmp_path / "refit", arch="tiny", epochs=1, batch_size=8,
+          cache_dir=None, refit=tiny_model / "1")
+    refit_dir = tmp_path / "refit" / "1"
+    meta = json.loads((refit_dir / "metadata.json").read_text())
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 400)
+    probs = rng.dirichlet(np.ones(4), 400).astype(np.float32)
+    probs[np.arange(300), y[:300]] += 2  # mostly right, not always
+    probs /= probs.sum(axis=1, keepdims=True)
+    cv = tmp_path / "cv"
+    cv.mkdir()
+    np.savez_compressed(cv / "out_of_fold.npz", probs=probs, y=y)
+    recipe = {k: meta.get(k, 0.0) for k in ("arch", "epochs", "scale_jitter", "stain_jitter")}
+    (cv / "metrics.json").write_text(json.dumps(recipe | {"command": "python -m cv"}))
+    calibration = refit_calibration(refit_dir, cv)
+    expected = metrics.fit_temperature(probs, y)
+    assert calibration.temperature == expected
+    assert calibration.review_threshold == metrics.choose_review_threshold(
+        metrics.apply_temperature(probs, expected), y)
+    assert "out-of-fold" in calibration.fitted_on
+    saved = json.loads((refit_dir / "metadata.json").read_text())
+    assert saved["refit"]["calibration_from"] == {"path": str(cv), "command": "python -m cv"}
+    (cv / "metrics.json").write_text(json.dumps(recipe | {"epochs": 99}))
+    with pytest.raises(ValueError, match="another recipe \\(epochs\\)"):
+        refit_calibration(refit_dir, cv)
+
+
 def test_refit_refuses_the_paper_recipe(tiny_model: Path, kaggle_like: Path,
                                         tmp_path: Path) -> None:
     from model_training.train import train
@@ -164,7 +196,13 @@ def test_time_budget_stops_after_the_epoch_that_spends_it(kaggle_like: Path,
     assert summary["epochs_run"] == 1
     assert summary["stopped_by_time_budget"] == "1e-06 min"
     assert (tmp_path / "m" / "1" / "saved_model.pb").exists()
-    assert "Stopped by the time budget" in (tmp_path / "report" / "report.md").read_text()
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Stopped by the time budget" in text
+    # the held-out cells and each test set, per class and per source cell
+    val = summary["validation"]
+    assert val["n"] + summary["n_train"] == 48 and val["cells"]["cells"] >= 4
+    assert "## Validation (TRAIN's held-out source cells)" in text
+    assert text.count("source cells right by majority of their views") == 3  # val, 2 tests
 
 
 def test_calibrate_keeps_a_refit_models_calibration(tiny_model: Path, kaggle_like: Path,
