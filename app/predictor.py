@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from model_training.preprocessing import crop_mismatch
+
 log = logging.getLogger(__name__)
 
 
@@ -64,6 +66,8 @@ class Predictor:
             metadata = json.loads((version_dir / "metadata.json").read_text())
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot read {version_dir / 'metadata.json'}: {exc}") from exc
+        if problem := crop_mismatch(metadata):
+            raise ModelLoadError(f"{version_dir}: {problem}")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow as tf
 

@@ -33,6 +33,9 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gamma-jitter", type=float, default=0.0,
                         help="another camera's gamma in training, drawn in [1/(1+G), 1+G] "
                              "with the slide background kept, e.g. 0.5 (0: off)")
+    parser.add_argument("--crop-context", type=float, default=None,
+                        help="crop side / cell box side for this run (an experiment: the "
+                             "service serves models made at localise.CROP_CONTEXT only)")
 
 
 def augmentation(args: argparse.Namespace):  # -> train.Augmentation (defers TensorFlow)
@@ -99,6 +102,10 @@ def main(argv: list[str] | None = None) -> None:
                          "first alone is scored too (default 1)")
     cv.add_argument("--out", type=Path, default=Path("reports/crossval"))
     args = parser.parse_args(argv)
+    if getattr(args, "crop_context", None):
+        from model_training import localise
+
+        localise.CROP_CONTEXT = args.crop_context  # before any crop is made
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     if args.command == "train":

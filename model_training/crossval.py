@@ -23,7 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from model_training import machine, robustness
+from model_training import localise, machine, robustness
 from model_training.data import CLASSES, Dataset, load_folder
 from model_training.metrics import cell_votes, classification_report
 from model_training.report import plot_confusion, table
@@ -134,7 +134,7 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
 
     record = {
         "folds": folds, "arch": arch, "epochs": epochs, "seed": seed,
-        **aug.metadata(every=True), "members": members,
+        **aug.metadata(every=True), "members": members, "crop_context": localise.CROP_CONTEXT,
         "seconds": round(time.perf_counter() - start, 1),
         "machine": machine.describe(),
         **summary("recipe"), "per_fold": per_fold,
@@ -168,7 +168,8 @@ def write(out: Path, record: dict[str, Any], command: str) -> None:
         f"Arch `{record['arch']}`, {record['epochs']} epoch(s) per fold, scale jitter "
         f"{record['scale_jitter']:g}, stain jitter {record['stain_jitter']:g}, noise jitter "
         f"{record.get('noise_jitter', 0):g}, mixup {record.get('mixup', 0):g}, gamma jitter "
-        f"{record.get('gamma_jitter', 0):g}, seed "
+        f"{record.get('gamma_jitter', 0):g}, crop context "
+        f"{record.get('crop_context', 1.15):g}, seed "
         f"{record['seed']}. Each of TRAIN's source cells falls in one fold with all its views; "
         "each fold is classified by the model trained on the others (fixed epochs, no "
         "validation, as the shipped refit). TEST is not read. Wall time "

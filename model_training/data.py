@@ -140,7 +140,7 @@ def load_folder(root: Path, cache_dir: Path | None = None, workers: int | None =
     root = Path(root)
     samples = list_samples(root)
     files_key = _files_key(samples, root)
-    variant = f"{IMAGE_SIZE}" if balance else f"{IMAGE_SIZE}-unbalanced"
+    variant = f"{IMAGE_SIZE}-context{localise.CROP_CONTEXT:g}" + ("" if balance else "-unbalanced")
     key = f"{files_key}-{_preprocessing_version()}-{variant}"
     cache = cache_dir / f"{key}.npz" if cache_dir else None
     paths = [str(s.path) for s in samples]

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from model_training import localise
 from model_training.localise import CellBox, find_cell, square_crop, working_copy
 
 IMAGE_SIZE = 150
@@ -165,6 +166,16 @@ def white_balance(image: Image.Image) -> Image.Image:
 def balance_of(metadata: dict) -> bool:
     """Whether a model was trained on white-balanced images (models before v5 were not)."""
     return bool(metadata.get("input", {}).get("white_balance", False))
+
+
+def crop_mismatch(metadata: dict) -> str | None:
+    """Why a model cannot be served with this code's crops, or None. A model sees crops of
+    ``input.crop_context`` times the cell box (models that record none were made at 1.15)."""
+    trained = float(metadata.get("input", {}).get("crop_context", 1.15))
+    if trained != localise.CROP_CONTEXT:
+        return (f"the model was trained on crops of {trained:g} x the cell box; this "
+                f"service makes {localise.CROP_CONTEXT:g} x")
+    return None
 
 
 def locate(image: Image.Image, balance: bool = True) -> tuple[CellBox, np.ndarray | None]:

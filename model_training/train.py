@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_training import cellcheck, machine, metrics
+from model_training import cellcheck, localise, machine, metrics
 from model_training.data import CLASSES, Dataset, concat, grouped_split, load_folder, random_split
 from model_training.export import SavedModelRunner, export_savedmodel
 from model_training.network import make_model
@@ -300,7 +300,8 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     metadata: dict[str, Any] = {
         "name": Path(out).name, "version": str(version), "classes": list(CLASSES),
         "input": {"size": [IMAGE_SIZE, IMAGE_SIZE, 3], "dtype": "float32", "range": [0, 255],
-                  "color": "RGB", "resize_method": RESIZE_METHOD, "white_balance": True},
+                  "color": "RGB", "resize_method": RESIZE_METHOD, "white_balance": True,
+                  "crop_context": localise.CROP_CONTEXT},
         "protocol": protocol, "arch": arch, "epochs": epochs, "seed": seed,
         **aug.metadata(),
         "data_fingerprint": {name: ds.fingerprint() for name, ds in
@@ -366,6 +367,8 @@ def refit_calibration(model_dir: Path, source: Path) -> Calibration:
         recipe = ("arch", "epochs", "scale_jitter", "stain_jitter", "noise_jitter", "mixup",
                   "gamma_jitter")
         differ = [k for k in recipe if cv.get(k, 0.0) != metadata.get(k, 0.0)]
+        if cv.get("crop_context", 1.15) != metadata["input"].get("crop_context", 1.15):
+            differ.append("crop_context")
         if differ:
             raise ValueError(f"{source} cross-validated another recipe ({', '.join(differ)})")
         with np.load(oof) as z:

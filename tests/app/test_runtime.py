@@ -97,3 +97,27 @@ def test_small_images_are_classified_on_the_event_loop_large_ones_in_work_thread
     assert answers[pixels][0] is True  # at the limit: on the event loop
     assert answers[pixels - 1][0] is False  # over it: a work thread
     assert answers[pixels][1] == answers[pixels - 1][1]
+
+
+def test_a_model_trained_on_other_crops_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    """A model records the crop it was trained on (crop side / cell box); serving it with
+    other crops would quietly change its inputs, so it does not load."""
+    import json
+    import shutil
+
+    import pytest
+
+    from app.predictor import ModelLoadError
+    from model_training import localise
+    from model_training.preprocessing import crop_mismatch
+
+    meta = json.loads((tiny_model / "1" / "metadata.json").read_text())
+    assert meta["input"]["crop_context"] == localise.CROP_CONTEXT
+    assert crop_mismatch(meta) is None
+    assert crop_mismatch({"input": {}}) is None  # models before it were made at 1.15
+    other = tmp_path / "m"
+    shutil.copytree(tiny_model, other)
+    meta["input"]["crop_context"] = localise.CROP_CONTEXT + 0.4
+    (other / "1" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="trained on crops of"):
+        Predictor(other).load()

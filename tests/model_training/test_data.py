@@ -70,14 +70,31 @@ def test_a_new_cache_replaces_the_same_folders_older_preprocessing(tmp_path: Pat
     cache = tmp_path / "cache"
     cache.mkdir()
     files_key = _files_key(list_samples(root), root)
-    stale = cache / f"{files_key}-0123456789ab-150.npz"
-    unbalanced = cache / f"{files_key}-0123456789ab-150-unbalanced.npz"
-    other_folder = cache / "ffffffffffffffff-0123456789ab-150.npz"
-    for path in (stale, unbalanced, other_folder):
+    stale = cache / f"{files_key}-0123456789ab-150-context1.15.npz"
+    unbalanced = cache / f"{files_key}-0123456789ab-150-context1.15-unbalanced.npz"
+    other_crop = cache / f"{files_key}-0123456789ab-150-context1.5.npz"
+    other_folder = cache / "ffffffffffffffff-0123456789ab-150-context1.15.npz"
+    for path in (stale, unbalanced, other_crop, other_folder):
         path.write_bytes(b"old")
     load_folder(root, cache_dir=cache, workers=1)
-    assert not stale.exists() and unbalanced.exists() and other_folder.exists()
-    assert len(list(cache.glob(f"{files_key}-*-150.npz"))) == 1
+    assert not stale.exists()
+    assert unbalanced.exists() and other_crop.exists() and other_folder.exists()
+    assert len(list(cache.glob(f"{files_key}-*-150-context1.15.npz"))) == 1
+
+
+def test_a_wider_crop_context_is_cached_apart_and_shows_more(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from model_training import localise
+
+    root = write_class_tree(tmp_path / "data", per_class=1)
+    cache = tmp_path / "cache"
+    narrow = load_folder(root, cache_dir=cache, workers=1)
+    monkeypatch.setattr(localise, "CROP_CONTEXT", 1.6)
+    wide = load_folder(root, cache_dir=cache, workers=1)
+    assert len(list(cache.iterdir())) == 2  # neither replaces the other
+    # the same cell smaller in the frame: less of the crop is nucleus violet
+    violet = [(localise.violet_score(d.x) > 40).mean() for d in (narrow, wide)]
+    assert violet[1] < 0.8 * violet[0]
 
 
 @settings(max_examples=60, deadline=None)

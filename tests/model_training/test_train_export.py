@@ -376,3 +376,17 @@ def test_augmentation_keeps_the_metadata_keys_models_were_exported_with() -> Non
     assert aug.metadata() == {"scale_jitter": 0.15, "stain_jitter": 2.0, "gamma_jitter": 0.5}
     assert aug.metadata(every=True) == {"scale_jitter": 0.15, "stain_jitter": 2.0,
                                         "noise_jitter": 0.0, "mixup": 0.0, "gamma_jitter": 0.5}
+
+
+def test_crop_context_option_trains_on_wider_crops_and_records_them(
+        kaggle_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from model_training import localise
+    from model_training.__main__ import main
+
+    monkeypatch.setattr(localise, "CROP_CONTEXT", localise.CROP_CONTEXT)  # restored after
+    main(["train", "--data", str(kaggle_like), "--out", str(tmp_path / "m"), "--arch", "tiny",
+          "--epochs", "1", "--batch-size", "8", "--cache", str(tmp_path / "cache"),
+          "--report", str(tmp_path / "report"), "--crop-context", "1.5"])
+    meta = json.loads((tmp_path / "m" / "1" / "metadata.json").read_text())
+    assert meta["input"]["crop_context"] == 1.5 == localise.CROP_CONTEXT
+    assert all("-context1.5" in p.name for p in (tmp_path / "cache").iterdir())
