@@ -57,10 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--report", type=Path, default=None,
                     help="report folder (default reports/<protocol>)")
     tr.add_argument("--max-train", type=int, default=None, help="cap training images (smoke)")
-    tr.add_argument("--refit", type=Path, default=None, metavar="VALIDATED_MODEL",
+    tr.add_argument("--refit", type=Path, default=None, metavar="DIR",
                     help="train on all of TRAIN (validation cells included) for the fixed "
-                         "epochs; temperature and review threshold come from VALIDATED_MODEL, "
-                         "the same recipe's validated run")
+                         "epochs; temperature and review threshold come from DIR: the same "
+                         "recipe's validated run, or its cross-validation report (cv --out)")
     tr.add_argument("--max-minutes", type=float, default=None,
                     help="stop after the epoch that would let the next end past this budget; "
                          "the best validation epoch is kept")

@@ -259,16 +259,19 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
           max_minutes: float | None = None) -> dict[str, Any]:
     """Run one full training and write the SavedModel, metadata.json and report.
 
-    ``refit``: a model already trained and validated by the same recipe. The run then trains
-    on all of TRAIN, validation cells included (there are only 16 monocyte source cells in
-    TRAIN; the validation split holds 2 of them back), for the fixed number of epochs, and
-    takes that model's temperature and review threshold, as nothing is left to fit them on.
+    ``refit``: a validated run of the same recipe, or a cross-validation report of it
+    (``cv --out``). The run then trains on all of TRAIN, validation cells included (there are
+    only 16 monocyte source cells in TRAIN), for the fixed number of epochs, and takes its
+    temperature and review threshold from there (``refit_calibration``), as nothing is left
+    to fit them on.
     """
     if refit and (protocol != "official" or arch == "paper"):
         raise ValueError("--refit needs the official protocol and a fixed schedule "
                          "(the paper's recipe steers its learning rate by validation)")
-    reference = json.loads((Path(refit) / "metadata.json").read_text()) if refit else {}
-    if refit and not balance_of(reference):
+    from_cv = bool(refit) and (Path(refit) / "out_of_fold.npz").exists()
+    reference = (json.loads((Path(refit) / "metadata.json").read_text())
+                 if refit and not from_cv else {})
+    if refit and not from_cv and not balance_of(reference):
         raise ValueError(f"--refit {refit}: that model was trained without white balance; "
                          "its calibration does not carry over to this preprocessing")
     keras.utils.set_random_seed(seed)
@@ -313,12 +316,11 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     }
     kept: Calibration | None = None
     if refit:
-        metadata["refit"] = {"validation": "none: trained on all of TRAIN",
-                             "calibration_from": {"path": str(refit),
-                                                  "command": reference.get("command"),
-                                                  "created": reference.get("created")}}
-        kept = calibration_of(reference)
+        metadata["refit"] = {"validation": "none: trained on all of TRAIN"}
     export_savedmodel(model, version_dir, metadata)
+    if refit:  # checks that ``refit`` validated this very recipe; records where from
+        kept = refit_calibration(version_dir, Path(refit))
+        metadata["refit"] = json.loads((version_dir / "metadata.json").read_text())["refit"]
     test_reports, calibration = postfit(version_dir, train_ds, val_ds, tests, kept)
 
     summary = {

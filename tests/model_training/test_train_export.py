@@ -390,3 +390,23 @@ def test_crop_context_option_trains_on_wider_crops_and_records_them(
     meta = json.loads((tmp_path / "m" / "1" / "metadata.json").read_text())
     assert meta["input"]["crop_context"] == 1.5 == localise.CROP_CONTEXT
     assert all("-context1.5" in p.name for p in (tmp_path / "cache").iterdir())
+
+
+def test_refit_takes_its_calibration_from_a_cross_validation_of_its_recipe(
+        kaggle_like: Path, tmp_path: Path) -> None:
+    from model_training.crossval import cross_validate, write
+    from model_training.train import Augmentation, train
+
+    aug = Augmentation(scale=0.1)
+    record = cross_validate(kaggle_like, folds=2, arch="tiny", epochs=1, batch_size=8,
+                            aug=aug, cache_dir=None)
+    write(tmp_path / "cv", record, "python -m model_training cv --folds 2")
+    summary = train("official", kaggle_like, tmp_path / "m", arch="tiny", epochs=1,
+                    batch_size=8, cache_dir=None, aug=aug, refit=tmp_path / "cv")
+    meta = json.loads((tmp_path / "m" / "1" / "metadata.json").read_text())
+    assert meta["refit"]["calibration_from"]["command"] == "python -m model_training cv --folds 2"
+    assert meta["calibration"]["fitted_on"].startswith("out-of-fold predictions")
+    assert summary["n_val"] == 0
+    with pytest.raises(ValueError, match="another recipe"):  # cv'd with scale 0.1, not 0.2
+        train("official", kaggle_like, tmp_path / "m2", arch="tiny", epochs=1, batch_size=8,
+              cache_dir=None, aug=Augmentation(scale=0.2), refit=tmp_path / "cv")
