@@ -36,6 +36,34 @@ def test_temperature_recovers_overconfidence() -> None:
     np.testing.assert_allclose(calibrated.sum(1), 1, atol=1e-9)
 
 
+def test_review_threshold_separates_wrong_answers_from_right_ones() -> None:
+    """Right answers' confidence in 0.65-0.95, wrong ones' in 0.5-0.75: up to 0.75 each step
+    up flags more wrong answers than right ones, beyond it only right ones: the flag stops
+    there, not at 0.99 (which would flag everything)."""
+    rng = np.random.default_rng(3)
+    y = np.zeros(2000, dtype=int)
+    right = rng.uniform(0.65, 0.95, 1600)
+    wrong = rng.uniform(0.50, 0.75, 400)
+    probs = np.zeros((2000, 4))
+    probs[:1600, 0] = right
+    probs[:1600, 1] = 1 - right
+    probs[1600:, 1] = wrong
+    probs[1600:, 0] = 1 - wrong
+    t = metrics.choose_review_threshold(probs, y)
+    assert 0.74 <= t <= 0.76, t
+    stats = metrics.review_stats(probs, y, t)
+    assert stats["unflagged_accuracy"] == 1.0  # every wrong answer flagged
+    assert 0.43 <= stats["flagged_fraction"] <= 0.50  # with a third of the right ones
+    # wrong answers at every confidence (whole cells confidently wrong, as on unseen cells):
+    # no threshold leaves 99% right unflagged; the flag still goes where wrong answers gather
+    wrong = np.concatenate([rng.uniform(0.5, 0.8, 300), rng.uniform(0.8, 0.95, 100)])
+    probs[1600:, 1] = wrong
+    probs[1600:, 0] = 1 - wrong
+    t = metrics.choose_review_threshold(probs, y)
+    assert 0.64 <= t <= 0.66, t  # below 0.65, where the right answers begin: wrong ones only
+    assert metrics.review_stats(probs, y, t)["flagged_fraction"] < 0.1
+
+
 def test_review_threshold_flags_at_least_the_review_share() -> None:
     rng = np.random.default_rng(1)
     confidence = rng.uniform(0.5, 1.0, 1000)
