@@ -21,10 +21,12 @@ MASS = 0.995  # share of training pixels the kept bins must cover
 SHIFT = 8 - int(np.log2(BINS))
 STAINED_SPREAD = 2  # a bin is stained (not grey background) when its channels differ by
 # at least this many bins (32 levels): red cells, nuclei and cytoplasm, not the slide
-STAINED_MARGIN = 0.4  # floor = this x the 0.5% quantile of training crops' stained share.
-# Chosen on the v5 validated run's validation cells (gamut fitted on its training cells):
-# the least stained validation crop had 0.53x, x0.95 rejected 0.6% of them; a blue-ink
-# document scan has 0.3x.
+STAINED_MARGIN = 0.45  # floor = this x the 0.5% quantile of training crops' stained share.
+# 0.4 was chosen for v5's crops (1.15 x the cell box) on its validation cells: the least
+# stained had 0.53x; a blue-ink document scan 0.3x. The wider crops of v6 (1.5 x) hold more
+# background, and the scan rose to 0.40x. 0.45 is the largest margin (in steps of 0.05) that
+# turns away no more of TRAIN's 270 cells (one view each) than 0.4 under the robustness
+# suite's paler, flatter and lighter looks (saturation x0.6: 1; contrast x0.7, gamma 0.7: 0).
 
 
 def _stained_bins() -> np.ndarray:

@@ -64,22 +64,24 @@ def test_cache_is_reused(tmp_path: Path) -> None:
 def test_a_new_cache_replaces_the_same_folders_older_preprocessing(tmp_path: Path) -> None:
     """Each change to the preprocessing re-keys the cache (a TRAIN cache is 0.7 GB); the
     stale file of the same folder and variant goes, other folders and variants stay."""
+    from model_training import localise
     from model_training.data import _files_key
 
     root = write_class_tree(tmp_path / "data", per_class=1)
     cache = tmp_path / "cache"
     cache.mkdir()
     files_key = _files_key(list_samples(root), root)
-    stale = cache / f"{files_key}-0123456789ab-150-context1.15.npz"
-    unbalanced = cache / f"{files_key}-0123456789ab-150-context1.15-unbalanced.npz"
-    other_crop = cache / f"{files_key}-0123456789ab-150-context1.5.npz"
-    other_folder = cache / "ffffffffffffffff-0123456789ab-150-context1.15.npz"
+    ctx = f"context{localise.CROP_CONTEXT:g}"
+    stale = cache / f"{files_key}-0123456789ab-150-{ctx}.npz"
+    unbalanced = cache / f"{files_key}-0123456789ab-150-{ctx}-unbalanced.npz"
+    other_crop = cache / f"{files_key}-0123456789ab-150-context{localise.CROP_CONTEXT + 0.3:g}.npz"
+    other_folder = cache / f"ffffffffffffffff-0123456789ab-150-{ctx}.npz"
     for path in (stale, unbalanced, other_crop, other_folder):
         path.write_bytes(b"old")
     load_folder(root, cache_dir=cache, workers=1)
     assert not stale.exists()
     assert unbalanced.exists() and other_crop.exists() and other_folder.exists()
-    assert len(list(cache.glob(f"{files_key}-*-150-context1.15.npz"))) == 1
+    assert len(list(cache.glob(f"{files_key}-*-150-{ctx}.npz"))) == 1
 
 
 def test_a_wider_crop_context_is_cached_apart_and_shows_more(
@@ -89,7 +91,7 @@ def test_a_wider_crop_context_is_cached_apart_and_shows_more(
     root = write_class_tree(tmp_path / "data", per_class=1)
     cache = tmp_path / "cache"
     narrow = load_folder(root, cache_dir=cache, workers=1)
-    monkeypatch.setattr(localise, "CROP_CONTEXT", 1.6)
+    monkeypatch.setattr(localise, "CROP_CONTEXT", localise.CROP_CONTEXT * 1.4)
     wide = load_folder(root, cache_dir=cache, workers=1)
     assert len(list(cache.iterdir())) == 2  # neither replaces the other
     # the same cell smaller in the frame: less of the crop is nucleus violet

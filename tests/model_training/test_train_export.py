@@ -145,6 +145,7 @@ def test_calibrate_fits_a_refit_on_its_recipes_out_of_fold_predictions(
     cv.mkdir()
     np.savez_compressed(cv / "out_of_fold.npz", probs=probs, y=y)
     recipe = {k: meta.get(k, 0.0) for k in ("arch", "epochs", "scale_jitter", "stain_jitter")}
+    recipe["crop_context"] = meta["input"]["crop_context"]
     (cv / "metrics.json").write_text(json.dumps(recipe | {"command": "python -m cv"}))
     calibration = refit_calibration(refit_dir, cv)
     expected = metrics.fit_temperature(probs, y)
@@ -386,10 +387,10 @@ def test_crop_context_option_trains_on_wider_crops_and_records_them(
     monkeypatch.setattr(localise, "CROP_CONTEXT", localise.CROP_CONTEXT)  # restored after
     main(["train", "--data", str(kaggle_like), "--out", str(tmp_path / "m"), "--arch", "tiny",
           "--epochs", "1", "--batch-size", "8", "--cache", str(tmp_path / "cache"),
-          "--report", str(tmp_path / "report"), "--crop-context", "1.5"])
+          "--report", str(tmp_path / "report"), "--crop-context", "1.8"])
     meta = json.loads((tmp_path / "m" / "1" / "metadata.json").read_text())
-    assert meta["input"]["crop_context"] == 1.5 == localise.CROP_CONTEXT
-    assert all("-context1.5" in p.name for p in (tmp_path / "cache").iterdir())
+    assert meta["input"]["crop_context"] == 1.8 == localise.CROP_CONTEXT
+    assert all("-context1.8" in p.name for p in (tmp_path / "cache").iterdir())
 
 
 def test_refit_takes_its_calibration_from_a_cross_validation_of_its_recipe(
