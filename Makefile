@@ -27,7 +27,7 @@ test: lint
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q
 
 # The shipped recipe: cross-validated over TRAIN's source cells (its out-of-fold answers
-# calibrate the model; 22.6 min on 2026-12-01's CPU, reports/crossval-honest), then refit on
+# calibrate the model; 23.0 min on 2026-12-01's CPU, reports/crossval-context15), then refit on
 # all of TRAIN (the model that ships; 5-17 min by the day's CPU).
 RECIPE := --data ../shared/data/kaggle-blood-cells --epochs 14 --scale-jitter 0.15 \
 	--stain-jitter 2

@@ -31,6 +31,7 @@ MAX_AREA_FRAC = 0.6  # ... nor one larger than this (a violet page, a solid colo
 CELL_MARGIN = 1.35  # cell box side / nucleus box side (cytoplasm around the nucleus)
 CELL_PAD_FRAC = 0.0  # plus this share of the image's longer side on every side
 CROP_CONTEXT = 1.5  # the network sees the cell box and its neighbours (size against red cells)
+LEGACY_CROP_CONTEXT = 1.15  # the crop of models that record none (model v5 and before)
 CLOSE_ITERATIONS = 2  # closings with a 3x3 square: lobes up to 4 pixels apart join
 CONNECTIVITY = ndimage.generate_binary_structure(2, 1)  # ndimage.label's default, made once
 

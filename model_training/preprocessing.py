@@ -168,10 +168,14 @@ def balance_of(metadata: dict) -> bool:
     return bool(metadata.get("input", {}).get("white_balance", False))
 
 
+def crop_context_of(metadata: dict) -> float:
+    """The crop a model was trained on, ``input.crop_context`` times the cell box."""
+    return float(metadata.get("input", {}).get("crop_context", localise.LEGACY_CROP_CONTEXT))
+
+
 def crop_mismatch(metadata: dict) -> str | None:
-    """Why a model cannot be served with this code's crops, or None. A model sees crops of
-    ``input.crop_context`` times the cell box (models that record none were made at 1.15)."""
-    trained = float(metadata.get("input", {}).get("crop_context", 1.15))
+    """Why a model cannot be served with this code's crops, or None."""
+    trained = crop_context_of(metadata)
     if trained != localise.CROP_CONTEXT:
         return (f"the model was trained on crops of {trained:g} x the cell box; this "
                 f"service makes {localise.CROP_CONTEXT:g} x")

@@ -21,7 +21,13 @@ from model_training import cellcheck, localise, machine, metrics
 from model_training.data import CLASSES, Dataset, concat, grouped_split, load_folder, random_split
 from model_training.export import SavedModelRunner, export_savedmodel
 from model_training.network import make_model
-from model_training.preprocessing import BACKGROUND_LEVEL, IMAGE_SIZE, RESIZE_METHOD, balance_of
+from model_training.preprocessing import (
+    BACKGROUND_LEVEL,
+    IMAGE_SIZE,
+    RESIZE_METHOD,
+    balance_of,
+    crop_context_of,
+)
 from model_training.report import write_report
 
 log = logging.getLogger(__name__)
@@ -366,10 +372,9 @@ def refit_calibration(model_dir: Path, source: Path) -> Calibration:
     oof = Path(source) / "out_of_fold.npz"
     if oof.exists():
         cv = json.loads((Path(source) / "metrics.json").read_text())
-        recipe = ("arch", "epochs", "scale_jitter", "stain_jitter", "noise_jitter", "mixup",
-                  "gamma_jitter")
+        recipe = ("arch", "epochs", *Augmentation().metadata(every=True))
         differ = [k for k in recipe if cv.get(k, 0.0) != metadata.get(k, 0.0)]
-        if cv.get("crop_context", 1.15) != metadata["input"].get("crop_context", 1.15):
+        if cv.get("crop_context", localise.LEGACY_CROP_CONTEXT) != crop_context_of(metadata):
             differ.append("crop_context")
         if differ:
             raise ValueError(f"{source} cross-validated another recipe ({', '.join(differ)})")
