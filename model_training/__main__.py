@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
         if (report_dir / "metrics.json").exists():
             summary = json.loads((report_dir / "metrics.json").read_text())
             summary.update({"test": test_reports, "calibration": calibration})
+            if "refit" in summary:  # where its calibration now comes from
+                summary["refit"] = json.loads((args.model / "metadata.json").read_text())["refit"]
             summary["calibrate_command"] = "python -m model_training " + shlex.join(
                 argv or sys.argv[1:])
             write_report(report_dir, summary, None)

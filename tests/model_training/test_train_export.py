@@ -109,7 +109,7 @@ def test_calibrate_gives_a_refit_another_validated_runs_calibration(
     from model_training.train import train
 
     train("official", kaggle_like, tmp_path / "refit", arch="tiny", epochs=1, batch_size=8,
-          cache_dir=None, refit=tiny_model / "1")
+          cache_dir=None, refit=tiny_model / "1", report_dir=tmp_path / "report")
     other = tmp_path / "validated"
     shutil.copytree(tiny_model / "1", other)
     meta = json.loads((other / "metadata.json").read_text())
@@ -122,6 +122,8 @@ def test_calibrate_gives_a_refit_another_validated_runs_calibration(
     assert (refit["temperature"], refit["review_threshold"]) == (0.5, 0.77)
     assert refit["refit"]["calibration_from"]["created"] == "another run"
     assert refit["calibration"]["review"]["threshold"] == 0.77
+    report = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert report["refit"]["calibration_from"]["created"] == "another run"  # not the old one
     with pytest.raises(ValueError, match="not a validated run"):
         main(["calibrate", "--model", str(refit_dir), "--data", str(kaggle_like), "--cache",
               cache, "--calibration-from", str(refit_dir)])
