@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
                                metadata["calibration"]["fitted_on"])
             if args.calibration_from:  # ... or take a (new) validated run's, as a refit does
                 kept = refit_calibration(args.model, args.calibration_from)
-        test_reports, calibration = postfit(args.model, train_ds, val_ds, tests, kept)
+        test_reports, calibration, _ = postfit(args.model, train_ds, val_ds, tests, kept)
         report_dir = args.report or Path("reports") / metadata["protocol"]
         if (report_dir / "metrics.json").exists():
             summary = json.loads((report_dir / "metrics.json").read_text())

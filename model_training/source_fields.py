@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from model_training.data import list_samples
 from model_training.preprocessing import decode, locate
 
 TABLE = Path(__file__).with_name("source_fields.csv.gz")
@@ -151,15 +152,11 @@ def assign(s: np.ndarray, sets: list[str]) -> tuple[np.ndarray, np.ndarray, np.n
     return best_two(np.where(allowed, s, -np.inf))
 
 
-def kaggle_files(data: Path, split: str) -> list[Path]:
-    return sorted(p for p in (data / split).rglob("*.jpeg"))
-
-
 def build(data: Path, bccd: Path, workers: int = 2) -> list[dict]:
     """Every Kaggle image with the BCCD photograph it was made from (``assign``)."""
     photos = sorted((bccd / "JPEGImages").glob("*.jpg"))
     photo_windows = _stack(photograph_windows, photos, workers)
-    files = [f for split in SPLITS for f in kaggle_files(data, split)]
+    files = [s.path for split in SPLITS for s in list_samples(data / split)]
     s = scores(_stack(view_windows, files, workers), photo_windows)
     # TEST_SIMPLE holds TEST's own photographs, unaugmented: one set with TEST
     best, score, margin = assign(s, [f"{f.parent.parent.name.replace('TEST_SIMPLE', 'TEST')}"

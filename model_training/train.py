@@ -327,7 +327,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     if refit:  # checks that ``refit`` validated this very recipe; records where from
         kept = refit_calibration(version_dir, Path(refit))
         metadata["refit"] = json.loads((version_dir / "metadata.json").read_text())["refit"]
-    test_reports, calibration = postfit(version_dir, train_ds, val_ds, tests, kept)
+    test_reports, calibration, validation = postfit(version_dir, train_ds, val_ds, tests, kept)
 
     summary = {
         "protocol": protocol, "arch": arch, "command": command, "epochs_run":
@@ -337,8 +337,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
         "skipped": len(train_ds.skipped) + sum(len(t.skipped) for t in tests.values()),
         "val_accuracy_best": (float(max(history.history["val_accuracy"]))
                               if "val_accuracy" in history.history else None),
-        "validation": (None if refit else
-                       report_with_cells(val_ds, SavedModelRunner(version_dir)(val_ds.x))),
+        "validation": validation,
         "test": test_reports, "calibration": calibration,
         "model_dir": str(version_dir),
         "stopped_by_time_budget": f"{max_minutes:g} min" if budget and budget.stopped else None,
@@ -405,23 +404,28 @@ def report_with_cells(ds: Dataset, probs: np.ndarray) -> dict[str, Any]:
 
 
 def postfit(version_dir: Path, train_ds: Dataset, val_ds: Dataset, tests: dict[str, Dataset],
-            kept: Calibration | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+            kept: Calibration | None = None
+            ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
     """On the exported model itself: temperature and review threshold fitted on validation
     (or ``kept``: a refit model has no validation of its own), the not-a-cell check from
-    training crops, test metrics; all written to metadata.json."""
+    training crops, test metrics; all written to metadata.json. Returns the test reports,
+    the calibration and the validation report (None with ``kept``); each set runs once."""
     runner = SavedModelRunner(version_dir)
     metadata = runner.metadata
+    validation = None
     if kept:
         temperature, threshold, fitted_on = kept
     else:
         val_probs = runner(val_ds.x)
+        validation = report_with_cells(val_ds, val_probs)
         temperature = metrics.fit_temperature(val_probs, val_ds.y)
         threshold = metrics.choose_review_threshold(
             metrics.apply_temperature(val_probs, temperature), val_ds.y)
         fitted_on = "validation"
-    test_reports = {name: report_with_cells(ds, runner(ds.x)) for name, ds in tests.items()}
+    probs = {name: runner(ds.x) for name, ds in tests.items()}
+    test_reports = {name: report_with_cells(ds, probs[name]) for name, ds in tests.items()}
     first = next(iter(tests))
-    test_probs = runner(tests[first].x)
+    test_probs = probs[first]
     calibrated = metrics.apply_temperature(test_probs, temperature)
     calibration = {
         "fitted_on": fitted_on, "reported_on": first, "temperature": temperature,
@@ -435,7 +439,7 @@ def postfit(version_dir: Path, train_ds: Dataset, val_ds: Dataset, tests: dict[s
                                 "n": r["n"]} for name, r in test_reports.items()}})
     add_cell_check(metadata, train_ds, tests)
     (version_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    return test_reports, calibration
+    return test_reports, calibration, validation
 
 
 def stain_variants(x: np.ndarray, stain: float, copies: int = 2, seed: int = 0,
