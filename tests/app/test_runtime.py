@@ -115,7 +115,8 @@ def test_a_model_trained_on_other_crops_is_refused(tiny_model: Path, tmp_path: P
     assert meta["input"]["crop_context"] == localise.CROP_CONTEXT
     assert crop_mismatch(meta) is None
     # models that record no crop were made at 1.15 x (model v5 and before)
-    assert (crop_mismatch({"input": {}}) is None) == (localise.CROP_CONTEXT == 1.15)
+    assert (crop_mismatch({"input": {}}) is None) == (
+        localise.CROP_CONTEXT == localise.LEGACY_CROP_CONTEXT)
     other = tmp_path / "m"
     shutil.copytree(tiny_model, other)
     meta["input"]["crop_context"] = localise.CROP_CONTEXT + 0.4
