@@ -31,26 +31,33 @@ class GradCam:
         import tensorflow as tf
 
         from model_training.export import load_keras
+        from model_training.network import members_of
 
         model = load_keras(version_dir)  # the arch comes from the model's metadata.json
-        conv = [layer for layer in model.layers if len(layer.output.shape) == 4][-1]
         self._tf = tf
-        self.model = keras.Model(model.inputs, [conv.output, model.output])
+        self.members = []  # each network: its last feature map and its probabilities
+        for net in members_of(model):
+            conv = [layer for layer in net.layers if len(layer.output.shape) == 4][-1]
+            self.members.append(keras.Model(net.inputs, [conv.output, net.output]))
         self._lock = threading.Lock()
 
     def heatmap(self, array: np.ndarray) -> tuple[np.ndarray, int]:
+        """Grad-CAM of the predicted class (the members' mean); an ensemble's map is the mean
+        of its networks' maps, each normalised."""
         tf = self._tf
         x = tf.constant(array[None].astype(np.float32))
-        with self._lock, tf.GradientTape() as tape:
-            features, probs = self.model(x, training=False)
-            best = int(tf.argmax(probs[0]))
-            score = probs[:, best]
-        grads = tape.gradient(score, features)[0].numpy()
-        fmap = features[0].numpy()
-        weights = grads.mean(axis=(0, 1))
-        cam = np.maximum((fmap * weights).sum(axis=-1), 0)
-        cam = cam / cam.max() if cam.max() > 0 else cam
-        return cam, best
+        with self._lock, tf.GradientTape(persistent=True) as tape:
+            outs = [net(x, training=False) for net in self.members]
+            best = int(tf.argmax(tf.add_n([probs[0] for _, probs in outs])))
+            scores = [probs[:, best] for _, probs in outs]
+        cams = []
+        for (features, _), score in zip(outs, scores, strict=True):
+            grads = tape.gradient(score, features)[0].numpy()
+            weights = grads.mean(axis=(0, 1))
+            cam = np.maximum((features[0].numpy() * weights).sum(axis=-1), 0)
+            cams.append(cam / cam.max() if cam.max() > 0 else cam)
+        del tape
+        return np.mean(cams, axis=0), best
 
     def overlay_png(self, array: np.ndarray) -> tuple[bytes, dict[str, Any]]:
         cam, best = self.heatmap(array)

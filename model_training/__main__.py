@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="train on all of TRAIN (validation cells included) for the fixed "
                          "epochs; temperature and review threshold come from DIR: the same "
                          "recipe's validated run, or its cross-validation report (cv --out)")
+    tr.add_argument("--members", type=int, default=1,
+                    help="train this many networks (other seeds) and export one model "
+                         "averaging their probabilities (default 1)")
     tr.add_argument("--max-minutes", type=float, default=None,
                     help="stop after the epoch that would let the next end past this budget; "
                          "the best validation epoch is kept")
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
                         batch_size=args.batch_size, seed=args.seed, version=args.version,
                         cache_dir=args.cache, max_train=args.max_train,
                         aug=augmentation(args), refit=args.refit, max_minutes=args.max_minutes,
+                        members=args.members,
                         report_dir=args.report or Path("reports") / args.protocol)
         print(json.dumps({k: summary[k] for k in ("protocol", "arch", "train_seconds",
                                                     "model_dir")} |

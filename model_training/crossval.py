@@ -63,6 +63,7 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
     fold = grouped_folds(full.groups, full.y, folds, seed)
     variants = ["recipe", "first_member"] if members > 1 else ["recipe"]
     probs = {v: np.zeros((len(full.y), len(CLASSES)), np.float32) for v in variants}
+    each = np.zeros((members, len(full.y), len(CLASSES)), np.float32)  # every network's own
     shifted: dict[str, dict[str, list[float]]] = {
         v: {name: [] for name in robustness.PERTURBATIONS} for v in variants}
     per_fold = []
@@ -84,19 +85,23 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
         held_ds: Dataset = full.subset(held)
 
         def answers(x: np.ndarray, models: list[keras.Model] = models) -> dict[str, np.ndarray]:
-            """Each variant's probabilities, every network run once."""
+            """Each variant's probabilities, every network run once; "each": all networks'."""
             outs = [m.predict(x.astype(np.float32), batch_size=128, verbose=0) for m in models]
-            return {"recipe": np.mean(outs, axis=0)} | (
+            return {"recipe": np.mean(outs, axis=0), "each": np.stack(outs)} | (
                 {"first_member": outs[0]} if len(outs) > 1 else {})
 
-        for v, p in answers(held_ds.x).items():
+        clean = answers(held_ds.x)
+        each[:, held] = clean.pop("each")
+        for v, p in clean.items():
             probs[v][held] = p
         # the held-out cells' source images as other labs' might look (every view of one
         # in PERTURBED_SHARE: the views of a cell are near copies)
         sample = held_ds.subset(np.arange(0, len(held), PERTURBED_SHARE))
         perturbed: dict[str, dict[str, float]] = {}
         for name, crops in robustness.perturbed_crops(sample, balance=True):
-            for v, p in answers(np.stack([c.array for c in crops])).items():
+            shifted_answers = answers(np.stack([c.array for c in crops]))
+            del shifted_answers["each"]
+            for v, p in shifted_answers.items():
                 accuracy = classification_report(sample.y, p)["accuracy"]
                 shifted[v][name].extend([accuracy] * len(sample.y))
                 if v == "recipe":
@@ -138,7 +143,8 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
         "seconds": round(time.perf_counter() - start, 1),
         "machine": machine.describe(),
         **summary("recipe"), "per_fold": per_fold,
-        OUT_OF_FOLD: {"probs": probs["recipe"], "y": full.y},
+        OUT_OF_FOLD: {"probs": probs["recipe"], "y": full.y}
+        | ({"member_probs": each} if members > 1 else {}),
     }
     if members > 1:
         record["first_member"] = summary("first_member")

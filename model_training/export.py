@@ -35,12 +35,14 @@ def export_savedmodel(model: keras.Model, version_dir: Path, metadata: dict[str,
 
 def load_keras(version_dir: Path) -> keras.Model:
     """The Keras model of an exported SavedModel, rebuilt from the arch in its
-    ``metadata.json`` and given the SavedModel's own variables (same order, checked by
-    shape): no extra artefact is needed."""
-    from model_training.network import make_model
+    ``metadata.json`` (an ensemble of ``members`` of them where it says so) and given the
+    SavedModel's own variables (same order, checked by shape): no extra artefact is needed."""
+    from model_training.network import make_ensemble, make_model
 
     metadata = json.loads((Path(version_dir) / "metadata.json").read_text())
-    model = make_model(metadata.get("arch", "wbc"))
+    arch, members = metadata.get("arch", "wbc"), int(metadata.get("members", 1))
+    model = (make_ensemble([make_model(arch) for _ in range(members)]) if members > 1
+             else make_model(arch))
     loaded = tf.saved_model.load(str(version_dir))
     if len(model.variables) != len(loaded.variables):
         raise RuntimeError(f"{version_dir}: SavedModel variables do not match the architecture")

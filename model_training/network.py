@@ -83,6 +83,20 @@ def _tiny(inputs: keras.KerasTensor) -> keras.KerasTensor:
     return layers.GlobalAveragePooling2D()(x)
 
 
+def make_ensemble(members: list[keras.Model]) -> keras.Model:
+    """One model whose output is the mean of the ``members``' probabilities (same contract
+    as each member); each member is kept whole inside it, named ``member_<j>``."""
+    inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
+    named = [keras.Model(m.inputs, m.output, name=f"member_{j}") for j, m in enumerate(members)]
+    outputs = layers.Average(name="probabilities")([m(inputs) for m in named])
+    return keras.Model(inputs, outputs, name=f"ensemble_of_{len(members)}")
+
+
+def members_of(model: keras.Model) -> list[keras.Model]:
+    """The networks of a ``make_ensemble`` model, or ``[model]`` for a single network."""
+    return [layer for layer in model.layers if isinstance(layer, keras.Model)] or [model]
+
+
 def make_model(arch: str = "wbc", image_size: int = IMAGE_SIZE) -> keras.Model:
     """Uncompiled model: [N, size, size, 3] float 0..255 -> [N, 4] softmax probabilities."""
     builders = {"paper": _paper, "wbc": _wbc, "wbc-fine": lambda x: _wbc(x, fine=True),

@@ -89,6 +89,11 @@ def write_report(out: Path, summary: dict[str, Any],
              f"{summary['machine']}; {summary['epochs_run']} epochs; "
              f"{summary['n_train']} training / {summary['n_val']} validation images; "
              f"skipped unreadable files: {summary['skipped']}.\n"]
+    if summary.get("members", 1) > 1:
+        parts.append(f"**An ensemble of {summary['members']} networks** trained alike from "
+                     f"other seeds, averaging their probabilities; last-epoch training accuracy "
+                     f"{', '.join(f'{a:.3f}' for a in summary['last_train_accuracy'])}; the "
+                     f"curves are the first network's.\n")
     if summary.get("stopped_by_time_budget"):
         parts.append(f"**Stopped by the time budget** (`--max-minutes`, "
                      f"{summary['stopped_by_time_budget']}) before its last epoch; the best "

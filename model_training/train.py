@@ -20,7 +20,7 @@ import tensorflow as tf
 from model_training import cellcheck, localise, machine, metrics
 from model_training.data import CLASSES, Dataset, concat, grouped_split, load_folder, random_split
 from model_training.export import SavedModelRunner, export_savedmodel
-from model_training.network import make_model
+from model_training.network import make_ensemble, make_model
 from model_training.preprocessing import (
     BACKGROUND_LEVEL,
     IMAGE_SIZE,
@@ -262,7 +262,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
           cache_dir: Path | None = Path(".cache/arrays"),
           report_dir: Path | None = None, max_train: int | None = None,
           aug: Augmentation = Augmentation(), refit: Path | None = None,
-          max_minutes: float | None = None) -> dict[str, Any]:
+          max_minutes: float | None = None, members: int = 1) -> dict[str, Any]:
     """Run one full training and write the SavedModel, metadata.json and report.
 
     ``refit``: a validated run of the same recipe, or a cross-validation report of it
@@ -270,6 +270,11 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     only 16 monocyte source cells in TRAIN), for the fixed number of epochs, and takes its
     temperature and review threshold from there (``refit_calibration``), as nothing is left
     to fit them on.
+
+    ``members`` > 1: that many networks trained one after another (seeds ``seed + 1000 *
+    member``, the first as a single network's) and exported as one model averaging their
+    probabilities (``network.make_ensemble``); ``max_minutes`` and the curves concern the
+    first.
     """
     if refit and (protocol != "official" or arch == "paper"):
         raise ValueError("--refit needs the official protocol and a fixed schedule "
@@ -301,8 +306,17 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     n_val = 0 if refit else len(val_ds.y)
     log.info("training %s on %d images, validating on %d", arch, len(train_ds.y), n_val)
     start = time.perf_counter()
-    model, history = fit_network(train_ds, None if refit else val_ds, arch, epochs, batch_size,
-                                 seed, aug, callbacks)
+    networks, histories = [], []
+    for j in range(members):
+        if j:  # the first keeps the seeding above: a single network's run is unchanged
+            keras.utils.set_random_seed(seed + 1000 * j)
+        network, history = fit_network(train_ds, None if refit else val_ds, arch, epochs,
+                                       batch_size, seed + 1000 * j, aug,
+                                       None if j else callbacks)
+        networks.append(network)
+        histories.append(history)
+    model = make_ensemble(networks) if members > 1 else networks[0]
+    history = histories[0]
     train_seconds = time.perf_counter() - start
 
     version_dir = Path(out) / str(version)
@@ -312,7 +326,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
                   "color": "RGB", "resize_method": RESIZE_METHOD, "white_balance": True,
                   "crop_context": localise.CROP_CONTEXT},
         "protocol": protocol, "arch": arch, "epochs": epochs, "seed": seed,
-        **aug.metadata(),
+        **({"members": members} if members > 1 else {}), **aug.metadata(),
         "data_fingerprint": {name: ds.fingerprint() for name, ds in
                              ({"train": train_ds} | ({} if refit else {"val": val_ds})
                               | tests).items()},
@@ -330,8 +344,10 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     test_reports, calibration, validation = postfit(version_dir, train_ds, val_ds, tests, kept)
 
     summary = {
-        "protocol": protocol, "arch": arch, "command": command, "epochs_run":
-        len(history.history.get("loss", [])), "train_seconds": round(train_seconds, 1),
+        "protocol": protocol, "arch": arch, "members": members, "command": command,
+        "epochs_run": len(history.history.get("loss", [])),
+        "last_train_accuracy": [round(float(h.history["accuracy"][-1]), 4) for h in histories],
+        "train_seconds": round(train_seconds, 1),
         "machine": machine.describe(),
         "n_train": int(len(train_ds.y)), "n_val": n_val, "refit": metadata.get("refit"),
         "skipped": len(train_ds.skipped) + sum(len(t.skipped) for t in tests.values()),
@@ -373,6 +389,8 @@ def refit_calibration(model_dir: Path, source: Path) -> Calibration:
         cv = json.loads((Path(source) / "metrics.json").read_text())
         recipe = ("arch", "epochs", *Augmentation().metadata(every=True))
         differ = [k for k in recipe if cv.get(k, 0.0) != metadata.get(k, 0.0)]
+        if cv.get("members", 1) != metadata.get("members", 1):
+            differ.append("members")
         if cv.get("crop_context", localise.LEGACY_CROP_CONTEXT) != crop_context_of(metadata):
             differ.append("crop_context")
         if differ:

@@ -81,3 +81,8 @@ def test_ensemble_is_compared_with_its_first_member(kaggle_like: Path, tmp_path:
     text = (tmp_path / "report.md").read_text()
     assert "## Ensemble against one network" in text
     assert "| first member alone |" in text and "| mean of 2 networks |" in text
+    with np.load(tmp_path / "out_of_fold.npz") as oof:  # each network's own, to combine later
+        each = oof["member_probs"]
+        assert each.shape == (2, pair["views"]["n"], 4)
+        assert np.allclose(each.mean(axis=0), oof["probs"], atol=1e-6)
+        assert not np.allclose(each[0], each[1])

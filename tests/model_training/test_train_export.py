@@ -160,6 +160,9 @@ def test_calibrate_fits_a_refit_on_its_recipes_out_of_fold_predictions(
     (cv / "metrics.json").write_text(json.dumps(recipe | {"epochs": 99}))
     with pytest.raises(ValueError, match="another recipe \\(epochs\\)"):
         refit_calibration(refit_dir, cv)
+    (cv / "metrics.json").write_text(json.dumps(recipe | {"members": 2}))
+    with pytest.raises(ValueError, match="another recipe \\(members\\)"):
+        refit_calibration(refit_dir, cv)
 
 
 def test_refit_refuses_the_paper_recipe(tiny_model: Path, kaggle_like: Path,
@@ -311,6 +314,35 @@ def test_keras_model_rebuilt_from_the_savedmodel_answers_the_same(tiny_model: Pa
     rebuilt = load_keras(tiny_model / "1")
     np.testing.assert_allclose(rebuilt.predict(x, verbose=0),
                                SavedModelRunner(tiny_model / "1")(x), atol=1e-5)
+
+
+def test_an_ensemble_exports_as_one_model_averaging_its_networks(kaggle_like: Path,
+                                                                 tmp_path: Path) -> None:
+    """--members 2: two networks from other seeds, one SavedModel answering their mean; the
+    Keras rebuild (Grad-CAM's) answers the same, and Grad-CAM draws one map from both."""
+    from app.explain import GradCam
+    from model_training.export import load_keras
+    from model_training.network import members_of
+    from model_training.train import train
+
+    summary = train("official", kaggle_like, tmp_path / "m", arch="tiny", epochs=1,
+                    batch_size=8, cache_dir=None, report_dir=tmp_path / "report", members=2)
+    version = tmp_path / "m" / "1"
+    assert json.loads((version / "metadata.json").read_text())["members"] == 2
+    assert len(summary["last_train_accuracy"]) == 2
+    assert "An ensemble of 2 networks" in (tmp_path / "report" / "report.md").read_text()
+    x = load_folder(kaggle_like / "TEST", cache_dir=None, workers=1).x.astype(np.float32)
+    served = SavedModelRunner(version)(x)
+    rebuilt = load_keras(version)
+    nets = members_of(rebuilt)
+    assert len(nets) == 2
+    each = [net.predict(x, verbose=0) for net in nets]
+    assert np.abs(each[0] - each[1]).max() > 1e-3  # other seeds: other networks
+    np.testing.assert_allclose(served, np.mean(each, axis=0), atol=1e-5)
+    np.testing.assert_allclose(rebuilt.predict(x, verbose=0), served, atol=1e-5)
+    cam, best = GradCam(version).heatmap(x[0].astype(np.uint8))
+    assert best == int(np.argmax(served[0]))
+    assert cam.ndim == 2 and cam.min() >= 0 and cam.max() <= 1
 
 
 def test_training_is_reproducible(kaggle_like: Path) -> None:
