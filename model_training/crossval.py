@@ -49,6 +49,12 @@ def grouped_folds(groups: np.ndarray, labels: np.ndarray, folds: int, seed: int)
     return np.array([fold_of_group[g] for g in groups])
 
 
+def by_variant(outs: np.ndarray) -> dict[str, np.ndarray]:
+    """The answers scored from every network's (``outs``: [members, N, classes]): the
+    recipe's (their mean) and, for an ensemble, its first network's alone."""
+    return {"recipe": outs.mean(axis=0)} | ({"first_member": outs[0]} if len(outs) > 1 else {})
+
+
 def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: int = 14,
                    batch_size: int = 32, seed: int = 42,
                    aug: Augmentation = SHIPPED_AUGMENTATION,
@@ -84,24 +90,21 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
             models.append(model)
         held_ds: Dataset = full.subset(held)
 
-        def answers(x: np.ndarray, models: list[keras.Model] = models) -> dict[str, np.ndarray]:
-            """Each variant's probabilities, every network run once; "each": all networks'."""
-            outs = [m.predict(x.astype(np.float32), batch_size=128, verbose=0) for m in models]
-            return {"recipe": np.mean(outs, axis=0), "each": np.stack(outs)} | (
-                {"first_member": outs[0]} if len(outs) > 1 else {})
+        def answers(x: np.ndarray, models: list[keras.Model] = models) -> np.ndarray:
+            """Every network's probabilities, [members, N, classes], each network run once."""
+            return np.stack([m.predict(x.astype(np.float32), batch_size=128, verbose=0)
+                             for m in models])
 
-        clean = answers(held_ds.x)
-        each[:, held] = clean.pop("each")
-        for v, p in clean.items():
+        outs = answers(held_ds.x)
+        each[:, held] = outs
+        for v, p in by_variant(outs).items():
             probs[v][held] = p
         # the held-out cells' source images as other labs' might look (every view of one
         # in PERTURBED_SHARE: the views of a cell are near copies)
         sample = held_ds.subset(np.arange(0, len(held), PERTURBED_SHARE))
         perturbed: dict[str, dict[str, float]] = {}
         for name, crops in robustness.perturbed_crops(sample, balance=True):
-            shifted_answers = answers(np.stack([c.array for c in crops]))
-            del shifted_answers["each"]
-            for v, p in shifted_answers.items():
+            for v, p in by_variant(answers(np.stack([c.array for c in crops]))).items():
                 accuracy = classification_report(sample.y, p)["accuracy"]
                 shifted[v][name].extend([accuracy] * len(sample.y))
                 if v == "recipe":

@@ -20,7 +20,8 @@ MARGIN = 0.03
 
 def test_shipped_model_accuracy_on_test_simple(data_dir: Path) -> None:
     version = max((p for p in SHIPPED.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    claimed = json.loads((version / "metadata.json").read_text())["test_metrics"]["TEST_SIMPLE"]
+    metadata = json.loads((version / "metadata.json").read_text())
+    claimed = metadata["test_metrics"]["TEST_SIMPLE"]
     samples = list_samples(data_dir / "TEST_SIMPLE")
     assert len(samples) == 71
     app = create_app(Settings(model_dir=SHIPPED))
@@ -31,6 +32,9 @@ def test_shipped_model_accuracy_on_test_simple(data_dir: Path) -> None:
                                                         "image/jpeg")})
             assert r.status_code == 200, r.text
             correct += r.json()["label"] == CLASSES[s.label]
+        served = client.get("/v1/models/wbc-classifier").json()
+    assert served["version"] == metadata["version"]
+    assert served.get("members", 1) == metadata.get("members", 1)  # an ensemble says so
     accuracy = correct / len(samples)
     assert accuracy >= claimed["accuracy"] - MARGIN, (accuracy, claimed)
 

@@ -34,9 +34,10 @@ async def ready(request: Request) -> JSONResponse:
 
 @model_router.get("/v1/models/wbc-classifier", tags=["model"])
 async def model_metadata(classifier: ClassifierDep) -> dict[str, Any]:
-    """The served model's metadata: version, classes, input, protocol, test metrics."""
+    """The served model's metadata: version, classes, input, protocol, networks averaged
+    (``members``, for an ensemble), test metrics."""
     meta = classifier.predictor.metadata
-    keys = ("name", "version", "classes", "input", "protocol", "arch", "test_metrics",
+    keys = ("name", "version", "classes", "input", "protocol", "arch", "members", "test_metrics",
             "calibration", "temperature", "review_threshold", "data_fingerprint", "created",
             "train_seconds")
     info = {k: meta[k] for k in keys if k in meta}
