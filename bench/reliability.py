@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from app.predictor import resolve_version_dir
 from bench.load import run_load
 from bench.run import real_images
 from bench.server import PROJECT, Server
@@ -74,11 +75,6 @@ async def graceful_shutdown(images: list[bytes]) -> dict:
             "exit_code": code}
 
 
-def latest_version() -> Path:
-    """The shipped model's version folder (the highest number under ``MODEL``)."""
-    return max((p for p in MODEL.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-
-
 def bad_model_dirs() -> dict:
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,7 +83,7 @@ def bad_model_dirs() -> dict:
         (corrupt / "1" / "saved_model.pb").write_bytes(b"not a protobuf")
         # the shipped model's own metadata, so that the SavedModel itself is what is refused
         # (an empty one is refused earlier, by the crop check, as a model of another crop)
-        shutil.copy(latest_version() / "metadata.json", corrupt / "1" / "metadata.json")
+        shutil.copy(resolve_version_dir(MODEL) / "metadata.json", corrupt / "1" / "metadata.json")
         for name, path in (("missing", Path(tmp) / "nothing"), ("corrupt", corrupt)):
             server = Server(env={"WBC_MODEL_DIR": str(path), "WBC_LOG_LEVEL": "INFO"})
             proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=PROJECT, env=server.env,
@@ -115,7 +111,7 @@ def bad_model_dirs() -> dict:
 async def hot_reload(images: list[bytes]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "wbc-classifier"
-        shutil.copytree(latest_version(), models / "1")
+        shutil.copytree(resolve_version_dir(MODEL), models / "1")
         server = Server(env={"WBC_MODEL_DIR": str(models)}).start()
         try:
             load = asyncio.create_task(run_load(server.url, images, 8, 20))

@@ -27,7 +27,7 @@ from model_training import localise, machine, robustness
 from model_training.data import CLASSES, Dataset, load_folder
 from model_training.metrics import cell_votes, classification_report
 from model_training.report import plot_confusion, table
-from model_training.train import SHIPPED_AUGMENTATION, Augmentation, fit_network
+from model_training.train import SHIPPED_AUGMENTATION, Augmentation, fit_members
 
 log = logging.getLogger(__name__)
 OUT_OF_FOLD = "out_of_fold"
@@ -82,12 +82,9 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
                  "cells", k + 1, folds, members, len(rest), len(held),
                  len(np.unique(full.groups[held])))
         t0 = time.perf_counter()
-        models = []
-        for j in range(members):
-            keras.utils.set_random_seed(seed + k + 1000 * j)
-            model, _ = fit_network(full.subset(rest), None, arch, epochs, batch_size,
-                                   seed + k + 1000 * j, aug)
-            models.append(model)
+        keras.utils.set_random_seed(seed + k)
+        models = [m for m, _ in fit_members(full.subset(rest), None, arch, epochs, batch_size,
+                                            seed + k, aug, members)]
         held_ds: Dataset = full.subset(held)
 
         def answers(x: np.ndarray, models: list[keras.Model] = models) -> np.ndarray:

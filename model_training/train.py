@@ -257,6 +257,23 @@ def fit_network(train_ds: Dataset, val_ds: Dataset | None, arch: str, epochs: in
     return model, history
 
 
+def fit_members(train_ds: Dataset, val_ds: Dataset | None, arch: str, epochs: int,
+                batch_size: int, seed: int, aug: Augmentation, members: int = 1,
+                callbacks: list[keras.callbacks.Callback] | None = None
+                ) -> list[tuple[keras.Model, keras.callbacks.History]]:
+    """``members`` networks of one recipe, fitted one after another (``fit_network``):
+    network ``j`` from seed ``seed + 1000 * j``; the first from the seeding the caller has
+    set, so that one member trains exactly as a single network does. ``callbacks`` go to
+    the first only."""
+    fitted = []
+    for j in range(members):
+        if j:
+            keras.utils.set_random_seed(seed + 1000 * j)
+        fitted.append(fit_network(train_ds, val_ds, arch, epochs, batch_size, seed + 1000 * j,
+                                  aug, None if j else callbacks))
+    return fitted
+
+
 def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: int = 12,
           batch_size: int = 32, seed: int = 42, version: int = 1,
           cache_dir: Path | None = Path(".cache/arrays"),
@@ -306,15 +323,9 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     n_val = 0 if refit else len(val_ds.y)
     log.info("training %s on %d images, validating on %d", arch, len(train_ds.y), n_val)
     start = time.perf_counter()
-    networks, histories = [], []
-    for j in range(members):
-        if j:  # the first keeps the seeding above: a single network's run is unchanged
-            keras.utils.set_random_seed(seed + 1000 * j)
-        network, history = fit_network(train_ds, None if refit else val_ds, arch, epochs,
-                                       batch_size, seed + 1000 * j, aug,
-                                       None if j else callbacks)
-        networks.append(network)
-        histories.append(history)
+    fitted = fit_members(train_ds, None if refit else val_ds, arch, epochs, batch_size, seed,
+                         aug, members, callbacks)
+    networks, histories = [m for m, _ in fitted], [h for _, h in fitted]
     model = make_ensemble(networks) if members > 1 else networks[0]
     history = histories[0]
     train_seconds = time.perf_counter() - start
