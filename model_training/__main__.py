@@ -33,6 +33,9 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gamma-jitter", type=float, default=0.0,
                         help="another camera's gamma in training, drawn in [1/(1+G), 1+G] "
                              "with the slide background kept, e.g. 0.5 (0: off)")
+    parser.add_argument("--cutout", type=float, default=0.0, metavar="SIDE",
+                        help="cutout in training: one background-grey square per crop, side "
+                             "up to SIDE x the crop's (0: off)")
     parser.add_argument("--crop-context", type=float, default=None,
                         help="crop side / cell box side for this run (an experiment: the "
                              "service serves models made at localise.CROP_CONTEXT only)")
@@ -42,7 +45,8 @@ def augmentation(args: argparse.Namespace):  # -> train.Augmentation (defers Ten
     from model_training.train import Augmentation
 
     return Augmentation(scale=args.scale_jitter, stain=args.stain_jitter,
-                        noise=args.noise_jitter, mixup=args.mixup, gamma=args.gamma_jitter)
+                        noise=args.noise_jitter, mixup=args.mixup, gamma=args.gamma_jitter,
+                        cutout=args.cutout)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -174,7 +174,7 @@ def write(out: Path, record: dict[str, Any], command: str) -> None:
         f"Arch `{record['arch']}`, {record['epochs']} epoch(s) per fold, scale jitter "
         f"{record['scale_jitter']:g}, stain jitter {record['stain_jitter']:g}, noise jitter "
         f"{record.get('noise_jitter', 0):g}, mixup {record.get('mixup', 0):g}, gamma jitter "
-        f"{record.get('gamma_jitter', 0):g}, crop context "
+        f"{record.get('gamma_jitter', 0):g}, cutout {record.get('cutout', 0):g}, crop context "
         f"{record.get('crop_context', localise.LEGACY_CROP_CONTEXT):g}, seed "
         f"{record['seed']}. Each of TRAIN's source cells falls in one fold with all its views; "
         "each fold is classified by the model trained on the others (fixed epochs, no "

@@ -126,6 +126,22 @@ def sensor_noise(images: tf.Tensor, labels: tf.Tensor, sigma_max: float
     return tf.clip_by_value(images + sigma * noise, 0.0, 255.0), labels
 
 
+def cutout(images: tf.Tensor, labels: tf.Tensor, side_max: float
+           ) -> tuple[tf.Tensor, tf.Tensor]:
+    """Cutout (DeVries and Taylor 2017) on a batch: one square of each crop, side drawn
+    uniformly up to ``side_max`` x the crop's side and centred anywhere in it (so it may
+    hang over the edge), painted the slide-background grey. The network cannot lean on
+    one part of the cell (one nucleus lobe, one patch of granules) and must use all."""
+    n = tf.shape(images)[0]
+    half = tf.random.uniform([n, 1, 1], 0.0, side_max * IMAGE_SIZE / 2)
+    centre = tf.random.uniform([n, 2, 1, 1], 0.0, float(IMAGE_SIZE))
+    grid = tf.range(IMAGE_SIZE, dtype=tf.float32) + 0.5
+    inside_y = tf.abs(grid[None, :, None] - centre[:, 0]) < half
+    inside_x = tf.abs(grid[None, None, :] - centre[:, 1]) < half
+    erased = tf.logical_and(inside_y, inside_x)[..., None]
+    return tf.where(erased, BACKGROUND_LEVEL, images), labels
+
+
 def mixup(images: tf.Tensor, labels: tf.Tensor, alpha: float
           ) -> tuple[tf.Tensor, tf.Tensor]:
     """Mixup (Zhang et al. 2018) on a batch: each image and its label become
@@ -148,19 +164,22 @@ def mixup(images: tf.Tensor, labels: tf.Tensor, alpha: float
 class Augmentation:
     """A recipe's training augmentation, as ``make_dataset`` applies it: ``stain`` scales
     the stain/illumination jitter of ``augment`` and ``gamma`` its camera gamma; ``scale``
-    is ``scale_shift``'s amplitude, ``noise`` ``sensor_noise``'s strongest sigma and
-    ``mixup`` the Beta parameter of ``mixup``; 0 turns each off."""
+    is ``scale_shift``'s amplitude, ``noise`` ``sensor_noise``'s strongest sigma,
+    ``cutout`` ``cutout``'s largest side and ``mixup`` the Beta parameter of ``mixup``; 0
+    turns each off."""
 
     scale: float = 0.0
     stain: float = 1.0
     noise: float = 0.0
     mixup: float = 0.0
     gamma: float = 0.0
+    cutout: float = 0.0
 
     def metadata(self, every: bool = False) -> dict[str, float]:
         """The keys metadata.json and the reports have always used; the options that are
         off are left out unless ``every``."""
-        optional = {"noise_jitter": self.noise, "mixup": self.mixup, "gamma_jitter": self.gamma}
+        optional = {"noise_jitter": self.noise, "mixup": self.mixup, "gamma_jitter": self.gamma,
+                    "cutout": self.cutout}
         return {"scale_jitter": self.scale, "stain_jitter": self.stain,
                 **{k: v for k, v in optional.items() if every or v}}
 
@@ -181,6 +200,9 @@ def make_dataset(ds: Dataset, batch: int, training: bool, seed: int,
                             num_parallel_calls=tf.data.AUTOTUNE)
         if aug.noise > 0:
             data = data.map(lambda x, y: sensor_noise(x, y, aug.noise),
+                            num_parallel_calls=tf.data.AUTOTUNE)
+        if aug.cutout > 0:
+            data = data.map(lambda x, y: cutout(x, y, aug.cutout),
                             num_parallel_calls=tf.data.AUTOTUNE)
         if aug.mixup > 0:
             data = data.map(lambda x, y: mixup(x, y, aug.mixup),

@@ -410,7 +410,30 @@ def test_augmentation_keeps_the_metadata_keys_models_were_exported_with() -> Non
     aug = Augmentation(scale=0.15, stain=2.0, gamma=0.5)
     assert aug.metadata() == {"scale_jitter": 0.15, "stain_jitter": 2.0, "gamma_jitter": 0.5}
     assert aug.metadata(every=True) == {"scale_jitter": 0.15, "stain_jitter": 2.0,
-                                        "noise_jitter": 0.0, "mixup": 0.0, "gamma_jitter": 0.5}
+                                        "noise_jitter": 0.0, "mixup": 0.0, "gamma_jitter": 0.5,
+                                        "cutout": 0.0}
+
+
+def test_cutout_paints_one_background_square_no_larger_than_asked() -> None:
+    """Each crop loses at most one square of side <= SIDE x the crop's, painted the slide
+    background; the rest of the crop and the labels are untouched."""
+    import tensorflow as tf
+
+    from model_training.preprocessing import BACKGROUND_LEVEL, IMAGE_SIZE
+    from model_training.train import cutout
+
+    images = tf.fill([64, IMAGE_SIZE, IMAGE_SIZE, 3], 30.0)
+    labels = tf.one_hot(tf.range(64) % 4, 4)
+    out, same = cutout(images, labels, 0.5)
+    out = out.numpy()
+    np.testing.assert_array_equal(same.numpy(), labels.numpy())
+    assert set(np.unique(out)) <= {30.0, BACKGROUND_LEVEL}
+    erased = out[..., 0] == BACKGROUND_LEVEL
+    assert (erased == (out[..., 2] == BACKGROUND_LEVEL)).all()  # all channels together
+    rows, cols = erased.any(axis=2).sum(axis=1), erased.any(axis=1).sum(axis=1)
+    assert rows.max() <= IMAGE_SIZE * 0.5 + 1 and cols.max() <= IMAGE_SIZE * 0.5 + 1
+    assert (erased.sum(axis=(1, 2)) == rows * cols).all()  # one filled rectangle each
+    assert (rows > 0).mean() > 0.5  # most crops lose something
 
 
 def test_crop_context_option_trains_on_wider_crops_and_records_them(
