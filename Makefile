@@ -26,14 +26,16 @@ lint: $(STAMP)
 test: lint
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q
 
-# The shipped recipe, three networks averaged: cross-validated over TRAIN's source cells (its
-# out-of-fold answers calibrate the model; 61.7 min on 2026-12-01's CPU,
+# Retrains the shipped model by its own recipe, read from its metadata.json (`python -m
+# model_training recipe`): cross-validated over TRAIN's source cells (the out-of-fold answers
+# calibrate the model; 61.7 min for v7's three networks on 2026-12-01's CPU,
 # reports/crossval-ensemble3), then refit on all of TRAIN (the model that ships).
-RECIPE := --data ../shared/data/kaggle-blood-cells --epochs 14 --scale-jitter 0.15 \
-	--stain-jitter 2 --members 3
+SHIPPED := models/wbc-classifier/1
+DATA := ../shared/data/kaggle-blood-cells
 train: $(STAMP)
-	$(BIN)/python -m model_training cv --folds 4 $(RECIPE) --out .cache/crossval
-	$(BIN)/python -m model_training train --protocol official $(RECIPE) \
+	recipe="$$($(BIN)/python -m model_training recipe --model $(SHIPPED))" && \
+	$(BIN)/python -m model_training cv --folds 4 --data $(DATA) $$recipe --out .cache/crossval && \
+	$(BIN)/python -m model_training train --protocol official --data $(DATA) $$recipe \
 		--out models/wbc-classifier --refit .cache/crossval
 
 localise: $(STAMP)

@@ -1,4 +1,5 @@
-"""Command line: ``python -m model_training {train,evaluate,calibrate,robustness,tta,cv} ...``."""
+"""Command line: ``python -m model_training {train,evaluate,calibrate,robustness,tta,cv,recipe}
+...``."""
 
 from __future__ import annotations
 
@@ -47,6 +48,19 @@ def augmentation(args: argparse.Namespace):  # -> train.Augmentation (defers Ten
     return Augmentation(scale=args.scale_jitter, stain=args.stain_jitter,
                         noise=args.noise_jitter, mixup=args.mixup, gamma=args.gamma_jitter,
                         cutout=args.cutout)
+
+
+def recipe_flags(metadata: dict) -> list[str]:
+    """The ``train``/``cv`` options that trained the model whose metadata.json this is: the
+    one record of a shipped recipe (``make train`` reads it from the shipped model)."""
+    from model_training.train import Augmentation
+
+    flags = [f"--{k}={metadata[k]}" for k in ("arch", "epochs", "seed")]
+    flags.append(f"--members={metadata.get('members', 1)}")
+    flags += [f"--{k.replace('_', '-')}={metadata.get(k, v):g}"
+              for k, v in Augmentation().metadata(every=True).items()]
+    crop = metadata.get("input", {}).get("crop_context")
+    return flags + ([f"--crop-context={crop:g}"] if crop else [])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="networks per fold, classifying by their mean probabilities; the "
                          "first alone is scored too (default 1)")
     cv.add_argument("--out", type=Path, default=Path("reports/crossval"))
+    rc = sub.add_parser("recipe", help="print the train/cv options a model was trained with")
+    rc.add_argument("--model", type=Path, required=True)
     args = parser.parse_args(argv)
     if getattr(args, "crop_context", None):
         from model_training import localise
@@ -179,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"views_accuracy": record["views"]["accuracy"],
                           "cells_accuracy": record["cells"]["accuracy"],
                           "cells_wrong": record["cells_wrong"]}))
+    elif args.command == "recipe":
+        print(" ".join(recipe_flags(json.loads((args.model / "metadata.json").read_text()))))
     elif args.command == "tta":
         from model_training.tta import run as run_tta
 

@@ -27,7 +27,7 @@ from model_training import localise, machine, robustness
 from model_training.data import CLASSES, Dataset, load_folder
 from model_training.metrics import cell_votes, classification_report
 from model_training.report import plot_confusion, table
-from model_training.train import SHIPPED_AUGMENTATION, Augmentation, fit_members
+from model_training.train import Augmentation, fit_members
 
 log = logging.getLogger(__name__)
 OUT_OF_FOLD = "out_of_fold"
@@ -57,7 +57,7 @@ def by_variant(outs: np.ndarray) -> dict[str, np.ndarray]:
 
 def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: int = 14,
                    batch_size: int = 32, seed: int = 42,
-                   aug: Augmentation = SHIPPED_AUGMENTATION,
+                   aug: Augmentation | None = None,
                    cache_dir: Path | None = Path(".cache/arrays"),
                    members: int = 1) -> dict[str, Any]:
     """``members`` > 1: each fold trains that many networks (seeds ``seed + fold + 1000 *
@@ -65,6 +65,7 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
     mean probabilities; the first member alone is scored too (``first_member``), on the same
     folds and views, for a paired comparison."""
 
+    aug = aug or Augmentation()  # the CLI's defaults
     full = load_folder(Path(data_root) / "TRAIN", cache_dir)
     fold = grouped_folds(full.groups, full.y, folds, seed)
     variants = ["recipe", "first_member"] if members > 1 else ["recipe"]

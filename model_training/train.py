@@ -184,7 +184,6 @@ class Augmentation:
                 **{k: v for k, v in optional.items() if every or v}}
 
 
-SHIPPED_AUGMENTATION = Augmentation(scale=0.15, stain=2.0)  # the shipped model's recipe
 
 
 def make_dataset(ds: Dataset, batch: int, training: bool, seed: int,

@@ -437,17 +437,38 @@ def test_cutout_paints_one_background_square_no_larger_than_asked() -> None:
 
 
 def test_crop_context_option_trains_on_wider_crops_and_records_them(
-        kaggle_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        kaggle_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """... and ``recipe`` gives back every option of the run (``make train`` retrains the
+    shipped model with them)."""
     from model_training import localise
     from model_training.__main__ import main
 
     monkeypatch.setattr(localise, "CROP_CONTEXT", localise.CROP_CONTEXT)  # restored after
-    main(["train", "--data", str(kaggle_like), "--out", str(tmp_path / "m"), "--arch", "tiny",
-          "--epochs", "1", "--batch-size", "8", "--cache", str(tmp_path / "cache"),
-          "--report", str(tmp_path / "report"), "--crop-context", "1.8"])
+    options = ["--arch=tiny", "--epochs=1", "--seed=7", "--members=1", "--scale-jitter=0.1",
+               "--stain-jitter=0.5", "--noise-jitter=0", "--mixup=0", "--gamma-jitter=0.2",
+               "--cutout=0.3", "--crop-context=1.8"]
+    main(["train", "--data", str(kaggle_like), "--out", str(tmp_path / "m"), *options,
+          "--batch-size", "8", "--cache", str(tmp_path / "cache"),
+          "--report", str(tmp_path / "report")])
     meta = json.loads((tmp_path / "m" / "1" / "metadata.json").read_text())
     assert meta["input"]["crop_context"] == 1.8 == localise.CROP_CONTEXT
     assert all("-context1.8" in p.name for p in (tmp_path / "cache").iterdir())
+    capsys.readouterr()
+    main(["recipe", "--model", str(tmp_path / "m" / "1")])
+    assert capsys.readouterr().out.split() == options
+
+
+def test_recipe_of_the_shipped_model_names_its_ensemble_and_augmentation() -> None:
+    from model_training.__main__ import recipe_flags
+
+    meta = json.loads((PROJECT / "models/wbc-classifier/1/metadata.json").read_text())
+    flags = recipe_flags(meta)
+    assert f"--members={meta['members']}" in flags and f"--epochs={meta['epochs']}" in flags
+    assert f"--stain-jitter={meta['stain_jitter']:g}" in flags
+    assert recipe_flags({"arch": "wbc", "epochs": 14, "seed": 42}) == [  # a model before v5
+        "--arch=wbc", "--epochs=14", "--seed=42", "--members=1", "--scale-jitter=0",
+        "--stain-jitter=1", "--noise-jitter=0", "--mixup=0", "--gamma-jitter=0", "--cutout=0"]
 
 
 def test_refit_takes_its_calibration_from_a_cross_validation_of_its_recipe(
