@@ -166,7 +166,9 @@ def main(argv: list[str] | None = None) -> None:
             kept = Calibration(metadata["temperature"], metadata["review_threshold"],
                                metadata["calibration"]["fitted_on"])
             if args.calibration_from:  # ... or take a (new) validated run's, as a refit does
-                kept = refit_calibration(args.model, args.calibration_from)
+                kept, made = refit_calibration(metadata, args.calibration_from)
+                metadata["refit"]["calibration_from"] = made  # postfit reads and adds to it
+                (args.model / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
         test_reports, calibration, _ = postfit(args.model, train_ds, val_ds, tests, kept)
         report_dir = args.report or Path("reports") / metadata["protocol"]
         if (report_dir / "metrics.json").exists():

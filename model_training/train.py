@@ -323,6 +323,13 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     if refit and not from_cv and not balance_of(reference):
         raise ValueError(f"--refit {refit}: that model was trained without white balance; "
                          "its calibration does not carry over to this preprocessing")
+    recipe = {"input": {"size": [IMAGE_SIZE, IMAGE_SIZE, 3], "dtype": "float32",
+                        "range": [0, 255], "color": "RGB", "resize_method": RESIZE_METHOD,
+                        "white_balance": True, "crop_context": localise.CROP_CONTEXT},
+              "protocol": protocol, "arch": arch, "epochs": epochs, "seed": seed,
+              **({"members": members} if members > 1 else {}), **aug.metadata()}
+    # before training: a refit against another recipe's report fails now, not after it
+    kept, made = refit_calibration(recipe, Path(refit)) if refit else (None, None)
     keras.utils.set_random_seed(seed)
     command = "python -m model_training " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
     splitter = official_splits if protocol == "official" else paper_splits
@@ -354,11 +361,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     version_dir = Path(out) / str(version)
     metadata: dict[str, Any] = {
         "name": Path(out).name, "version": str(version), "classes": list(CLASSES),
-        "input": {"size": [IMAGE_SIZE, IMAGE_SIZE, 3], "dtype": "float32", "range": [0, 255],
-                  "color": "RGB", "resize_method": RESIZE_METHOD, "white_balance": True,
-                  "crop_context": localise.CROP_CONTEXT},
-        "protocol": protocol, "arch": arch, "epochs": epochs, "seed": seed,
-        **({"members": members} if members > 1 else {}), **aug.metadata(),
+        **recipe,
         "data_fingerprint": {name: ds.fingerprint() for name, ds in
                              ({"train": train_ds} | ({} if refit else {"val": val_ds})
                               | tests).items()},
@@ -366,13 +369,10 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command,
     }
-    kept: Calibration | None = None
     if refit:
-        metadata["refit"] = {"validation": "none: trained on all of TRAIN"}
+        metadata["refit"] = {"validation": "none: trained on all of TRAIN",
+                             "calibration_from": made}
     export_savedmodel(model, version_dir, metadata)
-    if refit:  # checks that ``refit`` validated this very recipe; records where from
-        kept = refit_calibration(version_dir, Path(refit))
-        metadata["refit"] = json.loads((version_dir / "metadata.json").read_text())["refit"]
     test_reports, calibration, validation = postfit(version_dir, train_ds, val_ds, tests, kept)
 
     summary = {
@@ -409,13 +409,13 @@ def calibration_of(validated: dict[str, Any]) -> Calibration:
                        f"validation of the validated run `{validated.get('command')}`")
 
 
-def refit_calibration(model_dir: Path, source: Path) -> Calibration:
-    """The calibration a refit model takes from ``source``, recorded in its metadata's
-    ``refit.calibration_from``: a validated run of its recipe (its temperature and review
-    threshold), or a cross-validation report of its recipe (fitted here on the out-of-fold
-    probabilities: every TRAIN view classified by a model that never saw its cell)."""
-    path = Path(model_dir) / "metadata.json"
-    metadata = json.loads(path.read_text())
+def refit_calibration(metadata: dict[str, Any], source: Path
+                      ) -> tuple[Calibration, dict[str, Any]]:
+    """The calibration a refit model (its ``metadata``, or the recipe part of it) takes from
+    ``source``, and where from (for its metadata's ``refit.calibration_from``): a validated
+    run of its recipe (its temperature and review threshold), or a cross-validation report
+    of its recipe, checked to be the same (fitted here on the out-of-fold probabilities:
+    every TRAIN view classified by a model that never saw its cell)."""
     oof = Path(source) / "out_of_fold.npz"
     if oof.exists():
         cv = json.loads((Path(source) / "metrics.json").read_text())
@@ -442,9 +442,7 @@ def refit_calibration(model_dir: Path, source: Path) -> Calibration:
         calibration = calibration_of(validated)
         made = {"path": str(source), "command": validated.get("command"),
                 "created": validated.get("created")}
-    metadata["refit"]["calibration_from"] = made
-    path.write_text(json.dumps(metadata, indent=2) + "\n")
-    return calibration
+    return calibration, made
 
 
 def report_with_cells(ds: Dataset, probs: np.ndarray) -> dict[str, Any]:

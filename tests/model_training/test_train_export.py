@@ -149,20 +149,23 @@ def test_calibrate_fits_a_refit_on_its_recipes_out_of_fold_predictions(
     recipe = {k: meta.get(k, 0.0) for k in ("arch", "epochs", "scale_jitter", "stain_jitter")}
     recipe["crop_context"] = meta["input"]["crop_context"]
     (cv / "metrics.json").write_text(json.dumps(recipe | {"command": "python -m cv"}))
-    calibration = refit_calibration(refit_dir, cv)
+    calibration, made = refit_calibration(meta, cv)
     expected = metrics.fit_temperature(probs, y)
     assert calibration.temperature == expected
     assert calibration.review_threshold == metrics.choose_review_threshold(
         metrics.apply_temperature(probs, expected), y)
     assert "out-of-fold" in calibration.fitted_on
-    saved = json.loads((refit_dir / "metadata.json").read_text())
-    assert saved["refit"]["calibration_from"] == {"path": str(cv), "command": "python -m cv"}
+    assert made == {"path": str(cv), "command": "python -m cv"}
     (cv / "metrics.json").write_text(json.dumps(recipe | {"epochs": 99}))
     with pytest.raises(ValueError, match="another recipe \\(epochs\\)"):
-        refit_calibration(refit_dir, cv)
+        refit_calibration(meta, cv)
     (cv / "metrics.json").write_text(json.dumps(recipe | {"members": 2}))
     with pytest.raises(ValueError, match="another recipe \\(members\\)"):
-        refit_calibration(refit_dir, cv)
+        refit_calibration(meta, cv)
+    with pytest.raises(ValueError, match="another recipe \\(members\\)"):  # before training
+        train("official", kaggle_like, tmp_path / "never", arch="tiny", epochs=1,
+              cache_dir=Path("/nonexistent"), refit=cv)
+    assert not (tmp_path / "never").exists()
 
 
 def test_refit_refuses_the_paper_recipe(tiny_model: Path, kaggle_like: Path,
