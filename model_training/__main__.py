@@ -37,6 +37,8 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cutout", type=float, default=0.0, metavar="SIDE",
                         help="cutout in training: one background-grey square per crop, side "
                              "up to SIDE x the crop's (0: off)")
+    parser.add_argument("--weight-decay", type=float, default=0.0,
+                        help="AdamW's decoupled weight decay of the kernels (0: Adam)")
     parser.add_argument("--crop-context", type=float, default=None,
                         help="crop side / cell box side for this run (an experiment: the "
                              "service serves models made at localise.CROP_CONTEXT only)")
@@ -47,7 +49,7 @@ def augmentation(args: argparse.Namespace):  # -> train.Augmentation (defers Ten
 
     return Augmentation(scale=args.scale_jitter, stain=args.stain_jitter,
                         noise=args.noise_jitter, mixup=args.mixup, gamma=args.gamma_jitter,
-                        cutout=args.cutout)
+                        cutout=args.cutout, weight_decay=args.weight_decay)
 
 
 def recipe_flags(metadata: dict) -> list[str]:

@@ -162,7 +162,8 @@ def mixup(images: tf.Tensor, labels: tf.Tensor, alpha: float
 
 @dataclass(frozen=True)
 class Augmentation:
-    """A recipe's training augmentation, as ``make_dataset`` applies it: ``stain`` scales
+    """A recipe's regularisation: its training augmentation, as ``make_dataset`` applies
+    it, and the optimiser's ``weight_decay`` (``compile_model``). ``stain`` scales
     the stain/illumination jitter of ``augment`` and ``gamma`` its camera gamma; ``scale``
     is ``scale_shift``'s amplitude, ``noise`` ``sensor_noise``'s strongest sigma,
     ``cutout`` ``cutout``'s largest side and ``mixup`` the Beta parameter of ``mixup``; 0
@@ -174,12 +175,13 @@ class Augmentation:
     mixup: float = 0.0
     gamma: float = 0.0
     cutout: float = 0.0
+    weight_decay: float = 0.0
 
     def metadata(self, every: bool = False) -> dict[str, float]:
         """The keys metadata.json and the reports have always used; the options that are
         off are left out unless ``every``."""
         optional = {"noise_jitter": self.noise, "mixup": self.mixup, "gamma_jitter": self.gamma,
-                    "cutout": self.cutout}
+                    "cutout": self.cutout, "weight_decay": self.weight_decay}
         return {"scale_jitter": self.scale, "stain_jitter": self.stain,
                 **{k: v for k, v in optional.items() if every or v}}
 
@@ -233,10 +235,13 @@ class TimeBudget(keras.callbacks.Callback):
 
 
 def compile_model(model: keras.Model, arch: str, steps: int, epochs: int,
-                  validate: bool = True) -> list[keras.callbacks.Callback]:
+                  validate: bool = True, weight_decay: float = 0.0
+                  ) -> list[keras.callbacks.Callback]:
     """The paper's recipe for ``paper`` (Adam, ReduceLROnPlateau on val accuracy, patience 3,
     factor 0.3; up to ``epochs``, stopping after ``PAPER_PATIENCE`` epochs without progress);
-    cosine decay and label smoothing for the others. Both keep the best validation epoch."""
+    cosine decay and label smoothing for the others. Both keep the best validation epoch.
+    ``weight_decay`` > 0 (not for ``paper``): AdamW's decoupled decay of the convolution and
+    dense kernels (not of biases and batch normalisation)."""
     if arch == "paper":
         optimizer = keras.optimizers.Adam(PAPER_LR)
         loss = keras.losses.CategoricalCrossentropy()
@@ -245,7 +250,11 @@ def compile_model(model: keras.Model, arch: str, steps: int, epochs: int,
     else:
         schedule = keras.optimizers.schedules.CosineDecay(WBC_LR, decay_steps=steps,
                                                           warmup_target=None)
-        optimizer = keras.optimizers.Adam(schedule)
+        if weight_decay > 0:
+            optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+            optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        else:
+            optimizer = keras.optimizers.Adam(schedule)
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING)
         callbacks = []
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
@@ -268,8 +277,8 @@ def fit_network(train_ds: Dataset, val_ds: Dataset | None, arch: str, epochs: in
     tf.config.experimental.enable_op_determinism()
     steps = epochs * math.ceil(len(train_ds.y) / batch_size)
     model = make_model(arch)
-    callbacks = compile_model(model, arch, steps, epochs, validate=val_ds is not None) + list(
-        callbacks or [])
+    callbacks = compile_model(model, arch, steps, epochs, validate=val_ds is not None,
+                              weight_decay=aug.weight_decay) + list(callbacks or [])
     history = model.fit(make_dataset(train_ds, batch_size, True, seed, aug),
                         epochs=epochs,
                         validation_data=None if val_ds is None else make_dataset(val_ds, 128,

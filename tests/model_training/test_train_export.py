@@ -414,7 +414,30 @@ def test_augmentation_keeps_the_metadata_keys_models_were_exported_with() -> Non
     assert aug.metadata() == {"scale_jitter": 0.15, "stain_jitter": 2.0, "gamma_jitter": 0.5}
     assert aug.metadata(every=True) == {"scale_jitter": 0.15, "stain_jitter": 2.0,
                                         "noise_jitter": 0.0, "mixup": 0.0, "gamma_jitter": 0.5,
-                                        "cutout": 0.0}
+                                        "cutout": 0.0, "weight_decay": 0.0}
+
+
+def test_weight_decay_shrinks_the_kernels_only() -> None:
+    """With zero gradients Adam moves nothing, so what changes is AdamW's decay: every
+    convolution and dense kernel shrinks by lr x decay; biases and batch norm stay."""
+    import keras
+
+    from model_training.network import make_model
+    from model_training.train import WBC_LR, compile_model
+
+    model = make_model("wbc")
+    compile_model(model, "wbc", steps=100, epochs=1, validate=False, weight_decay=0.5)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    model.optimizer.apply_gradients(
+        [(keras.ops.zeros_like(v), v) for v in model.trainable_variables])
+    kernels = 0
+    for v, old in zip(model.trainable_variables, before, strict=True):
+        if v.path.endswith("kernel"):
+            kernels += 1
+            np.testing.assert_allclose(v.numpy(), old * (1 - WBC_LR * 0.5), rtol=1e-4)
+        else:
+            np.testing.assert_array_equal(v.numpy(), old)
+    assert kernels > 10
 
 
 def test_cutout_paints_one_background_square_no_larger_than_asked() -> None:
@@ -450,7 +473,7 @@ def test_crop_context_option_trains_on_wider_crops_and_records_them(
     monkeypatch.setattr(localise, "CROP_CONTEXT", localise.CROP_CONTEXT)  # restored after
     options = ["--arch=tiny", "--epochs=1", "--seed=7", "--members=1", "--scale-jitter=0.1",
                "--stain-jitter=0.5", "--noise-jitter=0", "--mixup=0", "--gamma-jitter=0.2",
-               "--cutout=0.3", "--crop-context=1.8"]
+               "--cutout=0.3", "--weight-decay=0.01", "--crop-context=1.8"]
     main(["train", "--data", str(kaggle_like), "--out", str(tmp_path / "m"), *options,
           "--batch-size", "8", "--cache", str(tmp_path / "cache"),
           "--report", str(tmp_path / "report")])
@@ -471,7 +494,8 @@ def test_recipe_of_the_shipped_model_names_its_ensemble_and_augmentation() -> No
     assert f"--stain-jitter={meta['stain_jitter']:g}" in flags
     assert recipe_flags({"arch": "wbc", "epochs": 14, "seed": 42}) == [  # a model before v5
         "--arch=wbc", "--epochs=14", "--seed=42", "--members=1", "--scale-jitter=0",
-        "--stain-jitter=1", "--noise-jitter=0", "--mixup=0", "--gamma-jitter=0", "--cutout=0"]
+        "--stain-jitter=1", "--noise-jitter=0", "--mixup=0", "--gamma-jitter=0", "--cutout=0",
+        "--weight-decay=0"]
 
 
 def test_refit_takes_its_calibration_from_a_cross_validation_of_its_recipe(
