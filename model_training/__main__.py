@@ -1,5 +1,5 @@
-"""Command line: ``python -m model_training {train,evaluate,calibrate,robustness,tta,cv,recipe}
-...``."""
+"""Command line: ``python -m model_training {train,evaluate,calibrate,robustness,tta,cv,
+cv-compare,recipe} ...``."""
 
 from __future__ import annotations
 
@@ -124,6 +124,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="networks per fold, classifying by their mean probabilities; the "
                          "first alone is scored too (default 1)")
     cv.add_argument("--out", type=Path, default=Path("reports/crossval"))
+    cc2 = sub.add_parser("cv-compare", help="the source cells each cross-validation report "
+                         "got wrong, side by side (markdown)")
+    cc2.add_argument("reports", type=Path, nargs="+", help="cv --out folders")
+    cc2.add_argument("--sheet", type=Path, default=None, metavar="PNG",
+                     help="also draw the cells wrong in every report, one view each")
+    cc2.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
+    cc2.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
     rc = sub.add_parser("recipe", help="print the train/cv options a model was trained with")
     rc.add_argument("--model", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -199,6 +206,12 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"views_accuracy": record["views"]["accuracy"],
                           "cells_accuracy": record["cells"]["accuracy"],
                           "cells_wrong": record["cells_wrong"]}))
+    elif args.command == "cv-compare":
+        from model_training.crossval import compare, sheet_of_always_wrong
+
+        print(compare(args.reports), end="")
+        if args.sheet:
+            sheet_of_always_wrong(args.reports, args.data, args.cache, args.sheet)
     elif args.command == "recipe":
         print(" ".join(recipe_flags(json.loads((args.model / "metadata.json").read_text()))))
     elif args.command == "tta":

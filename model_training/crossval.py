@@ -223,3 +223,49 @@ def paired_comparison(record: dict[str, Any]) -> list[str]:
             "is the network a single-model run trains. Same folds, same views:", "",
             "| classified by | view accuracy | macro-F1 | cells right | perturbed: mean "
             "| worst |", "|---|---|---|---|---|---|", *rows]
+
+
+def wrong_cells(reports: list[Path]) -> list[dict[str, str]]:
+    """Each cross-validation report's wrong source cells, cell -> the class it was given."""
+    return [dict(w.split(" -> ") for w in json.loads((Path(r) / "metrics.json").read_text())
+                 ["cells_wrong"]) for r in reports]
+
+
+def compare(reports: list[Path]) -> str:
+    """Which source cells each cross-validation report (``cv --out``) got wrong, side by side:
+    a cell every recipe gets wrong is a limit of the data (an ambiguous cell, or a label to
+    review), not of one recipe. A markdown table, cells wrong in the most reports first."""
+    wrong = wrong_cells(reports)
+    cells = sorted(set().union(*wrong), key=lambda c: (-sum(c in w for w in wrong), c))
+    n = len(reports)
+    always = sum(all(c in w for w in wrong) for c in cells)
+    lines = ["| cell | " + " | ".join(Path(r).name for r in reports) + " | wrong in |",
+             "|---|" + "---|" * (n + 1)]
+    lines += [f"| {c} | " + " | ".join(w.get(c, "") for w in wrong)
+              + f" | {sum(c in w for w in wrong)} of {n} |" for c in cells]
+    return "\n".join(lines + ["", f"{len(cells)} cells wrong in at least one report, {always} "
+                              f"in all {n}; wrong cells per report: "
+                              + ", ".join(str(len(w)) for w in wrong)]) + "\n"
+
+
+def sheet_of_always_wrong(reports: list[Path], data_root: Path, cache_dir: Path | None,
+                          out: Path) -> list[str]:
+    """Draw the cells every report got wrong, one view each, as ``evaluate --errors`` draws
+    errors: the view the last report's out-of-fold answer gave the cell's wrong class most
+    surely. The cells to show someone who can review their labels. Returns them."""
+    from model_training.evaluate import plot_errors
+
+    wrong = wrong_cells(reports)
+    always = sorted(c for c in wrong[0] if all(c in w for w in wrong))
+    full = load_folder(Path(data_root) / "TRAIN", cache_dir)
+    with np.load(Path(reports[-1]) / f"{OUT_OF_FOLD}.npz") as z:
+        probs = z["probs"]
+    if len(probs) != len(full.y):
+        raise ValueError(f"{reports[-1]} was not made on {data_root}/TRAIN")
+    views = []
+    for c in always:
+        own = np.flatnonzero(full.groups == c)
+        views.append(int(own[probs[own, CLASSES.index(wrong[-1][c])].argmax()]))
+    plot_errors([Path(full.paths[i]) for i in views], full.y[views], probs[views], True, out,
+                titles=always, per_row=10)
+    return always

@@ -40,30 +40,33 @@ def evaluate(model_dir: Path, data: Path, cache: Path | None = None,
 
 
 def plot_errors(paths: list[Path], truth: np.ndarray, probs: np.ndarray, balance: bool,
-                out: Path) -> None:
-    """One column per misclassified image: the image with the box the service found (green)
-    above the crop the network saw, titled with the label and the answer."""
+                out: Path, titles: list[str] | None = None, per_row: int = 12) -> None:
+    """One column per misclassified image (``per_row`` to a row): the image with the box the
+    service found (green) above the crop the network saw, titled with ``titles`` (default:
+    the file), the label and the answer."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = max(1, len(paths))
-    fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 4.6), squeeze=False)
+    cols, rows = min(n, per_row), -(-n // per_row)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(2.6 * cols, 4.6 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for i, path in enumerate(paths):
+        top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
         image = decode(path.read_bytes())
         prepared = prepare(image, balance)
         x0, y0, x1, y1 = prepared.box.as_list()
-        axes[0, i].imshow(image)
-        axes[0, i].add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
-                                           edgecolor="lime", linewidth=1.5))
-        axes[0, i].set_title(f"{path.parent.name}/{path.name}\nlabel {CLASSES[truth[i]]}",
-                             fontsize=7)
-        axes[1, i].imshow(prepared.array)
+        top.imshow(image)
+        top.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
+                                    edgecolor="lime", linewidth=1.5))
+        title = titles[i] if titles else f"{path.parent.name}/{path.name}"
+        top.set_title(f"{title}\nlabel {CLASSES[truth[i]]}", fontsize=7)
+        bottom.imshow(prepared.array)
         answer = int(probs[i].argmax())
-        axes[1, i].set_title(f"answer {CLASSES[answer]} {probs[i][answer]:.2f}", fontsize=7)
+        bottom.set_title(f"answer {CLASSES[answer]} {probs[i][answer]:.2f}", fontsize=7)
     if not paths:
         axes[0, 0].set_title("no misclassified images")
     fig.tight_layout()

@@ -86,3 +86,30 @@ def test_ensemble_is_compared_with_its_first_member(kaggle_like: Path, tmp_path:
         assert each.shape == (2, pair["views"]["n"], 4)
         assert np.allclose(each.mean(axis=0), oof["probs"], atol=1e-6)
         assert not np.allclose(each[0], each[1])
+
+
+def test_cv_compare_lines_up_the_cells_each_report_got_wrong(
+        kaggle_like: Path, tmp_path: Path, capsys) -> None:
+    """The cells wrong in every report come first, with the class each report gave them;
+    the sheet draws those, each by the view its last report was surest was wrong."""
+    from model_training.__main__ import main
+
+    full = load_folder(kaggle_like / "TRAIN", None)
+    cells = list(dict.fromkeys(full.groups))  # file order
+    probs = np.full((len(full.y), 4), 0.25, np.float32)
+    for name, wrong in (("a", {cells[0]: "monocyte", cells[1]: "lymphocyte"}),
+                        ("b", {cells[0]: "neutrophil", cells[2]: "eosinophil"})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(
+            {"cells_wrong": [f"{c} -> {k}" for c, k in wrong.items()]}))
+        np.savez_compressed(tmp_path / name / "out_of_fold.npz", probs=probs, y=full.y)
+    main(["cv-compare", str(tmp_path / "a"), str(tmp_path / "b"), "--data", str(kaggle_like),
+          "--cache", str(tmp_path / "cache"), "--sheet", str(tmp_path / "sheet.png")])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "| cell | a | b | wrong in |"
+    assert out[2] == f"| {cells[0]} | monocyte | neutrophil | 2 of 2 |"
+    assert sorted(out[3:5]) == sorted([f"| {cells[1]} | lymphocyte |  | 1 of 2 |",
+                                       f"| {cells[2]} |  | eosinophil | 1 of 2 |"])
+    assert out[-1] == "3 cells wrong in at least one report, 1 in all 2; wrong cells per " \
+                      "report: 2, 2"
+    assert (tmp_path / "sheet.png").stat().st_size > 5000
