@@ -186,8 +186,6 @@ class Augmentation:
                 **{k: v for k, v in optional.items() if every or v}}
 
 
-
-
 def make_dataset(ds: Dataset, batch: int, training: bool, seed: int,
                  aug: Augmentation = Augmentation()) -> tf.data.Dataset:
     onehot = tf.one_hot(ds.y, len(CLASSES))
