@@ -35,7 +35,7 @@ class Classifier:
     max_pixels: int
     review_threshold: float | None = None
     cell_check: CellCheck = field(init=False)
-    balance: bool = field(init=False)
+    balance: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.cell_check = CellCheck(self.predictor.metadata.get("cell_check"))

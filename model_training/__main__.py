@@ -42,6 +42,10 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop-context", type=float, default=None,
                         help="crop side / cell box side for this run (an experiment: the "
                              "service serves models made at localise.CROP_CONTEXT only)")
+    parser.add_argument("--stain-balance", action="store_true",
+                        help="stain balance in the preprocessing: the red cells around each "
+                             "white cell take the reference stain's colour (recorded in the "
+                             "model's metadata; the service does as the model was trained)")
 
 
 def augmentation(args: argparse.Namespace):  # -> train.Augmentation (defers TensorFlow)
@@ -50,6 +54,11 @@ def augmentation(args: argparse.Namespace):  # -> train.Augmentation (defers Ten
     return Augmentation(scale=args.scale_jitter, stain=args.stain_jitter,
                         noise=args.noise_jitter, mixup=args.mixup, gamma=args.gamma_jitter,
                         cutout=args.cutout, weight_decay=args.weight_decay)
+
+
+def balance(args: argparse.Namespace) -> str:
+    """The preprocessing's balance (``preprocessing.BALANCES``) the options ask for."""
+    return "stain" if args.stain_balance else "white"
 
 
 def recipe_flags(metadata: dict) -> list[str]:
@@ -62,7 +71,9 @@ def recipe_flags(metadata: dict) -> list[str]:
     flags += [f"--{k.replace('_', '-')}={metadata.get(k, v):g}"
               for k, v in Augmentation().metadata(every=True).items()]
     crop = metadata.get("input", {}).get("crop_context")
-    return flags + ([f"--crop-context={crop:g}"] if crop else [])
+    stain = metadata.get("input", {}).get("stain_balance", False)
+    return flags + ([f"--crop-context={crop:g}"] if crop else []) + (
+        ["--stain-balance"] if stain else [])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,6 +142,9 @@ def main(argv: list[str] | None = None) -> None:
                      help="also draw the cells wrong in every report, one view each")
     cc2.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
     cc2.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
+    sr = sub.add_parser("stain-reference", help="measure the stain balance's reference "
+                        "(median optical density around the white cells of DATA/TRAIN)")
+    sr.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
     rc = sub.add_parser("recipe", help="print the train/cv options a model was trained with")
     rc.add_argument("--model", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -147,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
                         batch_size=args.batch_size, seed=args.seed, version=args.version,
                         cache_dir=args.cache, max_train=args.max_train,
                         aug=augmentation(args), refit=args.refit, max_minutes=args.max_minutes,
-                        members=args.members,
+                        members=args.members, balance=balance(args),
                         report_dir=args.report or Path("reports") / args.protocol)
         print(json.dumps({k: summary[k] for k in ("protocol", "arch", "train_seconds",
                                                     "model_dir")} |
@@ -200,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
 
         record = crossval.cross_validate(args.data, args.folds, args.arch, args.epochs,
                                          args.batch_size, args.seed, augmentation(args),
-                                         args.cache, args.members)
+                                         args.cache, args.members, balance(args))
         crossval.write(args.out, record, "python -m model_training " + shlex.join(
             argv or sys.argv[1:]))
         print(json.dumps({"views_accuracy": record["views"]["accuracy"],
@@ -212,6 +226,13 @@ def main(argv: list[str] | None = None) -> None:
         print(compare(args.reports), end="")
         if args.sheet:
             sheet_of_always_wrong(args.reports, args.data, args.cache, args.sheet)
+    elif args.command == "stain-reference":
+        from model_training.data import list_samples
+        from model_training.preprocessing import stain_reference
+
+        reference, counted = stain_reference([s.path for s in list_samples(args.data / "TRAIN")])
+        print(json.dumps({"stain_reference_od": [round(float(v), 3) for v in reference],
+                          "images": counted}))
     elif args.command == "recipe":
         print(" ".join(recipe_flags(json.loads((args.model / "metadata.json").read_text()))))
     elif args.command == "tta":

@@ -59,14 +59,15 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
                    batch_size: int = 32, seed: int = 42,
                    aug: Augmentation | None = None,
                    cache_dir: Path | None = Path(".cache/arrays"),
-                   members: int = 1) -> dict[str, Any]:
+                   members: int = 1, balance: str = "white") -> dict[str, Any]:
     """``members`` > 1: each fold trains that many networks (seeds ``seed + fold + 1000 *
     member``; the first is the single network of ``members=1``) and classifies by their
     mean probabilities; the first member alone is scored too (``first_member``), on the same
-    folds and views, for a paired comparison."""
+    folds and views, for a paired comparison. ``balance``: the preprocessing's
+    (``preprocessing.BALANCES``), for the training crops and the perturbed ones alike."""
 
     aug = aug or Augmentation()  # the CLI's defaults
-    full = load_folder(Path(data_root) / "TRAIN", cache_dir)
+    full = load_folder(Path(data_root) / "TRAIN", cache_dir, balance=balance)
     fold = grouped_folds(full.groups, full.y, folds, seed)
     variants = ["recipe", "first_member"] if members > 1 else ["recipe"]
     probs = {v: np.zeros((len(full.y), len(CLASSES)), np.float32) for v in variants}
@@ -101,7 +102,7 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
         # in PERTURBED_SHARE: the views of a cell are near copies)
         sample = held_ds.subset(np.arange(0, len(held), PERTURBED_SHARE))
         perturbed: dict[str, dict[str, float]] = {}
-        for name, crops in robustness.perturbed_crops(sample, balance=True):
+        for name, crops in robustness.perturbed_crops(sample, balance):
             for v, p in by_variant(answers(np.stack([c.array for c in crops]))).items():
                 accuracy = classification_report(sample.y, p)["accuracy"]
                 shifted[v][name].extend([accuracy] * len(sample.y))
@@ -141,6 +142,7 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
     record = {
         "folds": folds, "arch": arch, "epochs": epochs, "seed": seed,
         **aug.metadata(every=True), "members": members, "crop_context": localise.CROP_CONTEXT,
+        "balance": balance,
         "seconds": round(time.perf_counter() - start, 1),
         "machine": machine.describe(),
         **summary("recipe"), "per_fold": per_fold,
@@ -177,7 +179,8 @@ def write(out: Path, record: dict[str, Any], command: str) -> None:
         f"{record.get('noise_jitter', 0):g}, mixup {record.get('mixup', 0):g}, gamma jitter "
         f"{record.get('gamma_jitter', 0):g}, cutout {record.get('cutout', 0):g}, weight decay "
         f"{record.get('weight_decay', 0):g}, crop context "
-        f"{record.get('crop_context', localise.LEGACY_CROP_CONTEXT):g}, seed "
+        f"{record.get('crop_context', localise.LEGACY_CROP_CONTEXT):g}, balance "
+        f"{record.get('balance', 'white')}, seed "
         f"{record['seed']}. Each of TRAIN's source cells falls in one fold with all its views; "
         "each fold is classified by the model trained on the others (fixed epochs, no "
         "validation, as the shipped refit). TEST is not read. Wall time "
@@ -266,6 +269,7 @@ def sheet_of_always_wrong(reports: list[Path], data_root: Path, cache_dir: Path 
     for c in always:
         own = np.flatnonzero(full.groups == c)
         views.append(int(own[probs[own, CLASSES.index(wrong[-1][c])].argmax()]))
-    plot_errors([Path(full.paths[i]) for i in views], full.y[views], probs[views], True, out,
+    balance = json.loads((Path(reports[-1]) / "metrics.json").read_text()).get("balance", "white")
+    plot_errors([Path(full.paths[i]) for i in views], full.y[views], probs[views], balance, out,
                 titles=always, per_row=10)
     return always

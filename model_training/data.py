@@ -117,7 +117,7 @@ def _preprocessing_version() -> str:
     return hashlib.sha256(b"".join(sources)).hexdigest()[:12]
 
 
-def _load_one(path: Path, balance: bool = True) -> np.ndarray | str:
+def _load_one(path: Path, balance: str = "white") -> np.ndarray | str:
     try:
         return preprocess_file(path, balance=balance).array
     except (ImageError, OSError) as exc:
@@ -134,13 +134,15 @@ def _progress(done: int, total: int, label: str) -> None:
 
 
 def load_folder(root: Path, cache_dir: Path | None = None, workers: int | None = None,
-                balance: bool = True) -> Dataset:
+                balance: str = "white") -> Dataset:
     """Preprocess every image of a class-folder tree once; cache the arrays on disk.
-    ``balance``: white balance first (what models from v5 on were trained with)."""
+    ``balance``: as the model is trained (``preprocessing.BALANCES``; models from v5 on
+    white-balance)."""
     root = Path(root)
     samples = list_samples(root)
     files_key = _files_key(samples, root)
-    variant = f"{IMAGE_SIZE}-context{localise.CROP_CONTEXT:g}" + ("" if balance else "-unbalanced")
+    suffix = {"none": "-unbalanced", "white": "", "stain": "-stain"}[balance]
+    variant = f"{IMAGE_SIZE}-context{localise.CROP_CONTEXT:g}{suffix}"
     key = f"{files_key}-{_preprocessing_version()}-{variant}"
     cache = cache_dir / f"{key}.npz" if cache_dir else None
     paths = [str(s.path) for s in samples]

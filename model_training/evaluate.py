@@ -39,7 +39,7 @@ def evaluate(model_dir: Path, data: Path, cache: Path | None = None,
     return report
 
 
-def plot_errors(paths: list[Path], truth: np.ndarray, probs: np.ndarray, balance: bool,
+def plot_errors(paths: list[Path], truth: np.ndarray, probs: np.ndarray, balance: str,
                 out: Path, titles: list[str] | None = None, per_row: int = 12) -> None:
     """One column per misclassified image (``per_row`` to a row): the image with the box the
     service found (green) above the crop the network saw, titled with ``titles`` (default:

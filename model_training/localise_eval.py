@@ -45,7 +45,7 @@ def wbc_boxes(xml_path: Path) -> list[Box]:
     return boxes  # type: ignore[return-value]
 
 
-def evaluate_fields(bccd: Path, names: list[str], balance: bool = True,
+def evaluate_fields(bccd: Path, names: list[str], balance: str = "white",
                     perturb: Callable[[Image.Image], Image.Image] | None = None) -> list[dict]:
     """IoU of the found box with the nearest true white-cell box, as the service finds it
     (after white balance, as for models from v5 on); ``perturb``: applied to each field."""
@@ -174,7 +174,7 @@ def perturbation_table(bccd: Path, names: list[str]) -> dict[str, dict[str, floa
     """Share of test fields found (IoU >= 0.5) under each appearance perturbation of the
     robustness report, with and without white balance."""
     return {name: {mode: summary(evaluate_fields(bccd, names, balance, fn))["iou_ge_0.5"]
-                   for mode, balance in (("balanced", True), ("unbalanced", False))}
+                   for mode, balance in (("balanced", "white"), ("unbalanced", "none"))}
             for name, fn in appearance_perturbations().items()}
 
 

@@ -2,7 +2,9 @@
 
 bytes or file -> decoded RGB image (EXIF orientation applied, every mode converted)
 -> white balance (the slide background becomes the same neutral grey in every image)
--> white-cell localisation -> square crop around the cell -> bilinear resize to
+-> white-cell localisation -> (stain balance: the red cells around the white cell take
+the reference stain's colour, for models trained so) -> square crop around the cell ->
+bilinear resize to
 ``IMAGE_SIZE`` x ``IMAGE_SIZE`` -> uint8 array. The model rescales to [0, 1] itself,
 so the array fed to it holds 0..255 values. Nothing here imports TensorFlow.
 """
@@ -28,6 +30,14 @@ DEFAULT_MAX_PIXELS = 40_000_000
 BACKGROUND_LEVEL = 220.0  # the slide background is mapped to this grey (Kaggle's is ~219)
 BACKGROUND_SHARE = 0.05  # the brightest share of pixels is taken as the slide background
 GAIN_LIMITS = (0.5, 2.0)  # per-channel gains beyond these are not a colour cast
+# Stain balance (models that record ``input.stain_balance``). Median optical density of
+# the stained pixels around the white cell, per channel, over TRAIN's images:
+# ``python -m model_training stain-reference --data ../shared/data/kaggle-blood-cells``.
+STAIN_REFERENCE_OD = (0.163, 0.306, 0.240)  # 9,957 of 9,957 images counted
+STAIN_MIN_OD = 0.3  # optical densities summing above this: a stained pixel, not background
+STAIN_MIN_SHARE = 0.05  # fewer stained pixels outside the cell's box: the stain is left as is
+STAIN_GAIN_LIMITS = (0.5, 2.0)  # optical density scaled by at most this
+BALANCES = ("none", "white", "stain")  # what ``balance`` may be: see ``locate``
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "MPO")
 
 
@@ -163,9 +173,64 @@ def white_balance(image: Image.Image) -> Image.Image:
     return Image.fromarray(apply_balance(np.asarray(image), table), "RGB")
 
 
-def balance_of(metadata: dict) -> bool:
-    """Whether a model was trained on white-balanced images (models before v5 were not)."""
-    return bool(metadata.get("input", {}).get("white_balance", False))
+def optical_density(rgb: np.ndarray) -> np.ndarray:
+    """Per channel ``ln(background / value)`` of a white-balanced uint8 image: proportional
+    to how much stain the light crossed (Beer-Lambert), 0 on the slide background."""
+    return np.log(BACKGROUND_LEVEL / np.maximum(rgb.astype(np.float32), 1.0))
+
+
+def surroundings_od(pixels: np.ndarray, box: CellBox, scale: float) -> np.ndarray | None:
+    """Median optical density per channel of the stained pixels outside the white cell's
+    box (red cells and platelets: the same in every image of one stain, whatever the white
+    cell's type), in a white-balanced working copy; None when fewer than
+    ``STAIN_MIN_SHARE`` of its pixels are such (a crop that is all white cell)."""
+    outside = np.ones(pixels.shape[:2], dtype=bool)
+    if box.localised:
+        x0, y0, x1, y1 = (round(v * scale) for v in box.as_list())
+        outside[y0:y1, x0:x1] = False
+    od = optical_density(pixels)
+    stained = outside & (od.sum(axis=-1) > STAIN_MIN_OD)
+    if np.count_nonzero(stained) < STAIN_MIN_SHARE * stained.size:
+        return None
+    return np.median(od[stained], axis=0)
+
+
+def stain_balanced(table: np.ndarray, surroundings: np.ndarray | None) -> np.ndarray:
+    """``table`` (``balance_table``) followed by the stain balance: each channel's optical
+    density scaled so that the surroundings' median becomes ``STAIN_REFERENCE_OD``, i.e.
+    ``v -> L (v / L) ** g`` with ``L`` the background level (a stronger or paler stain, or a
+    stain of another hue, as the reference would have left the same cells)."""
+    if surroundings is None:
+        return table
+    gains = np.clip(np.asarray(STAIN_REFERENCE_OD) / np.maximum(surroundings, 1e-3),
+                    *STAIN_GAIN_LIMITS)
+    ratio = table.astype(np.float64) / BACKGROUND_LEVEL
+    return np.minimum(BACKGROUND_LEVEL * ratio ** gains[:, None] + 0.5, 255).astype(np.uint8)
+
+
+def stain_reference(paths: list[Path]) -> tuple[np.ndarray, int]:
+    """The median over images of ``surroundings_od`` (how ``STAIN_REFERENCE_OD`` was
+    measured, on TRAIN), and how many images had enough stained surroundings to count."""
+    measured = []
+    for path in paths:
+        image = decode(Path(path).read_bytes())
+        small, scale = working_copy(image)
+        pixels = apply_balance(np.asarray(small), balance_table(small))
+        od = surroundings_od(pixels, find_cell(image, (pixels, scale)), scale)
+        if od is not None:
+            measured.append(od)
+    if not measured:
+        raise ValueError("no image has enough stained pixels around its white cell")
+    return np.median(np.stack(measured), axis=0), len(measured)
+
+
+def balance_of(metadata: dict) -> str:
+    """How a model's training images were balanced (one of ``BALANCES``): models before v5
+    were not; v5-v7 white-balanced; ``input.stain_balance`` adds the stain balance."""
+    given = metadata.get("input", {})
+    if given.get("stain_balance", False):
+        return "stain"
+    return "white" if given.get("white_balance", False) else "none"
 
 
 def crop_context_of(metadata: dict) -> float:
@@ -182,19 +247,25 @@ def crop_mismatch(metadata: dict) -> str | None:
     return None
 
 
-def locate(image: Image.Image, balance: bool = True) -> tuple[CellBox, np.ndarray | None]:
+def locate(image: Image.Image, balance: str = "white") -> tuple[CellBox, np.ndarray | None]:
     """Where the white cell is, found on the localiser's white-balanced working copy, and
-    the balance table (None without ``balance``). Balancing only the two small images used
-    (this copy and the final crop) costs a fraction of balancing the whole upload."""
+    the colour table for the crop (None for ``balance="none"``): white balance, and for
+    ``"stain"`` the stain balance measured around the cell. Balancing only the two small
+    images used (this copy and the final crop) costs a fraction of balancing the upload."""
+    if balance not in BALANCES:
+        raise ValueError(f"balance must be one of {BALANCES}, not {balance!r}")
     small, scale = working_copy(image)
     pixels = np.asarray(small)
-    table = balance_table(pixels) if balance else None
+    table = None if balance == "none" else balance_table(pixels)
     if table is not None:
         pixels = apply_balance(pixels, table)
-    return find_cell(image, (pixels, scale)), table
+    box = find_cell(image, (pixels, scale))
+    if balance == "stain":
+        table = stain_balanced(table, surroundings_od(pixels, box, scale))
+    return box, table
 
 
-def prepare(image: Image.Image, balance: bool = True) -> Prepared:
+def prepare(image: Image.Image, balance: str = "white") -> Prepared:
     """Localise the white cell in an RGB image and return the network-ready crop.
 
     ``balance`` must match the model's training (``balance_of(metadata)``)."""
@@ -205,18 +276,18 @@ def prepare(image: Image.Image, balance: bool = True) -> Prepared:
     return Prepared(crop if table is None else apply_balance(crop, table), box, image.size)
 
 
-def preprocess_opened(image: Image.Image, balance: bool = True) -> Prepared:
+def preprocess_opened(image: Image.Image, balance: str = "white") -> Prepared:
     """An ``open_image`` result (header read, nothing decoded) to a network-ready crop."""
     return prepare(load_rgb(image), balance)
 
 
 def preprocess_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
-                     balance: bool = True) -> Prepared:
+                     balance: str = "white") -> Prepared:
     """Serving entry point: raw upload bytes to a network-ready crop."""
     return preprocess_opened(open_image(data, max_pixels), balance)
 
 
 def preprocess_file(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS,
-                    balance: bool = True) -> Prepared:
+                    balance: str = "white") -> Prepared:
     """Training entry point: the very same path as serving, from a file."""
     return preprocess_bytes(Path(path).read_bytes(), max_pixels, balance)

@@ -116,13 +116,13 @@ PERTURBATIONS: dict[str, Perturb] = {
 }
 
 
-def prepared(images: list[Image.Image], name: str, balance: bool) -> list[Prepared]:
+def prepared(images: list[Image.Image], name: str, balance: str) -> list[Prepared]:
     """The perturbed source images through the whole preprocessing."""
     fn = PERTURBATIONS[name]
     return [prepare(fn(im), balance) for im in images]
 
 
-def perturbed(images: list[Image.Image], name: str, balance: bool) -> np.ndarray:
+def perturbed(images: list[Image.Image], name: str, balance: str) -> np.ndarray:
     """Network-ready crops of the perturbed source images."""
     return np.stack([p.array for p in prepared(images, name, balance)])
 
@@ -138,7 +138,7 @@ def evaluate(runner: SavedModelRunner, ds: Dataset) -> dict[str, dict[str, float
                          CellCheck(runner.metadata.get("cell_check")))
 
 
-def perturbed_crops(ds: Dataset, balance: bool) -> Iterator[tuple[str, list[Prepared]]]:
+def perturbed_crops(ds: Dataset, balance: str) -> Iterator[tuple[str, list[Prepared]]]:
     """Each perturbation's name and the prepared crops of ``ds``'s source images under it
     (decoded once, perturbed and preprocessed as in serving)."""
     images = sources(ds)
@@ -146,7 +146,7 @@ def perturbed_crops(ds: Dataset, balance: bool) -> Iterator[tuple[str, list[Prep
         yield name, prepared(images, name, balance)
 
 
-def evaluate_with(predict: Callable[[np.ndarray], np.ndarray], ds: Dataset, balance: bool,
+def evaluate_with(predict: Callable[[np.ndarray], np.ndarray], ds: Dataset, balance: str,
                   check: CellCheck) -> dict[str, dict[str, float]]:
     """``evaluate`` for any function from crops [N,150,150,3] to probabilities (a model
     not exported yet: a cross-validation fold's)."""
@@ -178,7 +178,7 @@ def run(model_dir: Path, data_root: Path, cache: Path | None, out: Path | None,
         sets = {"validation": val} | sets
     results = {name: evaluate(runner, ds) for name, ds in sets.items()}
     record = {"model": str(model_dir), "version": runner.metadata.get("version"),
-              "white_balance": balance,
+              "white_balance": balance != "none", "stain_balance": balance == "stain",
               "command": command, "results": results,
               "summary": {name: summarise(r) for name, r in results.items()}}
     if out:

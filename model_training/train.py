@@ -39,7 +39,7 @@ PAPER_PATIENCE = 8  # epochs without a better val accuracy before the paper reci
 WBC_LR = 2e-3
 
 
-def official_splits(root: Path, cache: Path | None, seed: int, balance: bool = True
+def official_splits(root: Path, cache: Path | None, seed: int, balance: str = "white"
                     ) -> tuple[Dataset, Dataset, dict[str, Dataset]]:
     """Train and validation from TRAIN, grouped by source cell; test on TEST, TEST_SIMPLE.
     ``balance``: white-balanced crops (False only to re-examine models before v5)."""
@@ -52,7 +52,7 @@ def official_splits(root: Path, cache: Path | None, seed: int, balance: bool = T
     return train, val, tests
 
 
-def paper_splits(root: Path, cache: Path | None, seed: int, balance: bool = True
+def paper_splits(root: Path, cache: Path | None, seed: int, balance: str = "white"
                  ) -> tuple[Dataset, Dataset, dict[str, Dataset]]:
     """The paper's random 80/10/10 split of all files: views of one cell leak across it."""
     pooled = concat([load_folder(root / n, cache, balance=balance)
@@ -307,7 +307,8 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
           cache_dir: Path | None = Path(".cache/arrays"),
           report_dir: Path | None = None, max_train: int | None = None,
           aug: Augmentation = Augmentation(), refit: Path | None = None,
-          max_minutes: float | None = None, members: int = 1) -> dict[str, Any]:
+          max_minutes: float | None = None, members: int = 1,
+          balance: str = "white") -> dict[str, Any]:
     """Run one full training and write the SavedModel, metadata.json and report.
 
     ``refit``: a validated run of the same recipe, or a cross-validation report of it
@@ -320,19 +321,25 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     member``, the first as a single network's) and exported as one model averaging their
     probabilities (``network.make_ensemble``); ``max_minutes`` and the curves concern the
     first.
+
+    ``balance``: ``"white"`` (models v5-v7) or ``"stain"`` (white and stain balance).
     """
+    if balance not in ("white", "stain"):
+        raise ValueError(f"balance must be 'white' or 'stain', not {balance!r}")
     if refit and (protocol != "official" or arch == "paper"):
         raise ValueError("--refit needs the official protocol and a fixed schedule "
                          "(the paper's recipe steers its learning rate by validation)")
     from_cv = bool(refit) and (Path(refit) / "out_of_fold.npz").exists()
     reference = (json.loads((Path(refit) / "metadata.json").read_text())
                  if refit and not from_cv else {})
-    if refit and not from_cv and not balance_of(reference):
-        raise ValueError(f"--refit {refit}: that model was trained without white balance; "
-                         "its calibration does not carry over to this preprocessing")
+    if refit and not from_cv and balance_of(reference) != balance:
+        raise ValueError(f"--refit {refit}: that model's preprocessing balanced "
+                         f"{balance_of(reference)!r}, this run's {balance!r}; its calibration "
+                         "does not carry over")
     recipe = {"input": {"size": [IMAGE_SIZE, IMAGE_SIZE, 3], "dtype": "float32",
                         "range": [0, 255], "color": "RGB", "resize_method": RESIZE_METHOD,
-                        "white_balance": True, "crop_context": localise.CROP_CONTEXT},
+                        "white_balance": True, "stain_balance": balance == "stain",
+                        "crop_context": localise.CROP_CONTEXT},
               "protocol": protocol, "arch": arch, "epochs": epochs, "seed": seed,
               **({"members": members} if members > 1 else {}), **aug.metadata()}
     # before training: a refit against another recipe's report fails now, not after it
@@ -340,7 +347,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     keras.utils.set_random_seed(seed)
     command = "python -m model_training " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
     splitter = official_splits if protocol == "official" else paper_splits
-    train_ds, val_ds, tests = splitter(Path(data_root), cache_dir, seed)
+    train_ds, val_ds, tests = splitter(Path(data_root), cache_dir, seed, balance)
     if max_train:
         train_ds = train_ds.subset(np.arange(min(max_train, len(train_ds.y))))
     if protocol == "official":
@@ -432,6 +439,8 @@ def refit_calibration(metadata: dict[str, Any], source: Path
             differ.append("members")
         if cv.get("crop_context", localise.LEGACY_CROP_CONTEXT) != crop_context_of(metadata):
             differ.append("crop_context")
+        if cv.get("balance", "white") != balance_of(metadata):
+            differ.append("balance")
         if differ:
             raise ValueError(f"{source} cross-validated another recipe ({', '.join(differ)})")
         with np.load(oof) as z:

@@ -19,8 +19,8 @@ def images() -> list[Image.Image]:
 @pytest.mark.parametrize("name", list(PERTURBATIONS))
 def test_perturbation_keeps_shape_and_changes_only_when_meant(images: list[Image.Image],
                                                               name: str) -> None:
-    clean = np.stack([prepare(im, balance=False).array for im in images])
-    out = perturbed(images, name, balance=False)
+    clean = np.stack([prepare(im, balance="none").array for im in images])
+    out = perturbed(images, name, balance="none")
     assert out.shape == clean.shape == (2, IMAGE_SIZE, IMAGE_SIZE, 3) and out.dtype == np.uint8
     if name == "none":
         np.testing.assert_array_equal(out, clean)
@@ -30,9 +30,9 @@ def test_perturbation_keeps_shape_and_changes_only_when_meant(images: list[Image
 
 @pytest.mark.parametrize("name", [n for n in PERTURBATIONS if n.startswith("cast")])
 def test_white_balance_undoes_colour_casts(images: list[Image.Image], name: str) -> None:
-    clean = perturbed(images, "none", balance=True).astype(int)
-    cast = perturbed(images, name, balance=True).astype(int)
-    unbalanced = perturbed(images, name, balance=False).astype(int)
+    clean = perturbed(images, "none", balance="white").astype(int)
+    cast = perturbed(images, name, balance="white").astype(int)
+    unbalanced = perturbed(images, name, balance="none").astype(int)
     assert np.abs(cast - clean).mean() < 0.25 * np.abs(unbalanced - clean).mean(), name
 
 

@@ -190,7 +190,7 @@ def test_refit_refuses_a_model_trained_without_white_balance(tiny_model: Path,
     meta = json.loads((old / "metadata.json").read_text())
     del meta["input"]["white_balance"]
     (old / "metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="without white balance"):
+    with pytest.raises(ValueError, match="balanced .none., this run.s .white."):
         train("official", kaggle_like, tmp_path / "m", arch="tiny", epochs=1,
               cache_dir=None, refit=old)
 
