@@ -182,12 +182,14 @@ def optical_density(rgb: np.ndarray) -> np.ndarray:
 def surroundings_od(pixels: np.ndarray, box: CellBox, scale: float) -> np.ndarray | None:
     """Median optical density per channel of the stained pixels outside the white cell's
     box (red cells and platelets: the same in every image of one stain, whatever the white
-    cell's type), in a white-balanced working copy; None when fewer than
-    ``STAIN_MIN_SHARE`` of its pixels are such (a crop that is all white cell)."""
+    cell's type), in a white-balanced working copy; None when no cell was found (nothing
+    to tell the cell from its surroundings) or fewer than ``STAIN_MIN_SHARE`` of the pixels
+    are such (a crop that is all white cell, a smear without red cells)."""
+    if not box.localised:
+        return None
     outside = np.ones(pixels.shape[:2], dtype=bool)
-    if box.localised:
-        x0, y0, x1, y1 = (round(v * scale) for v in box.as_list())
-        outside[y0:y1, x0:x1] = False
+    x0, y0, x1, y1 = (round(v * scale) for v in box.as_list())
+    outside[y0:y1, x0:x1] = False
     od = optical_density(pixels)
     stained = outside & (od.sum(axis=-1) > STAIN_MIN_OD)
     if np.count_nonzero(stained) < STAIN_MIN_SHARE * stained.size:

@@ -159,6 +159,9 @@ def test_calibrate_fits_a_refit_on_its_recipes_out_of_fold_predictions(
     (cv / "metrics.json").write_text(json.dumps(recipe | {"epochs": 99}))
     with pytest.raises(ValueError, match="another recipe \\(epochs\\)"):
         refit_calibration(meta, cv)
+    (cv / "metrics.json").write_text(json.dumps(recipe | {"balance": "stain"}))
+    with pytest.raises(ValueError, match="another recipe \\(balance\\)"):
+        refit_calibration(meta, cv)
     (cv / "metrics.json").write_text(json.dumps(recipe | {"members": 2}))
     with pytest.raises(ValueError, match="another recipe \\(members\\)"):
         refit_calibration(meta, cv)
@@ -496,6 +499,9 @@ def test_recipe_of_the_shipped_model_names_its_ensemble_and_augmentation() -> No
         "--arch=wbc", "--epochs=14", "--seed=42", "--members=1", "--scale-jitter=0",
         "--stain-jitter=1", "--noise-jitter=0", "--mixup=0", "--gamma-jitter=0", "--cutout=0",
         "--weight-decay=0"]
+    stained = recipe_flags({"arch": "wbc", "epochs": 14, "seed": 42,
+                            "input": {"white_balance": True, "stain_balance": True}})
+    assert stained[-1] == "--stain-balance"
 
 
 def test_refit_takes_its_calibration_from_a_cross_validation_of_its_recipe(
@@ -516,3 +522,29 @@ def test_refit_takes_its_calibration_from_a_cross_validation_of_its_recipe(
     with pytest.raises(ValueError, match="another recipe"):  # cv'd with scale 0.1, not 0.2
         train("official", kaggle_like, tmp_path / "m2", arch="tiny", epochs=1, batch_size=8,
               cache_dir=None, aug=Augmentation(scale=0.2), refit=tmp_path / "cv")
+    with pytest.raises(ValueError, match="another recipe \\(balance\\)"):  # cv'd white only
+        train("official", kaggle_like, tmp_path / "m3", arch="tiny", epochs=1, batch_size=8,
+              cache_dir=None, aug=aug, refit=tmp_path / "cv", balance="stain")
+
+
+def test_a_stain_balanced_run_records_it_and_is_served_so(kaggle_like: Path,
+                                                          tmp_path: Path) -> None:
+    from app.classifier import Classifier
+    from app.predictor import Predictor
+    from model_training.preprocessing import balance_of, preprocess_file
+    from model_training.train import train
+
+    train("official", kaggle_like, tmp_path / "m", arch="tiny", epochs=1, batch_size=8,
+          cache_dir=None, balance="stain", report_dir=tmp_path / "report")
+    meta = json.loads((tmp_path / "m" / "1" / "metadata.json").read_text())
+    assert meta["input"]["stain_balance"] is True and balance_of(meta) == "stain"
+    predictor = Predictor(tmp_path / "m")
+    predictor.load()
+    classifier = Classifier(predictor, max_pixels=40_000_000)
+    assert classifier.balance == "stain"
+    path = next((kaggle_like / "TEST_SIMPLE").rglob("*.jpeg"))
+    assert not np.array_equal(preprocess_file(path, balance="stain").array,
+                              preprocess_file(path, balance="white").array)
+    with pytest.raises(ValueError, match="balance must be"):
+        train("official", kaggle_like, tmp_path / "m2", arch="tiny", epochs=1,
+              cache_dir=None, balance="none")
