@@ -11,6 +11,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from model_training.recipe import Augmentation
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -48,9 +50,7 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
                              "model's metadata; the service does as the model was trained)")
 
 
-def augmentation(args: argparse.Namespace):  # -> train.Augmentation (defers TensorFlow)
-    from model_training.train import Augmentation
-
+def augmentation(args: argparse.Namespace) -> Augmentation:
     return Augmentation(scale=args.scale_jitter, stain=args.stain_jitter,
                         noise=args.noise_jitter, mixup=args.mixup, gamma=args.gamma_jitter,
                         cutout=args.cutout, weight_decay=args.weight_decay)
@@ -64,8 +64,6 @@ def balance(args: argparse.Namespace) -> str:
 def recipe_flags(metadata: dict) -> list[str]:
     """The ``train``/``cv`` options that trained the model whose metadata.json this is: the
     one record of a shipped recipe (``make train`` reads it from the shipped model)."""
-    from model_training.train import Augmentation
-
     flags = [f"--{k}={metadata[k]}" for k in ("arch", "epochs", "seed")]
     flags.append(f"--members={metadata.get('members', 1)}")
     flags += [f"--{k.replace('_', '-')}={metadata.get(k, v):g}"

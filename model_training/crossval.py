@@ -26,8 +26,9 @@ import numpy as np
 from model_training import localise, machine, robustness
 from model_training.data import CLASSES, Dataset, load_folder
 from model_training.metrics import cell_votes, classification_report
+from model_training.recipe import Augmentation
 from model_training.report import plot_confusion, table
-from model_training.train import Augmentation, fit_members
+from model_training.train import fit_members
 
 log = logging.getLogger(__name__)
 OUT_OF_FOLD = "out_of_fold"

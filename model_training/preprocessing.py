@@ -173,10 +173,13 @@ def white_balance(image: Image.Image) -> Image.Image:
     return Image.fromarray(apply_balance(np.asarray(image), table), "RGB")
 
 
+_OD_TABLE = np.log(BACKGROUND_LEVEL / np.maximum(np.arange(256, dtype=np.float32), 1.0))
+
+
 def optical_density(rgb: np.ndarray) -> np.ndarray:
     """Per channel ``ln(background / value)`` of a white-balanced uint8 image: proportional
     to how much stain the light crossed (Beer-Lambert), 0 on the slide background."""
-    return np.log(BACKGROUND_LEVEL / np.maximum(rgb.astype(np.float32), 1.0))
+    return _OD_TABLE[rgb]
 
 
 def surroundings_od(pixels: np.ndarray, box: CellBox, scale: float) -> np.ndarray | None:

@@ -9,7 +9,6 @@ import math
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,6 +27,7 @@ from model_training.preprocessing import (
     balance_of,
     crop_context_of,
 )
+from model_training.recipe import Augmentation
 from model_training.report import write_report
 
 log = logging.getLogger(__name__)
@@ -158,32 +158,6 @@ def mixup(images: tf.Tensor, labels: tf.Tensor, alpha: float
              + (1.0 - lam[:, None, None, None]) * tf.gather(images, other))
     mixed_labels = lam[:, None] * labels + (1.0 - lam[:, None]) * tf.gather(labels, other)
     return mixed, mixed_labels
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """A recipe's regularisation: its training augmentation, as ``make_dataset`` applies
-    it, and the optimiser's ``weight_decay`` (``compile_model``). ``stain`` scales
-    the stain/illumination jitter of ``augment`` and ``gamma`` its camera gamma; ``scale``
-    is ``scale_shift``'s amplitude, ``noise`` ``sensor_noise``'s strongest sigma,
-    ``cutout`` ``cutout``'s largest side and ``mixup`` the Beta parameter of ``mixup``; 0
-    turns each off."""
-
-    scale: float = 0.0
-    stain: float = 1.0
-    noise: float = 0.0
-    mixup: float = 0.0
-    gamma: float = 0.0
-    cutout: float = 0.0
-    weight_decay: float = 0.0
-
-    def metadata(self, every: bool = False) -> dict[str, float]:
-        """The keys metadata.json and the reports have always used; the options that are
-        off are left out unless ``every``."""
-        optional = {"noise_jitter": self.noise, "mixup": self.mixup, "gamma_jitter": self.gamma,
-                    "cutout": self.cutout, "weight_decay": self.weight_decay}
-        return {"scale_jitter": self.scale, "stain_jitter": self.stain,
-                **{k: v for k, v in optional.items() if every or v}}
 
 
 def make_dataset(ds: Dataset, batch: int, training: bool, seed: int,
