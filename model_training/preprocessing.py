@@ -4,9 +4,8 @@ bytes or file -> decoded RGB image (EXIF orientation applied, every mode convert
 -> white balance (the slide background becomes the same neutral grey in every image)
 -> white-cell localisation -> (stain balance: the red cells around the white cell take
 the reference stain's colour, for models trained so) -> square crop around the cell ->
-bilinear resize to
-``IMAGE_SIZE`` x ``IMAGE_SIZE`` -> uint8 array. The model rescales to [0, 1] itself,
-so the array fed to it holds 0..255 values. Nothing here imports TensorFlow.
+bilinear resize to ``IMAGE_SIZE`` x ``IMAGE_SIZE`` -> uint8 array. The model rescales to
+[0, 1] itself, so the array fed to it holds 0..255 values. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -188,9 +187,9 @@ def surroundings_od(pixels: np.ndarray, box: CellBox, scale: float) -> np.ndarra
     """Median optical density per channel of the stained pixels outside the white cell's
     box (red cells and platelets, not black borders: the same in every image of one stain,
     whatever the white cell's type), in a white-balanced working copy; None when no cell
-    was found (nothing
-    to tell the cell from its surroundings) or fewer than ``STAIN_MIN_SHARE`` of the pixels
-    are such (a crop that is all white cell, a smear without red cells)."""
+    was found (nothing to tell the cell from its surroundings) or fewer than
+    ``STAIN_MIN_SHARE`` of the pixels are such (a crop that is all white cell, a smear
+    without red cells)."""
     if not box.localised:
         return None
     outside = np.ones(pixels.shape[:2], dtype=bool)
@@ -219,14 +218,8 @@ def stain_balanced(table: np.ndarray, surroundings: np.ndarray | None) -> np.nda
 def stain_reference(paths: list[Path]) -> tuple[np.ndarray, int]:
     """The median over images of ``surroundings_od`` (how ``STAIN_REFERENCE_OD`` was
     measured, on TRAIN), and how many images had enough stained surroundings to count."""
-    measured = []
-    for path in paths:
-        image = decode(Path(path).read_bytes())
-        small, scale = working_copy(image)
-        pixels = apply_balance(np.asarray(small), balance_table(small))
-        od = surroundings_od(pixels, find_cell(image, (pixels, scale)), scale)
-        if od is not None:
-            measured.append(od)
+    measured = [od for path in paths
+                if (od := measure(decode(Path(path).read_bytes()), "stain")[2]) is not None]
     if not measured:
         raise ValueError("no image has enough stained pixels around its white cell")
     return np.median(np.stack(measured), axis=0), len(measured)
@@ -255,11 +248,11 @@ def crop_mismatch(metadata: dict) -> str | None:
     return None
 
 
-def locate(image: Image.Image, balance: str = "white") -> tuple[CellBox, np.ndarray | None]:
-    """Where the white cell is, found on the localiser's white-balanced working copy, and
-    the colour table for the crop (None for ``balance="none"``): white balance, and for
-    ``"stain"`` the stain balance measured around the cell. Balancing only the two small
-    images used (this copy and the final crop) costs a fraction of balancing the upload."""
+def measure(image: Image.Image, balance: str
+            ) -> tuple[CellBox, np.ndarray | None, np.ndarray | None]:
+    """What ``locate`` reads off the localiser's (white-balanced) working copy: the cell's
+    box, the white-balance table (None for ``"none"``) and, for ``"stain"``, the
+    stain around the cell (``surroundings_od``; None otherwise)."""
     if balance not in BALANCES:
         raise ValueError(f"balance must be one of {BALANCES}, not {balance!r}")
     small, scale = working_copy(image)
@@ -268,9 +261,17 @@ def locate(image: Image.Image, balance: str = "white") -> tuple[CellBox, np.ndar
     if table is not None:
         pixels = apply_balance(pixels, table)
     box = find_cell(image, (pixels, scale))
-    if balance == "stain":
-        table = stain_balanced(table, surroundings_od(pixels, box, scale))
-    return box, table
+    stain = surroundings_od(pixels, box, scale) if balance == "stain" else None
+    return box, table, stain
+
+
+def locate(image: Image.Image, balance: str = "white") -> tuple[CellBox, np.ndarray | None]:
+    """Where the white cell is, found on the localiser's white-balanced working copy, and
+    the colour table for the crop (None for ``balance="none"``): white balance, and for
+    ``"stain"`` the stain balance measured around the cell. Balancing only the two small
+    images used (this copy and the final crop) costs a fraction of balancing the upload."""
+    box, table, stain = measure(image, balance)
+    return box, (stain_balanced(table, stain) if balance == "stain" else table)
 
 
 def prepare(image: Image.Image, balance: str = "white") -> Prepared:

@@ -215,7 +215,8 @@ def write(out: Path, record: dict) -> None:
              f"Produced by `{record['command']}`. Model: `{record['model']}`.", "",
              "Source images of cells the model never trained on, perturbed as another "
              "lab's images might look, then preprocessed as in serving "
-             f"(white balance: {'yes' if record.get('white_balance') else 'no'}; see "
+             f"(white balance: {'yes' if record.get('white_balance') else 'no'}"
+             f"{'; stain balance: yes' if record.get('stain_balance') else ''}; see "
              "`model_training/robustness.py`). Validation cells "
              "are the ones model choices may use; TEST_SIMPLE is shown, not used."
              + ("" if "validation" in record["results"] else

@@ -42,7 +42,7 @@ WBC_LR = 2e-3
 def official_splits(root: Path, cache: Path | None, seed: int, balance: str = "white"
                     ) -> tuple[Dataset, Dataset, dict[str, Dataset]]:
     """Train and validation from TRAIN, grouped by source cell; test on TEST, TEST_SIMPLE.
-    ``balance``: white-balanced crops (False only to re-examine models before v5)."""
+    ``balance``: ``preprocessing.BALANCES`` ("none" only to re-examine models before v5)."""
     full = load_folder(root / "TRAIN", cache, balance=balance)
     rest, held = grouped_split(full.groups, full.y, VAL_FRACTION, seed)
     tests = {name: load_folder(root / name, cache, balance=balance)

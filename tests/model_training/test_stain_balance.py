@@ -19,6 +19,7 @@ from model_training.preprocessing import (
     balance_of,
     balance_table,
     locate,
+    measure,
     prepare,
     stain_reference,
     surroundings_od,
@@ -72,9 +73,7 @@ def test_the_surroundings_reach_the_reference_density() -> None:
 
 
 def surroundings(image: Image.Image) -> np.ndarray:
-    small, scale = working_copy(image)
-    pixels = apply_balance(np.asarray(small), balance_table(small))
-    return surroundings_od(pixels, locate(image, "stain")[0], scale)
+    return measure(image, "stain")[2]
 
 
 def test_the_white_cell_does_not_set_the_balance() -> None:
