@@ -41,6 +41,10 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
                              "up to SIDE x the crop's (0: off)")
     parser.add_argument("--weight-decay", type=float, default=0.0,
                         help="AdamW's decoupled weight decay of the kernels (0: Adam)")
+    parser.add_argument("--robust-loss", type=float, default=0.0, metavar="Q",
+                        help="generalized cross-entropy (1 - p^Q) / Q, which pulls less on "
+                             "labels the network confidently disputes, e.g. 0.5 (0: "
+                             "cross-entropy)")
     parser.add_argument("--crop-context", type=float, default=None,
                         help="crop side / cell box side for this run (an experiment: the "
                              "service serves models made at localise.CROP_CONTEXT only)")
@@ -53,7 +57,8 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
 def augmentation(args: argparse.Namespace) -> Augmentation:
     return Augmentation(scale=args.scale_jitter, stain=args.stain_jitter,
                         noise=args.noise_jitter, mixup=args.mixup, gamma=args.gamma_jitter,
-                        cutout=args.cutout, weight_decay=args.weight_decay)
+                        cutout=args.cutout, weight_decay=args.weight_decay,
+                        robust_loss=args.robust_loss)
 
 
 def balance(args: argparse.Namespace) -> str:

@@ -206,14 +206,32 @@ class TimeBudget(keras.callbacks.Callback):
         self.last = now
 
 
+class GeneralizedCrossEntropy(keras.losses.Loss):
+    """Zhang and Sabuncu's (2018) loss for noisy labels: the (smoothed) label's weights of
+    ``(1 - p^q) / q`` over each class's probability ``p``. Its gradient is cross-entropy's
+    times ``p^q``, so a label the network confidently disputes (as it will a wrong label
+    once it has learned the class) pulls less; ``q`` -> 0 is cross-entropy."""
+
+    def __init__(self, q: float, label_smoothing: float = LABEL_SMOOTHING,
+                 reduction: str | None = "sum_over_batch_size") -> None:
+        super().__init__(name=f"generalized_cross_entropy_{q:g}", reduction=reduction)
+        self.q, self.label_smoothing = q, label_smoothing
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        y = y_true * (1 - self.label_smoothing) + self.label_smoothing / y_true.shape[-1]
+        p = keras.ops.clip(y_pred, keras.backend.epsilon(), 1.0)
+        return keras.ops.sum(y * (1 - keras.ops.power(p, self.q)) / self.q, axis=-1)
+
+
 def compile_model(model: keras.Model, arch: str, steps: int, epochs: int,
-                  validate: bool = True, weight_decay: float = 0.0
+                  validate: bool = True, weight_decay: float = 0.0, robust_loss: float = 0.0
                   ) -> list[keras.callbacks.Callback]:
     """The paper's recipe for ``paper`` (Adam, ReduceLROnPlateau on val accuracy, patience 3,
     factor 0.3; up to ``epochs``, stopping after ``PAPER_PATIENCE`` epochs without progress);
     cosine decay and label smoothing for the others. Both keep the best validation epoch.
     ``weight_decay`` > 0 (not for ``paper``): AdamW's decoupled decay of the convolution and
-    dense kernels (not of biases and batch normalisation)."""
+    dense kernels (not of biases and batch normalisation). ``robust_loss`` > 0 (not for
+    ``paper``): ``GeneralizedCrossEntropy`` with that q instead of cross-entropy."""
     if arch == "paper":
         optimizer = keras.optimizers.Adam(PAPER_LR)
         loss = keras.losses.CategoricalCrossentropy()
@@ -227,7 +245,8 @@ def compile_model(model: keras.Model, arch: str, steps: int, epochs: int,
             optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
         else:
             optimizer = keras.optimizers.Adam(schedule)
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING)
+        loss = (GeneralizedCrossEntropy(robust_loss) if robust_loss > 0 else
+                keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING))
         callbacks = []
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     if validate:
@@ -250,7 +269,8 @@ def fit_network(train_ds: Dataset, val_ds: Dataset | None, arch: str, epochs: in
     steps = epochs * math.ceil(len(train_ds.y) / batch_size)
     model = make_model(arch)
     callbacks = compile_model(model, arch, steps, epochs, validate=val_ds is not None,
-                              weight_decay=aug.weight_decay) + list(callbacks or [])
+                              weight_decay=aug.weight_decay, robust_loss=aug.robust_loss
+                              ) + list(callbacks or [])
     history = model.fit(make_dataset(train_ds, batch_size, True, seed, aug),
                         epochs=epochs,
                         validation_data=None if val_ds is None else make_dataset(val_ds, 128,

@@ -417,7 +417,8 @@ def test_augmentation_keeps_the_metadata_keys_models_were_exported_with() -> Non
     assert aug.metadata() == {"scale_jitter": 0.15, "stain_jitter": 2.0, "gamma_jitter": 0.5}
     assert aug.metadata(every=True) == {"scale_jitter": 0.15, "stain_jitter": 2.0,
                                         "noise_jitter": 0.0, "mixup": 0.0, "gamma_jitter": 0.5,
-                                        "cutout": 0.0, "weight_decay": 0.0}
+                                        "cutout": 0.0, "weight_decay": 0.0,
+                                        "robust_loss": 0.0}
 
 
 def test_weight_decay_shrinks_the_kernels_only() -> None:
@@ -441,6 +442,36 @@ def test_weight_decay_shrinks_the_kernels_only() -> None:
         else:
             np.testing.assert_array_equal(v.numpy(), old)
     assert kernels > 10
+
+
+def test_generalized_cross_entropy_is_cross_entropy_whose_pull_shrinks_with_confidence(
+        ) -> None:
+    """q -> 0 gives the smoothed cross-entropy the recipe otherwise uses; with q, each
+    class's gradient is cross-entropy's times p^q: a label given 5% pulls 0.05^q as hard."""
+    import keras
+    import tensorflow as tf
+
+    from model_training.train import LABEL_SMOOTHING, GeneralizedCrossEntropy
+
+    labels = tf.one_hot([0, 1, 2, 3], 4)
+    probs = tf.constant([[0.7, 0.1, 0.1, 0.1], [0.85, 0.05, 0.05, 0.05],
+                         [0.25, 0.25, 0.25, 0.25], [0.1, 0.2, 0.3, 0.4]])
+    ce = keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING,
+                                              reduction=None)
+    np.testing.assert_allclose(
+        GeneralizedCrossEntropy(1e-3, reduction=None)(labels, probs).numpy(),
+        ce(labels, probs).numpy(), rtol=2e-3)
+
+    def grad(loss: keras.losses.Loss) -> np.ndarray:
+        with tf.GradientTape() as tape:
+            tape.watch(probs)
+            value = keras.ops.sum(loss(labels, probs))
+        return tape.gradient(value, probs).numpy()
+
+    smoothed = labels.numpy() * (1 - LABEL_SMOOTHING) + LABEL_SMOOTHING / 4
+    cross_entropy_grad = -smoothed / probs.numpy()  # of -sum(y log p), per class
+    np.testing.assert_allclose(grad(GeneralizedCrossEntropy(0.5, reduction=None)),
+                               cross_entropy_grad * probs.numpy() ** 0.5, rtol=1e-4)
 
 
 def test_cutout_paints_one_background_square_no_larger_than_asked() -> None:
@@ -476,7 +507,8 @@ def test_crop_context_option_trains_on_wider_crops_and_records_them(
     monkeypatch.setattr(localise, "CROP_CONTEXT", localise.CROP_CONTEXT)  # restored after
     options = ["--arch=tiny", "--epochs=1", "--seed=7", "--members=1", "--scale-jitter=0.1",
                "--stain-jitter=0.5", "--noise-jitter=0", "--mixup=0", "--gamma-jitter=0.2",
-               "--cutout=0.3", "--weight-decay=0.01", "--crop-context=1.8"]
+               "--cutout=0.3", "--weight-decay=0.01", "--robust-loss=0.5",
+               "--crop-context=1.8"]
     main(["train", "--data", str(kaggle_like), "--out", str(tmp_path / "m"), *options,
           "--batch-size", "8", "--cache", str(tmp_path / "cache"),
           "--report", str(tmp_path / "report")])
@@ -498,7 +530,7 @@ def test_recipe_of_the_shipped_model_names_its_ensemble_and_augmentation() -> No
     assert recipe_flags({"arch": "wbc", "epochs": 14, "seed": 42}) == [  # a model before v5
         "--arch=wbc", "--epochs=14", "--seed=42", "--members=1", "--scale-jitter=0",
         "--stain-jitter=1", "--noise-jitter=0", "--mixup=0", "--gamma-jitter=0", "--cutout=0",
-        "--weight-decay=0"]
+        "--weight-decay=0", "--robust-loss=0"]
     stained = recipe_flags({"arch": "wbc", "epochs": 14, "seed": 42,
                             "input": {"white_balance": True, "stain_balance": True}})
     assert stained[-1] == "--stain-balance"
