@@ -138,6 +138,7 @@ def load_folder(root: Path, cache_dir: Path | None = None, workers: int | None =
     """Preprocess every image of a class-folder tree once; cache the arrays on disk.
     ``balance``: as the model is trained (``preprocessing.BALANCES``; models from v5 on
     white-balance)."""
+    preprocessing.check_balance(balance)
     root = Path(root)
     samples = list_samples(root)
     files_key = _files_key(samples, root)

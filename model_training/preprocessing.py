@@ -248,13 +248,19 @@ def crop_mismatch(metadata: dict) -> str | None:
     return None
 
 
+def check_balance(balance: str) -> str:
+    """``balance`` if it is one of ``BALANCES``; a ValueError naming them otherwise."""
+    if balance not in BALANCES:
+        raise ValueError(f"balance must be one of {BALANCES}, not {balance!r}")
+    return balance
+
+
 def measure(image: Image.Image, balance: str
             ) -> tuple[CellBox, np.ndarray | None, np.ndarray | None]:
     """What ``locate`` reads off the localiser's (white-balanced) working copy: the cell's
     box, the white-balance table (None for ``"none"``) and, for ``"stain"``, the
     stain around the cell (``surroundings_od``; None otherwise)."""
-    if balance not in BALANCES:
-        raise ValueError(f"balance must be one of {BALANCES}, not {balance!r}")
+    check_balance(balance)
     small, scale = working_copy(image)
     pixels = np.asarray(small)
     table = None if balance == "none" else balance_table(pixels)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from model_training.data import load_folder
 from model_training.localise import working_copy
 from model_training.preprocessing import (
     BACKGROUND_LEVEL,
@@ -135,6 +136,8 @@ def test_balance_of_reads_the_model_metadata() -> None:
     assert balance_of({"input": {"white_balance": True, "stain_balance": True}}) == "stain"
     with pytest.raises(ValueError, match="balance must be one of"):
         locate(FIELD, "grey")
+    with pytest.raises(ValueError, match="balance must be one of"):
+        load_folder(Path("no-such-folder"), balance="grey")
 
 
 def test_the_reference_is_the_median_of_the_images(tmp_path: Path) -> None:
