@@ -148,6 +148,15 @@ def main(argv: list[str] | None = None) -> None:
     sr = sub.add_parser("stain-reference", help="measure the stain balance's reference "
                         "(median optical density around the white cells of DATA/TRAIN)")
     sr.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
+    op = sub.add_parser("operating-points", help="review thresholds for target accuracies of "
+                        "the unflagged answers, chosen out of fold, read on TEST")
+    op.add_argument("--model", type=Path, required=True)
+    op.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
+    op.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
+    op.add_argument("--from", dest="source", type=Path, default=None, metavar="DIR",
+                    help="cross-validation report (cv --out) whose out-of-fold answers choose "
+                         "the thresholds (default: the one the model was calibrated on)")
+    op.add_argument("--out", type=Path, default=Path("reports/operating-points"))
     rc = sub.add_parser("recipe", help="print the train/cv options a model was trained with")
     rc.add_argument("--model", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -236,6 +245,14 @@ def main(argv: list[str] | None = None) -> None:
         reference, counted = stain_reference([s.path for s in list_samples(args.data / "TRAIN")])
         print(json.dumps({"stain_reference_od": [round(float(v), 3) for v in reference],
                           "images": counted}))
+    elif args.command == "operating-points":
+        from model_training.operating_points import operating_points
+
+        record = operating_points(args.model, args.data, args.out,
+                                  "python -m model_training " + shlex.join(argv or sys.argv[1:]),
+                                  args.cache, args.source)
+        print(json.dumps([{k: row[k] for k in ("target", "threshold")} for row in
+                          record["rows"]]))
     elif args.command == "recipe":
         print(" ".join(recipe_flags(json.loads((args.model / "metadata.json").read_text()))))
     elif args.command == "tta":
