@@ -21,7 +21,9 @@ from model_training.preprocessing import (
     Prepared,
     UnsupportedFormat,
     balance_of,
+    load_rgb,
     open_image,
+    prepare_cells,
     preprocess_bytes,
     preprocess_opened,
 )
@@ -70,6 +72,13 @@ class Classifier:
                 return preprocess_opened(upload, self.balance)
             return preprocess_bytes(upload, self.max_pixels, self.balance)
 
+    def prepare_cells(self, upload: bytes | Image.Image) -> list[Prepared]:
+        """Like ``prepare``, a crop of every white cell found, the most prominent first."""
+        with _http_errors():
+            if isinstance(upload, bytes):
+                upload = open_image(upload, self.max_pixels)
+            return prepare_cells(load_rgb(upload), self.balance)
+
     def classify(self, prepared: list[Prepared]) -> list[dict[str, Any]]:
         """Run the network on prepared crops and shape one result per crop."""
         if not self.predictor.ready:
@@ -95,6 +104,7 @@ class Classifier:
                 "is_cell": is_cell,
                 "localised": p.box.localised,
                 "cell_box": p.box.as_list(),
+                "other_cells": [b.as_list() for b in p.others],
                 "model": self.model_info(),
             })
         return results

@@ -18,7 +18,15 @@ class Prediction(BaseModel):
     is_cell: bool = Field(description="false: not a stained white cell; label is 'unknown'")
     localised: bool = Field(description="false: no white cell found, whole image used")
     cell_box: list[int] = Field(description="[x0, y0, x1, y1] in the original image's pixels")
+    other_cells: list[list[int]] = Field(
+        default_factory=list, description="boxes of further white cells found in the image "
+        "(a smear field), not classified here: POST /predict/cells classifies each")
     model: ModelRef
+
+
+class CellsResponse(BaseModel):
+    cells: list[Prediction] = Field(description="one per white cell found, the most "
+                                    "prominent first (the cell /predict classifies)")
 
 
 class BatchItem(BaseModel):
@@ -30,6 +38,9 @@ class BatchItem(BaseModel):
     is_cell: bool | None = None
     localised: bool | None = None
     cell_box: list[int] | None = None
+    other_cells: list[list[int]] | None = None
+    cell: int | None = Field(None, description="with ?cells=all: which white cell of the "
+                             "file, 0 the most prominent")
     model: ModelRef | None = None
     error: str | None = None
     status: int | None = Field(None, description="HTTP status this file alone would get")

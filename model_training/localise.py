@@ -32,6 +32,8 @@ CELL_MARGIN = 1.35  # cell box side / nucleus box side (cytoplasm around the nuc
 CELL_PAD_FRAC = 0.0  # plus this share of the image's longer side on every side
 CROP_CONTEXT = 1.5  # the network sees the cell box and its neighbours (size against red cells)
 LEGACY_CROP_CONTEXT = 1.15  # the crop of models that record none (model v5 and before)
+OTHER_CELL_REL = 0.3  # another nucleus with this share of the first's score mass is a cell
+MAX_CELLS = 16  # white cells reported per image at most
 CLOSE_ITERATIONS = 2  # closings with a 3x3 square: lobes up to 4 pixels apart join
 CONNECTIVITY = ndimage.generate_binary_structure(2, 1)  # ndimage.label's default, made once
 
@@ -113,11 +115,16 @@ def nucleus_threshold(top: float) -> float:
     return max(SCORE_REL * top, SCORE_MIN * min(1.0, top / STAIN_REF), SCORE_FLOOR)
 
 
-def find_cell(image: Image.Image,
-              work: tuple[Image.Image | np.ndarray, float] | None = None) -> CellBox:
-    """Box around the most prominent white cell of an RGB image (whole image if none).
-    ``work``: its ``working_copy`` (image or array), when the caller has made (and
-    white-balanced) it."""
+def find_cells(image: Image.Image,
+               work: tuple[Image.Image | np.ndarray, float] | None = None) -> list[CellBox]:
+    """Boxes around the white cells of an RGB image, the most prominent first (the whole
+    image, not localised, if none is credible). ``work``: its ``working_copy`` (image or
+    array), when the caller has made (and white-balanced) it.
+
+    The first is the nucleus component with the largest score mass. A further component
+    is another white cell when its mass is at least ``OTHER_CELL_REL`` of the first's, its
+    area is credible, and its centre lies outside the cells already found (a neutrophil
+    lobe the closing did not join lies inside its cell's box); at most ``MAX_CELLS``."""
     width, height = image.size
     small, scale = work or working_copy(image)
     score = violet_score(np.asarray(small))
@@ -125,15 +132,38 @@ def find_cell(image: Image.Image,
     mask = close(score > nucleus_threshold(percentile(score, 99.9)))
     labels, count = ndimage.label(mask, structure=CONNECTIVITY)
     if count == 0:
-        return whole
+        return [whole]
     flat = labels.ravel()
     mass = np.bincount(flat, weights=np.clip(score, 0, None).ravel(), minlength=count + 1)
-    best = int(np.argmax(mass[1:])) + 1
-    area = np.count_nonzero(flat == best)
-    if not MIN_AREA_FRAC * score.size <= area <= MAX_AREA_FRAC * score.size:
-        return whole
-    rows, cols = ndimage.find_objects(labels, max_label=best)[best - 1]
-    # back to original pixel coordinates
+    area = np.bincount(flat, minlength=count + 1)
+    objects = ndimage.find_objects(labels)
+    order = np.argsort(-mass[1:], kind="stable") + 1  # the most prominent first
+    credible = (MIN_AREA_FRAC * score.size <= area) & (area <= MAX_AREA_FRAC * score.size)
+    if not credible[order[0]]:
+        return [whole]
+    cells = [_cell_box(objects[order[0] - 1], scale, width, height)]
+    for label in order[1:]:
+        if mass[label] < OTHER_CELL_REL * mass[order[0]] or len(cells) == MAX_CELLS:
+            break
+        box = _cell_box(objects[label - 1], scale, width, height)
+        cx, cy = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
+        if credible[label] and not any(c.x0 <= cx <= c.x1 and c.y0 <= cy <= c.y1
+                                       for c in cells):
+            cells.append(box)
+    return cells
+
+
+def find_cell(image: Image.Image,
+              work: tuple[Image.Image | np.ndarray, float] | None = None) -> CellBox:
+    """Box around the most prominent white cell of an RGB image (whole image if none):
+    the first of ``find_cells``."""
+    return find_cells(image, work)[0]
+
+
+def _cell_box(nucleus: tuple[slice, slice], scale: float, width: int, height: int) -> CellBox:
+    """The cell's box from its nucleus' (rows, cols) slices in the working copy: back to
+    original pixel coordinates, grown by the cytoplasm margin."""
+    rows, cols = nucleus
     nx0, nx1 = cols.start / scale, cols.stop / scale
     ny0, ny1 = rows.start / scale, rows.stop / scale
     cx, cy = (nx0 + nx1) / 2, (ny0 + ny1) / 2

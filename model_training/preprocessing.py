@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from model_training import localise
-from model_training.localise import CellBox, find_cell, square_crop, working_copy
+from model_training.localise import CellBox, find_cells, square_crop, working_copy
 
 IMAGE_SIZE = 150
 RESIZE_METHOD = "cell-centred square crop, then PIL bilinear"
@@ -65,6 +65,7 @@ class Prepared:
     array: np.ndarray  # uint8, IMAGE_SIZE x IMAGE_SIZE x 3
     box: CellBox
     original_size: tuple[int, int]
+    others: tuple[CellBox, ...] = ()  # further white cells found in the image, not cropped
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -256,39 +257,64 @@ def check_balance(balance: str) -> str:
 
 
 def measure(image: Image.Image, balance: str
-            ) -> tuple[CellBox, np.ndarray | None, np.ndarray | None]:
-    """What ``locate`` reads off the localiser's (white-balanced) working copy: the cell's
-    box, the white-balance table (None for ``"none"``) and, for ``"stain"``, the
-    stain around the cell (``surroundings_od``; None otherwise)."""
+            ) -> tuple[list[CellBox], np.ndarray | None, np.ndarray | None]:
+    """What ``locate`` reads off the localiser's (white-balanced) working copy: the white
+    cells' boxes (``find_cells``, the most prominent first), the white-balance table (None
+    for ``"none"``) and, for ``"stain"``, the stain around the first cell
+    (``surroundings_od``; None otherwise)."""
     check_balance(balance)
     small, scale = working_copy(image)
     pixels = np.asarray(small)
     table = None if balance == "none" else balance_table(pixels)
     if table is not None:
         pixels = apply_balance(pixels, table)
-    box = find_cell(image, (pixels, scale))
-    stain = surroundings_od(pixels, box, scale) if balance == "stain" else None
-    return box, table, stain
+    boxes = find_cells(image, (pixels, scale))
+    stain = surroundings_od(pixels, boxes[0], scale) if balance == "stain" else None
+    return boxes, table, stain
+
+
+def locate_cells(image: Image.Image, balance: str = "white"
+                 ) -> tuple[list[CellBox], np.ndarray | None]:
+    """Where the white cells are (the most prominent first), found on the localiser's
+    white-balanced working copy, and the colour table for the crops (None for
+    ``balance="none"``): white balance, and for ``"stain"`` the stain balance measured
+    around the first cell. Balancing only the small images used (this copy and the crops)
+    costs a fraction of balancing the upload."""
+    boxes, table, stain = measure(image, balance)
+    return boxes, (stain_balanced(table, stain) if balance == "stain" else table)
 
 
 def locate(image: Image.Image, balance: str = "white") -> tuple[CellBox, np.ndarray | None]:
-    """Where the white cell is, found on the localiser's white-balanced working copy, and
-    the colour table for the crop (None for ``balance="none"``): white balance, and for
-    ``"stain"`` the stain balance measured around the cell. Balancing only the two small
-    images used (this copy and the final crop) costs a fraction of balancing the upload."""
-    box, table, stain = measure(image, balance)
-    return box, (stain_balanced(table, stain) if balance == "stain" else table)
+    """The most prominent white cell's box and the crop's colour table (``locate_cells``)."""
+    boxes, table = locate_cells(image, balance)
+    return boxes[0], table
+
+
+def crop(image: Image.Image, box: CellBox, table: np.ndarray | None,
+         others: tuple[CellBox, ...] = ()) -> Prepared:
+    """The network-ready crop around ``box`` (``square_crop``), colour-balanced by
+    ``table``."""
+    region = square_crop(box, *image.size)
+    resized = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR, box=region)
+    array = np.asarray(resized, dtype=np.uint8)
+    return Prepared(array if table is None else apply_balance(array, table), box, image.size,
+                    others)
 
 
 def prepare(image: Image.Image, balance: str = "white") -> Prepared:
-    """Localise the white cell in an RGB image and return the network-ready crop.
+    """Localise the white cell in an RGB image and return the network-ready crop of the
+    most prominent one (``others``: the boxes of any further white cells).
 
     ``balance`` must match the model's training (``balance_of(metadata)``)."""
-    box, table = locate(image, balance)
-    region = square_crop(box, *image.size)
-    resized = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR, box=region)
-    crop = np.asarray(resized, dtype=np.uint8)
-    return Prepared(crop if table is None else apply_balance(crop, table), box, image.size)
+    boxes, table = locate_cells(image, balance)
+    return crop(image, boxes[0], table, tuple(boxes[1:]))
+
+
+def prepare_cells(image: Image.Image, balance: str = "white") -> list[Prepared]:
+    """A network-ready crop of every white cell of an RGB image, the most prominent first
+    (its crop is ``prepare``'s)."""
+    boxes, table = locate_cells(image, balance)
+    return [crop(image, box, table) for box in boxes]
 
 
 def preprocess_opened(image: Image.Image, balance: str = "white") -> Prepared:

@@ -12,7 +12,7 @@ from app.classifier import Classifier
 from app.deps import ClassifierDep, SettingsDep
 from app.fhir import differential_bundle
 from app.openapi import ERRORS, image_body
-from app.routes.predict import classify_many
+from app.routes.predict import CELLS, classify_many
 from app.uploads import read_files
 
 router = APIRouter(tags=["lab integration"])
@@ -34,7 +34,8 @@ def summarise(results: list[dict[str, Any]], classifier: Classifier) -> dict[str
         "classified": total,
         "counts": {c: {"count": n, "percent": round(100 * n / total, 1) if total else 0.0}
                    for c, n in counts.items()},
-        "flagged": [{"filename": r["filename"], "label": r["label"],
+        "flagged": [{"filename": r["filename"], **({"cell": r["cell"]} if "cell" in r else {}),
+                     "label": r["label"],
                      "confidence": r["confidence"], "probabilities": r["probabilities"]}
                     for r in classified if r["needs_review"]],
         "rejected": {"count": len(errors) + len(unknown), "reasons": reasons,
@@ -48,14 +49,16 @@ def summarise(results: list[dict[str, Any]], classifier: Classifier) -> dict[str
 
 @router.post("/differential", responses=ERRORS, openapi_extra=image_body("files", many=True))
 async def differential(request: Request, classifier: ClassifierDep, settings: SettingsDep,
-                       format: str = Query("json", pattern="^(json|fhir)$")) -> JSONResponse:
+                       format: str = Query("json", pattern="^(json|fhir)$"),
+                       cells: str = CELLS) -> JSONResponse:
     """Differential count of one specimen's cell images (multipart `files`, optional form
     fields `specimen_id` and `patient`). `?format=fhir` or `Accept: application/fhir+json`
-    returns a FHIR R4 Bundle."""
+    returns a FHIR R4 Bundle. `?cells=all` counts every white cell of each image (smear
+    fields), not only the most prominent."""
     uploads = await read_files(request, "files", settings.max_differential,
                                settings.max_image_bytes)
     form = await request.form()
-    results = await run_in_threadpool(classify_many, classifier, uploads)
+    results = await run_in_threadpool(classify_many, classifier, uploads, cells == "all")
     diff = summarise(results, classifier)
     for key in ("specimen_id", "patient"):
         value = form.get(key)

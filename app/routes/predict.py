@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -12,7 +12,7 @@ from app.deps import ClassifierDep, SettingsDep
 from app.errors import ServiceError
 from app.observability import REJECTED
 from app.openapi import ERRORS, image_body
-from app.schemas import BatchResponse, Prediction
+from app.schemas import BatchResponse, CellsResponse, Prediction
 from app.uploads import Upload, read_files, read_single
 
 router = APIRouter(tags=["classification"])
@@ -38,14 +38,41 @@ async def predict(request: Request, classifier: ClassifierDep,
         raise
 
 
-def classify_many(classifier: Any, uploads: list[Upload]) -> list[dict[str, Any]]:
-    """Per-file results in input order; a bad file gets an error entry, the rest go on."""
+@router.post("/predict/cells", response_model=CellsResponse, responses=ERRORS,
+             openapi_extra=image_body("file", many=False))
+async def predict_cells(request: Request, classifier: ClassifierDep,
+                        settings: SettingsDep) -> JSONResponse:
+    """Classify every white cell of one image (a smear field with several), the most
+    prominent first; multipart field `file`, or a raw image/* body."""
+    upload = await read_single(request, settings.max_image_bytes)
+    try:
+        prepared = await run_in_threadpool(classifier.prepare_cells, upload.data)
+        return JSONResponse({"cells": await run_in_threadpool(classifier.classify, prepared)})
+    except ServiceError as exc:
+        REJECTED.labels(str(exc.status_code)).inc()
+        raise
+
+
+CELLS = Query("first", pattern="^(first|all)$",
+              description="`all`: an entry for every white cell of each file (smear fields), "
+                          "with its index in `cell`; `first`: the most prominent cell only")
+
+
+def classify_many(classifier: Any, uploads: list[Upload],
+                  every_cell: bool = False) -> list[dict[str, Any]]:
+    """Per-file results in input order; a bad file gets an error entry, the rest go on.
+    ``every_cell``: one entry per white cell of each file (``cell``: its index)."""
     prepared: list[Any] = []
     results: list[dict[str, Any]] = []
     for upload in uploads:
         try:
-            prepared.append(classifier.prepare(upload.data))
-            results.append({"filename": upload.filename})
+            if every_cell:
+                cells = classifier.prepare_cells(upload.data)
+                prepared += cells
+                results += [{"filename": upload.filename, "cell": i} for i in range(len(cells))]
+            else:
+                prepared.append(classifier.prepare(upload.data))
+                results.append({"filename": upload.filename})
         except ServiceError as exc:
             REJECTED.labels(str(exc.status_code)).inc()
             results.append({"filename": upload.filename, "error": exc.detail,
@@ -59,8 +86,9 @@ def classify_many(classifier: Any, uploads: list[Upload]) -> list[dict[str, Any]
 
 @router.post("/predict/batch", response_model=BatchResponse, response_model_exclude_none=True,
              responses=ERRORS, openapi_extra=image_body("files", many=True))
-async def predict_batch(request: Request, classifier: ClassifierDep,
-                        settings: SettingsDep) -> dict[str, Any]:
+async def predict_batch(request: Request, classifier: ClassifierDep, settings: SettingsDep,
+                        cells: str = CELLS) -> dict[str, Any]:
     """Classify up to `WBC_MAX_BATCH` images (multipart field `files`), in input order."""
     uploads = await read_files(request, "files", settings.max_batch, settings.max_image_bytes)
-    return {"results": await run_in_threadpool(classify_many, classifier, uploads)}
+    return {"results": await run_in_threadpool(classify_many, classifier, uploads,
+                                               cells == "all")}

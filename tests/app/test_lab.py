@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from app.fhir import LOINC_CODES
 from tests.app.conftest import encode
-from tests.synthetic import class_image
+from tests.synthetic import class_image, field
 
 
 def _cells(n: int) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -72,6 +72,15 @@ def test_differential_json(client: TestClient) -> None:
     assert body["specimen_id"] == "SP-1" and body["model"]["version"] == "1"
     for cell in body["flagged"]:
         assert cell["confidence"] < body["review_threshold"]
+
+
+def test_differential_counts_every_cell_of_a_field_when_asked(client: TestClient) -> None:
+    two = field(size=(480, 320), cells=[(100, 100, 26), (360, 220, 30)], seed=3)
+    files = [*_cells(2), ("files", ("field.jpg", encode(two), "image/jpeg"))]
+    first = client.post("/differential", files=files).json()
+    every = client.post("/differential?cells=all", files=files).json()
+    assert first["classified"] + first["rejected"]["count"] == 3
+    assert every["classified"] + every["rejected"]["count"] == 4
 
 
 @pytest.mark.parametrize("how", ["query", "accept"])

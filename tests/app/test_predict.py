@@ -98,3 +98,44 @@ def test_batch_over_the_limit(client: TestClient, cell_jpeg: bytes) -> None:
     r = client.post("/predict/batch", files=files)
     assert r.status_code == 413
     assert "limit is 5" in r.json()["detail"]
+
+
+TWO_CELLS = field(size=(480, 320), cells=[(100, 100, 26), (360, 220, 30)], seed=3)
+
+
+def test_a_field_with_two_white_cells(client: TestClient, cell_jpeg: bytes) -> None:
+    """/predict classifies the most prominent cell and names the other's box;
+    /predict/cells classifies both, the same first."""
+    data = encode(TWO_CELLS)
+    one = client.post("/predict", files={"file": ("f.jpg", data, "image/jpeg")}).json()
+    assert len(one["other_cells"]) == 1
+    x0, y0, x1, y1 = one["other_cells"][0]
+    assert x0 < 100 < x1 and y0 < 100 < y1  # the smaller nucleus is the other
+    r = client.post("/predict/cells", content=data, headers={"content-type": "image/jpeg"})
+    assert r.status_code == 200, r.text
+    cells = r.json()["cells"]
+    assert [c["cell_box"] for c in cells] == [one["cell_box"], one["other_cells"][0]]
+    assert cells[0]["probabilities"] == one["probabilities"]
+    for cell in cells:
+        assert_prediction(cell)
+    single = client.post("/predict", files={"file": ("c.jpg", cell_jpeg, "image/jpeg")}).json()
+    assert single["other_cells"] == []
+    r = client.post("/predict/cells", files={"file": ("c.jpg", cell_jpeg, "image/jpeg")})
+    assert [c["cell_box"] for c in r.json()["cells"]] == [single["cell_box"]]
+    bad = client.post("/predict/cells", content=b"not an image",
+                      headers={"content-type": "image/jpeg"})
+    assert bad.status_code == 400 and "detail" in bad.json()
+
+
+def test_batch_every_cell(client: TestClient, cell_jpeg: bytes) -> None:
+    files = [("files", ("field.jpg", encode(TWO_CELLS), "image/jpeg")),
+             ("files", ("bad.jpg", b"not an image", "image/jpeg")),
+             ("files", ("one.jpg", cell_jpeg, "image/jpeg"))]
+    results = client.post("/predict/batch?cells=all", files=files).json()["results"]
+    assert [(x["filename"], x.get("cell")) for x in results] == [
+        ("field.jpg", 0), ("field.jpg", 1), ("bad.jpg", None), ("one.jpg", 0)]
+    assert results[2]["status"] == 400
+    first = client.post("/predict/batch", files=files).json()["results"]
+    assert [x["filename"] for x in first] == ["field.jpg", "bad.jpg", "one.jpg"]
+    assert first[0]["cell_box"] == results[0]["cell_box"] and "cell" not in first[0]
+    assert client.post("/predict/batch?cells=some", files=files).status_code == 422

@@ -10,8 +10,8 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 from scipy import ndimage
 
-from model_training.localise import close, find_cell, percentile, square_crop
-from model_training.preprocessing import IMAGE_SIZE, prepare
+from model_training.localise import close, find_cell, find_cells, percentile, square_crop
+from model_training.preprocessing import IMAGE_SIZE, locate_cells, prepare, prepare_cells
 from tests.synthetic import BACKGROUND, field
 
 
@@ -35,6 +35,33 @@ def test_two_cells_picks_the_larger() -> None:
     box = find_cell(field(cells=[(70, 70, 16), (230, 160, 32)]))
     assert _inside(box, 230, 160)
     assert not _inside(box, 70, 70)
+
+
+def test_finds_every_white_cell_of_a_field_the_most_prominent_first() -> None:
+    image = field(size=(480, 320), cells=[(100, 100, 26), (360, 220, 30)], seed=3)
+    cells = find_cells(image)
+    assert len(cells) == 2 and all(c.localised for c in cells)
+    assert _inside(cells[0], 360, 220) and _inside(cells[1], 100, 100)  # larger nucleus first
+    assert cells[0] == find_cell(image)
+    # as served (white-balanced working copy): prepare crops the first and names the
+    # other; prepare_cells crops both
+    boxes, _ = locate_cells(image)
+    assert len(boxes) == 2
+    one = prepare(image)
+    assert one.box == boxes[0] and one.others == (boxes[1],)
+    both = prepare_cells(image)
+    assert [p.box for p in both] == boxes
+    np.testing.assert_array_equal(both[0].array, one.array)
+    assert not np.array_equal(both[1].array, one.array)
+
+
+def test_a_small_violet_spot_or_a_loose_lobe_is_not_another_cell() -> None:
+    # a nucleus of a third of the first's radius: under a tenth of its mass (a platelet clump)
+    assert len(find_cells(field(cells=[(100, 100, 30), (300, 160, 10)]))) == 1
+    # a four-lobed neutrophil whose lobes stay apart: their centres lie inside its box
+    lobed = field(cells=[(160, 120, 34)], lobes=4, seed=5)
+    assert len(find_cells(lobed)) == 1
+    assert len(find_cells(Image.new("RGB", (320, 240), BACKGROUND))) == 1  # the whole image
 
 
 def test_cell_filling_the_frame_keeps_nearly_whole_image() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from model_training.localise_eval import evaluate_fields, summary
+from model_training.localise_eval import evaluate_fields, every_cell, summary
 from model_training.robustness import PERTURBATIONS
 
 
@@ -35,3 +35,12 @@ def test_a_paler_stain_does_not_lose_the_cell(bccd_dir: Path) -> None:
     result = summary(evaluate_fields(bccd_dir, names, "white",
                                      PERTURBATIONS["saturation x0.6"]))
     assert result["iou_ge_0.5"] >= 0.95, result
+
+
+def test_every_white_cell_of_the_test_fields(bccd_dir: Path) -> None:
+    """``find_cells`` on the test list: no one-cell field gets a further cell, and the
+    two-cell fields get both (OTHER_CELL_REL was chosen on trainval only)."""
+    names = (bccd_dir / "ImageSets/Main/test.txt").read_text().split()
+    result = every_cell(bccd_dir, names)
+    assert result["one_cell_fields"] >= 60 and result["false_other_cell"] <= 1, result
+    assert result["two_cell_fields"] == 3 and result["both_found"] >= 2, result
