@@ -29,6 +29,7 @@ from model_training.preprocessing import (
 )
 
 UNKNOWN = "unknown"
+CHUNK = 64  # crops per inference call
 
 
 @dataclass
@@ -85,7 +86,9 @@ class Classifier:
             raise ModelNotReady("model is not loaded yet")
         if not prepared:
             return []
-        raw = self.predictor.predict(np.stack([p.array for p in prepared]))
+        raw = np.concatenate([  # in chunks: a 500-image differential stays a bounded batch
+            self.predictor.predict(np.stack([p.array for p in prepared[i:i + CHUNK]]))
+            for i in range(0, len(prepared), CHUNK)])
         probs = apply_temperature(raw, self.temperature)
         classes = self.predictor.classes
         check = self.cell_check

@@ -61,25 +61,28 @@ CELLS = Query("first", pattern="^(first|all)$",
 def classify_many(classifier: Any, uploads: list[Upload],
                   every_cell: bool = False) -> list[dict[str, Any]]:
     """Per-file results in input order; a bad file gets an error entry, the rest go on.
-    ``every_cell``: one entry per white cell of each file (``cell``: its index)."""
+    ``every_cell``: one entry per white cell of each file (``cell``: its index), each
+    file's cells classified before the next file is read (its crops are not all held)."""
     prepared: list[Any] = []
     results: list[dict[str, Any]] = []
     for upload in uploads:
         try:
-            if every_cell:
-                cells = classifier.prepare_cells(upload.data)
-                prepared += cells
-                results += [{"filename": upload.filename, "cell": i} for i in range(len(cells))]
-            else:
-                prepared.append(classifier.prepare(upload.data))
-                results.append({"filename": upload.filename})
+            crops = (classifier.prepare_cells(upload.data) if every_cell else
+                     [classifier.prepare(upload.data)])
         except ServiceError as exc:
             REJECTED.labels(str(exc.status_code)).inc()
             results.append({"filename": upload.filename, "error": exc.detail,
                             "status": exc.status_code})
+            continue
+        if every_cell:
+            results += [{"filename": upload.filename, "cell": i, **cell}
+                        for i, cell in enumerate(classifier.classify(crops))]
+        else:
+            prepared += crops
+            results.append({"filename": upload.filename})
     classified = iter(classifier.classify(prepared))
     for entry in results:
-        if "error" not in entry:
+        if "error" not in entry and "cell" not in entry:
             entry.update(next(classified))
     return results
 

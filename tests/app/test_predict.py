@@ -139,3 +139,16 @@ def test_batch_every_cell(client: TestClient, cell_jpeg: bytes) -> None:
     assert [x["filename"] for x in first] == ["field.jpg", "bad.jpg", "one.jpg"]
     assert first[0]["cell_box"] == results[0]["cell_box"] and "cell" not in first[0]
     assert client.post("/predict/batch?cells=some", files=files).status_code == 422
+
+
+def test_many_crops_are_classified_in_chunks_as_one_by_one(client: TestClient) -> None:
+    from app.classifier import CHUNK
+    from model_training.preprocessing import prepare
+
+    classifier = client.app.state.classifier
+    crops = [prepare(field(cells=[(160, 120, 20 + i % 12)], seed=i)) for i in range(CHUNK + 6)]
+    together = classifier.classify(crops)
+    for i in (0, CHUNK - 1, CHUNK, CHUNK + 5):
+        alone = classifier.classify([crops[i]])[0]
+        for c, p in alone["probabilities"].items():
+            assert together[i]["probabilities"][c] == pytest.approx(p, abs=1e-5)
