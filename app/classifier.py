@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from app.errors import BadImage, ModelNotReady, PayloadTooLarge, UnsupportedMediaType
-from app.observability import CLASSIFIED
+from app.observability import CLASSIFIED, SEVERAL_CELLS
 from app.predictor import Predictor
 from model_training.cellcheck import CellCheck
 from model_training.metrics import apply_temperature
@@ -70,15 +70,22 @@ class Classifier:
         BadImage / PayloadTooLarge / UnsupportedMediaType on bad input."""
         with _http_errors():
             if isinstance(upload, Image.Image):
-                return preprocess_opened(upload, self.balance)
-            return preprocess_bytes(upload, self.max_pixels, self.balance)
+                prepared = preprocess_opened(upload, self.balance)
+            else:
+                prepared = preprocess_bytes(upload, self.max_pixels, self.balance)
+        if prepared.others:
+            SEVERAL_CELLS.inc()
+        return prepared
 
     def prepare_cells(self, upload: bytes | Image.Image) -> list[Prepared]:
         """Like ``prepare``, a crop of every white cell found, the most prominent first."""
         with _http_errors():
             if isinstance(upload, bytes):
                 upload = open_image(upload, self.max_pixels)
-            return prepare_cells(load_rgb(upload), self.balance)
+            cells = prepare_cells(load_rgb(upload), self.balance)
+        if len(cells) > 1:
+            SEVERAL_CELLS.inc()
+        return cells
 
     def classify(self, prepared: list[Prepared]) -> list[dict[str, Any]]:
         """Run the network on prepared crops and shape one result per crop."""

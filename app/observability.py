@@ -26,6 +26,8 @@ CLASSIFIED = Counter("wbc_images_classified_total", "Images classified, by predi
                      ["label"], registry=REGISTRY)
 REJECTED = Counter("wbc_images_rejected_total", "Images refused, by HTTP status",
                    ["status"], registry=REGISTRY)
+SEVERAL_CELLS = Counter("wbc_images_several_cells_total", "Images in which more than one "
+                        "white cell was found (smear fields)", registry=REGISTRY)
 REBALANCED = Counter("wbc_connections_rebalanced_total", "Responses that closed their "
                      "keep-alive connection because this worker held more than its share",
                      registry=REGISTRY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -103,10 +104,18 @@ def test_batch_over_the_limit(client: TestClient, cell_jpeg: bytes) -> None:
 TWO_CELLS = field(size=(480, 320), cells=[(100, 100, 26), (360, 220, 30)], seed=3)
 
 
+def several_cells(client: TestClient) -> float:
+    found = re.search(r"^wbc_images_several_cells_total ([0-9.e+]+)$",
+                      client.get("/metrics").text, re.M)
+    assert found
+    return float(found.group(1))
+
+
 def test_a_field_with_two_white_cells(client: TestClient, cell_jpeg: bytes) -> None:
     """/predict classifies the most prominent cell and names the other's box;
     /predict/cells classifies both, the same first."""
     data = encode(TWO_CELLS)
+    before = several_cells(client)
     one = client.post("/predict", files={"file": ("f.jpg", data, "image/jpeg")}).json()
     assert len(one["other_cells"]) == 1
     x0, y0, x1, y1 = one["other_cells"][0]
@@ -118,6 +127,7 @@ def test_a_field_with_two_white_cells(client: TestClient, cell_jpeg: bytes) -> N
     assert cells[0]["probabilities"] == one["probabilities"]
     for cell in cells:
         assert_prediction(cell)
+    assert several_cells(client) == before + 2  # both requests saw a field of two
     single = client.post("/predict", files={"file": ("c.jpg", cell_jpeg, "image/jpeg")}).json()
     assert single["other_cells"] == []
     r = client.post("/predict/cells", files={"file": ("c.jpg", cell_jpeg, "image/jpeg")})
