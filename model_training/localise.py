@@ -145,10 +145,11 @@ def find_cells(image: Image.Image,
     for label in order[1:]:
         if mass[label] < OTHER_CELL_REL * mass[order[0]] or len(cells) == MAX_CELLS:
             break
+        if not credible[label]:
+            continue
         box = _cell_box(objects[label - 1], scale, width, height)
         cx, cy = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
-        if credible[label] and not any(c.x0 <= cx <= c.x1 and c.y0 <= cy <= c.y1
-                                       for c in cells):
+        if not any(c.x0 <= cx <= c.x1 and c.y0 <= cy <= c.y1 for c in cells):
             cells.append(box)
     return cells
 

@@ -71,18 +71,27 @@ def evaluate_fields(bccd: Path, names: list[str], balance: str = "white",
 OTHER_CELL_GRID = (0.2, 0.25, 0.3, 0.4, 0.5)  # OTHER_CELL_REL values compared on trainval
 
 
-def every_cell(bccd: Path, names: list[str]) -> dict[str, float | int]:
-    """``find_cells`` on fields with one and with two true white cells (as served, white
-    balance first): how often a one-cell field gets a further cell (a false one) and how
-    often a two-cell field gets both, each true box matched by its own found box at
-    IoU >= 0.5 and nothing more."""
-    one = two = false_other = both = 0
+def bccd_fields(bccd: Path, names: list[str]) -> list[tuple[Image.Image, list[Box]]]:
+    """The named fields that hold a white cell, decoded to RGB, with their true boxes."""
+    fields = []
     for name in names:
         truth = wbc_boxes(bccd / "Annotations" / f"{name}.xml")
+        if truth:
+            with Image.open(bccd / "JPEGImages" / f"{name}.jpg") as im:
+                fields.append((im.convert("RGB"), truth))
+    return fields
+
+
+def every_cell(fields: list[tuple[Image.Image, list[Box]]]) -> dict[str, float | int]:
+    """``find_cells`` on the ``bccd_fields`` with one and with two true white cells (as
+    served, white balance first): how often a one-cell field gets a further cell (a false
+    one) and how often a two-cell field gets both, each true box matched by its own found
+    box at IoU >= 0.5 and nothing more."""
+    one = two = false_other = both = 0
+    for image, truth in fields:
         if len(truth) not in (1, 2):
             continue
-        with Image.open(bccd / "JPEGImages" / f"{name}.jpg") as im:
-            found = [_box(b) for b in locate_cells(im.convert("RGB"))[0]]
+        found = [_box(b) for b in locate_cells(image)[0]]
         if len(truth) == 1:
             one += 1
             false_other += len(found) > 1
@@ -95,14 +104,14 @@ def every_cell(bccd: Path, names: list[str]) -> dict[str, float | int]:
             "two_cell_fields": two, "both_found": both}
 
 
-def fit_other_cells(bccd: Path, names: list[str]) -> dict[str, dict]:
+def fit_other_cells(fields: list[tuple[Image.Image, list[Box]]]) -> dict[str, dict]:
     """``every_cell`` on the (trainval) fields for each of ``OTHER_CELL_GRID``."""
     kept = localise.OTHER_CELL_REL
     try:
         table = {}
         for value in OTHER_CELL_GRID:
             localise.OTHER_CELL_REL = value
-            table[f"{value:g}"] = every_cell(bccd, names)
+            table[f"{value:g}"] = every_cell(fields)
         return table
     finally:
         localise.OTHER_CELL_REL = kept
@@ -141,12 +150,7 @@ def fit(bccd: Path, names: list[str]) -> list[tuple]:
     """Grid search of the localiser's constants on the given (trainval) fields."""
     import itertools
 
-    fields = []
-    for name in names:
-        truth = wbc_boxes(bccd / "Annotations" / f"{name}.xml")
-        if truth:
-            with Image.open(bccd / "JPEGImages" / f"{name}.jpg") as im:
-                fields.append((im.convert("RGB"), truth))
+    fields = bccd_fields(bccd, names)
     results = []
     grid = itertools.product([35, 45, 55], [0.45, 0.55, 0.65], [1.2, 1.35, 1.5, 1.7],
                              [0.0, 0.02, 0.04, 0.06], [96, 128])
@@ -194,9 +198,10 @@ def main() -> None:
     metrics["ms_per_image_320x240"] = kaggle_timing(args.kaggle)
     metrics["perturbations_test"] = perturbation_table(args.bccd, lists["test"])
     metrics["kaggle_box_stability"] = kaggle_stability(args.kaggle)
+    fields = {s: bccd_fields(args.bccd, names) for s, names in lists.items()}
     metrics["other_cells"] = {"OTHER_CELL_REL": localise.OTHER_CELL_REL,
-                              **{s: every_cell(args.bccd, names) for s, names in lists.items()},
-                              "trainval_grid": fit_other_cells(args.bccd, lists["trainval"])}
+                              **{s: every_cell(f) for s, f in fields.items()},
+                              "trainval_grid": fit_other_cells(fields["trainval"])}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     draw_grid(args.bccd, results["test"], args.out / "boxes.png")

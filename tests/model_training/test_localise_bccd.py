@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from model_training.localise_eval import evaluate_fields, every_cell, summary
+from model_training.localise_eval import bccd_fields, evaluate_fields, every_cell, summary
 from model_training.robustness import PERTURBATIONS
 
 
@@ -41,6 +41,6 @@ def test_every_white_cell_of_the_test_fields(bccd_dir: Path) -> None:
     """``find_cells`` on the test list: no one-cell field gets a further cell, and the
     two-cell fields get both (OTHER_CELL_REL was chosen on trainval only)."""
     names = (bccd_dir / "ImageSets/Main/test.txt").read_text().split()
-    result = every_cell(bccd_dir, names)
+    result = every_cell(bccd_fields(bccd_dir, names))
     assert result["one_cell_fields"] >= 60 and result["false_other_cell"] <= 1, result
     assert result["two_cell_fields"] == 3 and result["both_found"] >= 2, result
