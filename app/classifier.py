@@ -21,10 +21,9 @@ from model_training.preprocessing import (
     Prepared,
     UnsupportedFormat,
     balance_of,
-    load_rgb,
     open_image,
-    prepare_cells,
     preprocess_bytes,
+    preprocess_cells,
     preprocess_opened,
 )
 
@@ -80,9 +79,7 @@ class Classifier:
     def prepare_cells(self, upload: bytes | Image.Image) -> list[Prepared]:
         """Like ``prepare``, a crop of every white cell found, the most prominent first."""
         with _http_errors():
-            if isinstance(upload, bytes):
-                upload = open_image(upload, self.max_pixels)
-            cells = prepare_cells(load_rgb(upload), self.balance)
+            cells = preprocess_cells(upload, self.max_pixels, self.balance)
         if len(cells) > 1:
             SEVERAL_CELLS.inc()
         return cells

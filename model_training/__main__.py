@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> None:
         mr.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
         mr.add_argument("--out", type=Path, default=None, help=f"report folder, e.g. "
                         f"reports/{name} (default: print only)")
+        if name == "robustness":
+            mr.add_argument("--bccd", type=Path, default=None, metavar="DIR",
+                            help="also measure on BCCD's original 640x480 photographs of "
+                                 "TEST's cells (twice the pixels, whole fields)")
     cv = sub.add_parser("cv", help="cross-validate a recipe over TRAIN's source cells, "
                         "grouped by cell (TEST not read)")
     cv.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
@@ -219,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
         from model_training.robustness import run
 
         record = run(args.model, args.data, args.cache, args.out,
-                     "python -m model_training " + shlex.join(argv or sys.argv[1:]))
+                     "python -m model_training " + shlex.join(argv or sys.argv[1:]), args.bccd)
         print(json.dumps(record["summary"]))
     elif args.command == "cv":
         from model_training import crossval

@@ -103,7 +103,7 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
         # in PERTURBED_SHARE: the views of a cell are near copies)
         sample = held_ds.subset(np.arange(0, len(held), PERTURBED_SHARE))
         perturbed: dict[str, dict[str, float]] = {}
-        for name, crops in robustness.perturbed_crops(sample, balance):
+        for name, crops in robustness.perturbed_crops(sample.paths, balance):
             for v, p in by_variant(answers(np.stack([c.array for c in crops]))).items():
                 accuracy = classification_report(sample.y, p)["accuracy"]
                 shifted[v][name].extend([accuracy] * len(sample.y))

@@ -29,11 +29,13 @@ def curve(probs: np.ndarray, y: np.ndarray, grid: np.ndarray = GRID
     """For each threshold of ``grid``: the share of answers flagged and the accuracy of
     the others (NaN where every answer is flagged)."""
     confidence = probs.max(axis=1)
-    right = probs.argmax(axis=1) == y
-    flagged = np.array([(confidence < t).mean() for t in grid])
-    released = [right[confidence >= t] for t in grid]
-    accuracy = np.array([r.mean() if r.size else np.nan for r in released])
-    return flagged, accuracy
+    order = np.argsort(confidence, kind="stable")
+    n_flagged = np.searchsorted(confidence[order], grid, side="left")  # confidence < t
+    right_from = np.append(np.cumsum((probs.argmax(axis=1) == y)[order][::-1])[::-1], 0)
+    n_released = len(confidence) - n_flagged
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.where(n_released > 0, right_from[n_flagged] / n_released, np.nan)
+    return n_flagged / len(confidence), accuracy
 
 
 def threshold_for(probs: np.ndarray, y: np.ndarray, target: float,

@@ -328,6 +328,15 @@ def preprocess_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     return preprocess_opened(open_image(data, max_pixels), balance)
 
 
+def preprocess_cells(upload: bytes | Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS,
+                     balance: str = "white") -> list[Prepared]:
+    """Serving entry point for every white cell: raw upload bytes (or an ``open_image``
+    result) to a network-ready crop of each, the most prominent first (``preprocess_bytes``'s
+    crop)."""
+    image = upload if isinstance(upload, Image.Image) else open_image(upload, max_pixels)
+    return prepare_cells(load_rgb(image), balance)
+
+
 def preprocess_file(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS,
                     balance: str = "white") -> Prepared:
     """Training entry point: the very same path as serving, from a file."""

@@ -8,10 +8,12 @@ cannot get their cells here, so we perturb the source images of cells the model 
 trained on in these ways, run the whole preprocessing on them (white balance when the model
 was trained with it, localisation, crop), and measure the accuracy under each. Model
 choices are made on the validation cells (inside TRAIN, grouped by source cell), never on
-TEST; TEST_SIMPLE is reported beside them.
+TEST; TEST_SIMPLE is reported beside them, and with ``--bccd`` the original photographs
+of TEST's cells (``source_photographs``: twice the pixels per cell, no re-compression).
 
     python -m model_training robustness --model models/wbc-classifier/1 \
-        --data ../shared/data/kaggle-blood-cells --out reports/robustness
+        --data ../shared/data/kaggle-blood-cells --bccd ../shared/data/bccd \
+        --out reports/robustness
 """
 
 from __future__ import annotations
@@ -19,18 +21,20 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from model_training.cellcheck import CellCheck
-from model_training.data import Dataset, load_folder
+from model_training.data import CLASSES, Dataset, load_folder
 from model_training.export import SavedModelRunner
 from model_training.metrics import classification_report
 from model_training.preprocessing import Prepared, balance_of, decode, prepare
 
 Perturb = Callable[[Image.Image], Image.Image]
+PHOTOGRAPHS = "TEST photographs"  # the set of source_photographs(bccd, "TEST")
 
 
 def _hue(shift: float) -> Perturb:
@@ -127,31 +131,55 @@ def perturbed(images: list[Image.Image], name: str, balance: str) -> np.ndarray:
     return np.stack([p.array for p in prepared(images, name, balance)])
 
 
-def sources(ds: Dataset) -> list[Image.Image]:
-    return [decode(Path(path).read_bytes()) for path in ds.paths]
+@dataclass
+class LabelledImages:
+    """Image files and their class indices: a data set's source images, read only to be
+    perturbed and preprocessed (no cached arrays)."""
+    paths: list[str]
+    y: np.ndarray
 
 
-def evaluate(runner: SavedModelRunner, ds: Dataset) -> dict[str, dict[str, float]]:
+def source_photographs(bccd: Path, split: str = "TEST") -> LabelledImages:
+    """BCCD's original 640x480 photographs of ``split``'s cells (``source_fields``), each
+    with its cell's class: the same cells with twice the Kaggle images' pixels on them and
+    without their re-compression, whole fields as a lab's camera gives them. Only
+    photographs with one white-cell box, so that the cell found is the one labelled."""
+    from model_training.localise_eval import wbc_boxes
+    from model_training.source_fields import photograph_classes
+
+    pairs = [(bccd / "JPEGImages" / f"{field}.jpg", CLASSES.index(cls))
+             for field, cls in sorted(photograph_classes(split).items())
+             if len(wbc_boxes(bccd / "Annotations" / f"{field}.xml")) == 1]
+    return LabelledImages([str(p) for p, _ in pairs],
+                          np.array([label for _, label in pairs], dtype=np.int64))
+
+
+def sources(paths: list[str]) -> list[Image.Image]:
+    return [decode(Path(path).read_bytes()) for path in paths]
+
+
+def evaluate(runner: SavedModelRunner, ds: Dataset | LabelledImages
+             ) -> dict[str, dict[str, float]]:
     """Accuracy and macro-F1 of the network under each perturbation, and the share of cells
     the service's not-a-cell check would turn away (answer "unknown") instead."""
     return evaluate_with(runner, ds, balance_of(runner.metadata),
                          CellCheck(runner.metadata.get("cell_check")))
 
 
-def perturbed_crops(ds: Dataset, balance: str) -> Iterator[tuple[str, list[Prepared]]]:
-    """Each perturbation's name and the prepared crops of ``ds``'s source images under it
+def perturbed_crops(paths: list[str], balance: str) -> Iterator[tuple[str, list[Prepared]]]:
+    """Each perturbation's name and the prepared crops of the images at ``paths`` under it
     (decoded once, perturbed and preprocessed as in serving)."""
-    images = sources(ds)
+    images = sources(paths)
     for name in PERTURBATIONS:
         yield name, prepared(images, name, balance)
 
 
-def evaluate_with(predict: Callable[[np.ndarray], np.ndarray], ds: Dataset, balance: str,
-                  check: CellCheck) -> dict[str, dict[str, float]]:
+def evaluate_with(predict: Callable[[np.ndarray], np.ndarray], ds: Dataset | LabelledImages,
+                  balance: str, check: CellCheck) -> dict[str, dict[str, float]]:
     """``evaluate`` for any function from crops [N,150,150,3] to probabilities (a model
     not exported yet: a cross-validation fold's)."""
     out = {}
-    for name, crops in perturbed_crops(ds, balance):
+    for name, crops in perturbed_crops(ds.paths, balance):
         report = classification_report(ds.y, predict(np.stack([p.array for p in crops])))
         out[name] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
                      "not_a_cell": float(np.mean([not check.is_cell(p.array, p.box.localised)
@@ -166,13 +194,16 @@ def summarise(results: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def run(model_dir: Path, data_root: Path, cache: Path | None, out: Path | None,
-        command: str) -> dict:
+        command: str, bccd: Path | None = None) -> dict:
     from model_training.train import official_splits
 
     runner = SavedModelRunner(model_dir)
     seed = int(runner.metadata.get("seed", 42))
     balance = balance_of(runner.metadata)
-    sets = {"TEST_SIMPLE": load_folder(data_root / "TEST_SIMPLE", cache, balance=balance)}
+    sets: dict[str, Dataset | LabelledImages] = {
+        "TEST_SIMPLE": load_folder(data_root / "TEST_SIMPLE", cache, balance=balance)}
+    if bccd:
+        sets[PHOTOGRAPHS] = source_photographs(bccd)
     if "refit" not in runner.metadata:  # a refit model trained on the validation cells
         _, val, _ = official_splits(data_root, cache, seed, balance)
         sets = {"validation": val} | sets
@@ -180,6 +211,7 @@ def run(model_dir: Path, data_root: Path, cache: Path | None, out: Path | None,
     record = {"model": str(model_dir), "version": runner.metadata.get("version"),
               "white_balance": balance != "none", "stain_balance": balance == "stain",
               "command": command, "results": results,
+              **({"photographs": [Path(p).stem for p in sets[PHOTOGRAPHS].paths]} if bccd else {}),
               "summary": {name: summarise(r) for name, r in results.items()}}
     if out:
         write(out, record)
@@ -219,6 +251,12 @@ def write(out: Path, record: dict) -> None:
              f"{'; stain balance: yes' if record.get('stain_balance') else ''}; see "
              "`model_training/robustness.py`). Validation cells "
              "are the ones model choices may use; TEST_SIMPLE is shown, not used."
+             + (f" *{PHOTOGRAPHS}*: BCCD's original 640x480 photographs of the "
+                f"{len(record['photographs'])} TEST cells whose field holds one white cell "
+                "(found by `model_training/source_fields.py`), whole: the same cells as "
+                "TEST's with twice the pixels on each and no re-compression, as a lab's "
+                "camera gives them; shown, not used." if PHOTOGRAPHS in record["results"]
+                else "")
              + ("" if "validation" in record["results"] else
                 " This model was refit on all of TRAIN, validation cells included, so only "
                 "TEST_SIMPLE is measured."), "",

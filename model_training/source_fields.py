@@ -184,6 +184,13 @@ def read_table(path: Path = TABLE) -> dict[tuple[str, str, str, int], str]:
                 for r in csv.DictReader(fh)}
 
 
+def photograph_classes(split: str, path: Path = TABLE) -> dict[str, str]:
+    """BCCD photograph -> class of the cell ``split``'s images were made from (one class per
+    photograph, by construction of the table)."""
+    return {field: cls for (s, cls, _, _), field in sorted(read_table(path).items())
+            if s == split}
+
+
 def checks(rows: list[dict]) -> dict:
     """What the table must satisfy if the matching is right, and how the README's ``k``
     compares with it."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,7 +13,14 @@ from PIL import Image
 from scipy import ndimage
 
 from model_training.localise import close, find_cell, find_cells, percentile, square_crop
-from model_training.preprocessing import IMAGE_SIZE, locate_cells, prepare, prepare_cells
+from model_training.preprocessing import (
+    IMAGE_SIZE,
+    locate_cells,
+    prepare,
+    prepare_cells,
+    preprocess_bytes,
+    preprocess_cells,
+)
 from tests.synthetic import BACKGROUND, field
 
 
@@ -53,6 +62,13 @@ def test_finds_every_white_cell_of_a_field_the_most_prominent_first() -> None:
     assert [p.box for p in both] == boxes
     np.testing.assert_array_equal(both[0].array, one.array)
     assert not np.array_equal(both[1].array, one.array)
+    # the serving entry point from upload bytes gives the same crops
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    served = preprocess_cells(buf.getvalue())
+    assert [p.box for p in served] == boxes
+    np.testing.assert_array_equal(served[1].array, both[1].array)
+    np.testing.assert_array_equal(served[0].array, preprocess_bytes(buf.getvalue()).array)
 
 
 def test_a_small_violet_spot_or_a_loose_lobe_is_not_another_cell() -> None:

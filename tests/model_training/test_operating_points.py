@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model_training.metrics import review_stats
 from model_training.operating_points import MIN_RELEASED, curve, threshold_for
 
 
@@ -25,6 +26,21 @@ def test_curve_gives_the_flagged_share_and_the_accuracy_of_the_rest() -> None:
     np.testing.assert_allclose(flagged, [0.0, 0.5, 0.75, 1.0])
     np.testing.assert_allclose(accuracy[:3], [0.5, 0.5, 1.0])
     assert np.isnan(accuracy[3])  # nothing released
+
+
+def test_curve_agrees_with_the_service_review_figures_at_every_threshold() -> None:
+    """One sorted pass gives, at each threshold (ties with confidences included), what
+    ``review_stats`` counts one threshold at a time."""
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4) * 0.5, size=500).round(2)  # rounded: many ties
+    y = rng.integers(0, 4, 500)
+    grid = np.unique(np.concatenate([probs.max(axis=1), np.linspace(0.25, 1.0, 31)]))
+    flagged, accuracy = curve(probs, y, grid)
+    for t, f, a in zip(grid, flagged, accuracy, strict=True):
+        stats = review_stats(probs, y, float(t))
+        assert f == pytest.approx(stats["flagged_fraction"])
+        if stats["flagged_fraction"] < 1:
+            assert a == pytest.approx(stats["unflagged_accuracy"])
 
 
 def test_threshold_is_the_lowest_that_reaches_the_target() -> None:
