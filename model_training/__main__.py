@@ -54,6 +54,15 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
                              "model's metadata; the service does as the model was trained)")
 
 
+def cell_list(path: Path | None) -> list[str]:
+    """Source-cell groups, one per line of ``path`` (blank lines and ``#`` comments
+    ignored)."""
+    if path is None:
+        return []
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
 def augmentation(args: argparse.Namespace) -> Augmentation:
     return Augmentation(scale=args.scale_jitter, stain=args.stain_jitter,
                         noise=args.noise_jitter, mixup=args.mixup, gamma=args.gamma_jitter,
@@ -141,6 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     cv.add_argument("--members", type=int, default=1,
                     help="networks per fold, classifying by their mean probabilities; the "
                          "first alone is scored too (default 1)")
+    cv.add_argument("--exclude-cells", type=Path, default=None, metavar="FILE",
+                    help="source cells (one group per line, e.g. neutrophil/BloodImage_00016) "
+                         "left out of every fold's training, still scored in their own fold")
     cv.add_argument("--out", type=Path, default=Path("reports/crossval"))
     cc2 = sub.add_parser("cv-compare", help="the source cells each cross-validation report "
                          "got wrong, side by side (markdown)")
@@ -230,7 +242,8 @@ def main(argv: list[str] | None = None) -> None:
 
         record = crossval.cross_validate(args.data, args.folds, args.arch, args.epochs,
                                          args.batch_size, args.seed, augmentation(args),
-                                         args.cache, args.members, balance(args))
+                                         args.cache, args.members, balance(args),
+                                         cell_list(args.exclude_cells))
         crossval.write(args.out, record, "python -m model_training " + shlex.join(
             argv or sys.argv[1:]))
         print(json.dumps({"views_accuracy": record["views"]["accuracy"],

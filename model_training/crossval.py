@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,16 +61,23 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
                    batch_size: int = 32, seed: int = 42,
                    aug: Augmentation | None = None,
                    cache_dir: Path | None = Path(".cache/arrays"),
-                   members: int = 1, balance: str = "white") -> dict[str, Any]:
+                   members: int = 1, balance: str = "white",
+                   exclude: Sequence[str] = ()) -> dict[str, Any]:
     """``members`` > 1: each fold trains that many networks (seeds ``seed + fold + 1000 *
     member``; the first is the single network of ``members=1``) and classifies by their
     mean probabilities; the first member alone is scored too (``first_member``), on the same
     folds and views, for a paired comparison. ``balance``: the preprocessing's
-    (``preprocessing.BALANCES``), for the training crops and the perturbed ones alike."""
+    (``preprocessing.BALANCES``), for the training crops and the perturbed ones alike.
+    ``exclude``: source cells (groups, e.g. ``neutrophil/BloodImage_00016``) left out of
+    every fold's training; they are still held out and scored in their own fold."""
 
     aug = aug or Augmentation()  # the CLI's defaults
     full = load_folder(Path(data_root) / "TRAIN", cache_dir, balance=balance)
     fold = grouped_folds(full.groups, full.y, folds, seed)
+    unknown = set(exclude) - set(full.groups)
+    if unknown:
+        raise ValueError(f"cells to exclude not in {data_root}/TRAIN: {sorted(unknown)[:5]}")
+    excluded = np.isin(full.groups, list(exclude))
     variants = ["recipe", "first_member"] if members > 1 else ["recipe"]
     probs = {v: np.zeros((len(full.y), len(CLASSES)), np.float32) for v in variants}
     each = np.zeros((members, len(full.y), len(CLASSES)), np.float32)  # every network's own
@@ -79,7 +87,7 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
     start = time.perf_counter()
     for k in range(folds):
         held = np.flatnonzero(fold == k)
-        rest = np.flatnonzero(fold != k)
+        rest = np.flatnonzero((fold != k) & ~excluded)
         assert not set(full.groups[held]) & set(full.groups[rest])
         log.info("fold %d/%d: training %d network(s) on %d images, %d held-out images of %d "
                  "cells", k + 1, folds, members, len(rest), len(held),
@@ -143,7 +151,7 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
     record = {
         "folds": folds, "arch": arch, "epochs": epochs, "seed": seed,
         **aug.metadata(every=True), "members": members, "crop_context": localise.CROP_CONTEXT,
-        "balance": balance,
+        "balance": balance, **({"excluded_cells": sorted(exclude)} if len(exclude) else {}),
         "seconds": round(time.perf_counter() - start, 1),
         "machine": machine.describe(),
         **summary("recipe"), "per_fold": per_fold,
@@ -183,7 +191,10 @@ def write(out: Path, record: dict[str, Any], command: str) -> None:
         f"crop context "
         f"{record.get('crop_context', localise.LEGACY_CROP_CONTEXT):g}, balance "
         f"{record.get('balance', 'white')}, seed "
-        f"{record['seed']}. Each of TRAIN's source cells falls in one fold with all its views; "
+        f"{record['seed']}"
+        + (f", {len(record['excluded_cells'])} cells left out of training (scored)"
+           if record.get("excluded_cells") else "")
+        + ". Each of TRAIN's source cells falls in one fold with all its views; "
         "each fold is classified by the model trained on the others (fixed epochs, no "
         "validation, as the shipped refit). TEST is not read. Wall time "
         f"**{record['seconds'] / 60:.1f} min** on {record['machine']}.", "",
