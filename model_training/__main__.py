@@ -48,19 +48,13 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop-context", type=float, default=None,
                         help="crop side / cell box side for this run (an experiment: the "
                              "service serves models made at localise.CROP_CONTEXT only)")
+    parser.add_argument("--exclude-cells", type=Path, default=None, metavar="FILE",
+                        help="source cells (one per line, e.g. neutrophil/BloodImage_00016) "
+                             "left out of training; cv still scores them in their own fold")
     parser.add_argument("--stain-balance", action="store_true",
                         help="stain balance in the preprocessing: the red cells around each "
                              "white cell take the reference stain's colour (recorded in the "
                              "model's metadata; the service does as the model was trained)")
-
-
-def cell_list(path: Path | None) -> list[str]:
-    """Source-cell groups, one per line of ``path`` (blank lines and ``#`` comments
-    ignored)."""
-    if path is None:
-        return []
-    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line]
 
 
 def augmentation(args: argparse.Namespace) -> Augmentation:
@@ -84,8 +78,10 @@ def recipe_flags(metadata: dict) -> list[str]:
               for k, v in Augmentation().metadata(every=True).items()]
     crop = metadata.get("input", {}).get("crop_context")
     stain = metadata.get("input", {}).get("stain_balance", False)
+    excluded = metadata.get("excluded_cells_file")
     return flags + ([f"--crop-context={crop:g}"] if crop else []) + (
-        ["--stain-balance"] if stain else [])
+        ["--stain-balance"] if stain else []) + (
+        [f"--exclude-cells={excluded}"] if excluded else [])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -150,9 +146,6 @@ def main(argv: list[str] | None = None) -> None:
     cv.add_argument("--members", type=int, default=1,
                     help="networks per fold, classifying by their mean probabilities; the "
                          "first alone is scored too (default 1)")
-    cv.add_argument("--exclude-cells", type=Path, default=None, metavar="FILE",
-                    help="source cells (one group per line, e.g. neutrophil/BloodImage_00016) "
-                         "left out of every fold's training, still scored in their own fold")
     cv.add_argument("--out", type=Path, default=Path("reports/crossval"))
     cc2 = sub.add_parser("cv-compare", help="the source cells each cross-validation report "
                          "got wrong, side by side (markdown)")
@@ -190,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
                         cache_dir=args.cache, max_train=args.max_train,
                         aug=augmentation(args), refit=args.refit, max_minutes=args.max_minutes,
                         members=args.members, balance=balance(args),
+                        exclude=args.exclude_cells,
                         report_dir=args.report or Path("reports") / args.protocol)
         print(json.dumps({k: summary[k] for k in ("protocol", "arch", "train_seconds",
                                                     "model_dir")} |
@@ -243,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         record = crossval.cross_validate(args.data, args.folds, args.arch, args.epochs,
                                          args.batch_size, args.seed, augmentation(args),
                                          args.cache, args.members, balance(args),
-                                         cell_list(args.exclude_cells))
+                                         args.exclude_cells)
         crossval.write(args.out, record, "python -m model_training " + shlex.join(
             argv or sys.argv[1:]))
         print(json.dumps({"views_accuracy": record["views"]["accuracy"],

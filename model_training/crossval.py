@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import keras
 import numpy as np
 
 from model_training import localise, machine, robustness
-from model_training.data import CLASSES, Dataset, load_folder
+from model_training.data import CLASSES, Dataset, check_cells, exclusion_record, load_folder
 from model_training.metrics import cell_votes, classification_report
 from model_training.recipe import Augmentation
 from model_training.report import plot_confusion, table
@@ -62,22 +61,22 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
                    aug: Augmentation | None = None,
                    cache_dir: Path | None = Path(".cache/arrays"),
                    members: int = 1, balance: str = "white",
-                   exclude: Sequence[str] = ()) -> dict[str, Any]:
+                   exclude: Path | None = None) -> dict[str, Any]:
     """``members`` > 1: each fold trains that many networks (seeds ``seed + fold + 1000 *
     member``; the first is the single network of ``members=1``) and classifies by their
     mean probabilities; the first member alone is scored too (``first_member``), on the same
     folds and views, for a paired comparison. ``balance``: the preprocessing's
     (``preprocessing.BALANCES``), for the training crops and the perturbed ones alike.
-    ``exclude``: source cells (groups, e.g. ``neutrophil/BloodImage_00016``) left out of
-    every fold's training; they are still held out and scored in their own fold."""
+    ``exclude``: a file of source cells (``data.read_cell_list``, e.g.
+    ``neutrophil/BloodImage_00016``) left out of every fold's training; they are still held
+    out and scored in their own fold."""
 
     aug = aug or Augmentation()  # the CLI's defaults
     full = load_folder(Path(data_root) / "TRAIN", cache_dir, balance=balance)
     fold = grouped_folds(full.groups, full.y, folds, seed)
-    unknown = set(exclude) - set(full.groups)
-    if unknown:
-        raise ValueError(f"cells to exclude not in {data_root}/TRAIN: {sorted(unknown)[:5]}")
-    excluded = np.isin(full.groups, list(exclude))
+    cells_out, excluded_record = exclusion_record(exclude)
+    check_cells(cells_out, full.groups)
+    excluded = np.isin(full.groups, cells_out)
     variants = ["recipe", "first_member"] if members > 1 else ["recipe"]
     probs = {v: np.zeros((len(full.y), len(CLASSES)), np.float32) for v in variants}
     each = np.zeros((members, len(full.y), len(CLASSES)), np.float32)  # every network's own
@@ -151,7 +150,7 @@ def cross_validate(data_root: Path, folds: int = 4, arch: str = "wbc", epochs: i
     record = {
         "folds": folds, "arch": arch, "epochs": epochs, "seed": seed,
         **aug.metadata(every=True), "members": members, "crop_context": localise.CROP_CONTEXT,
-        "balance": balance, **({"excluded_cells": sorted(exclude)} if len(exclude) else {}),
+        "balance": balance, **excluded_record,
         "seconds": round(time.perf_counter() - start, 1),
         "machine": machine.describe(),
         **summary("recipe"), "per_fold": per_fold,

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -215,3 +216,37 @@ def concat(parts: Sequence[Dataset]) -> Dataset:
         [path for p in parts for path in p.paths],
         [s for p in parts for s in p.skipped],
     )
+
+
+def read_cell_list(path: Path) -> list[str]:
+    """Source-cell groups (``<class>/<photograph>``), one per line of ``path``; blank lines
+    and ``#`` comments ignored."""
+    lines = (line.split("#")[0].strip() for line in Path(path).read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def check_cells(cells: Sequence[str], known: Sequence[str] | np.ndarray) -> None:
+    """A listed cell that is not ``known`` is an error: a misspelt name would otherwise
+    leave everything in."""
+    unknown = set(cells) - set(known)
+    if unknown:
+        raise DataError(f"cells to exclude not in the data: {sorted(unknown)[:5]}")
+
+
+def without_cells(ds: Dataset, cells: Sequence[str], known: Sequence[str] | None = None
+                  ) -> Dataset:
+    """``ds`` less every view of ``cells`` (its skipped files kept), which must be among
+    ``known`` (default: ``ds``'s own cells)."""
+    check_cells(cells, ds.groups if known is None else known)
+    kept = ds.subset(np.flatnonzero(~np.isin(ds.groups, list(cells))))
+    kept.skipped = list(ds.skipped)
+    return kept
+
+
+def exclusion_record(path: Path | None) -> tuple[list[str], dict[str, Any]]:
+    """The cells listed in ``path`` (none without one) and what metadata.json and the
+    reports record of them: the list and the file it came from."""
+    if path is None:
+        return [], {}
+    cells = read_cell_list(path)
+    return cells, {"excluded_cells": sorted(cells), "excluded_cells_file": str(path)}

@@ -17,7 +17,16 @@ import numpy as np
 import tensorflow as tf
 
 from model_training import cellcheck, localise, machine, metrics
-from model_training.data import CLASSES, Dataset, concat, grouped_split, load_folder, random_split
+from model_training.data import (
+    CLASSES,
+    Dataset,
+    concat,
+    exclusion_record,
+    grouped_split,
+    load_folder,
+    random_split,
+    without_cells,
+)
 from model_training.export import SavedModelRunner, export_savedmodel
 from model_training.network import make_ensemble, make_model
 from model_training.preprocessing import (
@@ -302,7 +311,7 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
           report_dir: Path | None = None, max_train: int | None = None,
           aug: Augmentation = Augmentation(), refit: Path | None = None,
           max_minutes: float | None = None, members: int = 1,
-          balance: str = "white") -> dict[str, Any]:
+          balance: str = "white", exclude: Path | None = None) -> dict[str, Any]:
     """Run one full training and write the SavedModel, metadata.json and report.
 
     ``refit``: a validated run of the same recipe, or a cross-validation report of it
@@ -317,6 +326,9 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
     first.
 
     ``balance``: ``"white"`` (models v5-v7) or ``"stain"`` (white and stain balance).
+
+    ``exclude``: a file of TRAIN's source cells (``data.read_cell_list``) left out of
+    training (a validated run still validates on those that fall in its validation cells).
     """
     if balance not in ("white", "stain"):
         raise ValueError(f"balance must be 'white' or 'stain', not {balance!r}")
@@ -336,6 +348,8 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
                         "crop_context": localise.CROP_CONTEXT},
               "protocol": protocol, "arch": arch, "epochs": epochs, "seed": seed,
               **({"members": members} if members > 1 else {}), **aug.metadata()}
+    cells_out, excluded_record = exclusion_record(exclude)
+    recipe |= excluded_record
     # before training: a refit against another recipe's report fails now, not after it
     kept, made = refit_calibration(recipe, Path(refit)) if refit else (None, None)
     keras.utils.set_random_seed(seed)
@@ -349,6 +363,9 @@ def train(protocol: str, data_root: Path, out: Path, arch: str = "wbc", epochs: 
         assert not overlap, f"source cells on both sides of the split: {sorted(overlap)[:5]}"
     if refit:  # concat keeps train_ds's skipped files (a subset carries none)
         train_ds = concat([train_ds, val_ds])
+    if cells_out:
+        train_ds = without_cells(train_ds, cells_out,
+                                 np.concatenate([train_ds.groups, val_ds.groups]))
     callbacks: list[keras.callbacks.Callback] = []
     budget = TimeBudget(max_minutes) if max_minutes else None
     if budget:  # EarlyStopping restores the best validation epoch whoever stops the run
@@ -435,6 +452,8 @@ def refit_calibration(metadata: dict[str, Any], source: Path
             differ.append("crop_context")
         if cv.get("balance", "white") != balance_of(metadata):
             differ.append("balance")
+        if cv.get("excluded_cells", []) != metadata.get("excluded_cells", []):
+            differ.append("excluded_cells")
         if differ:
             raise ValueError(f"{source} cross-validated another recipe ({', '.join(differ)})")
         with np.load(oof) as z:

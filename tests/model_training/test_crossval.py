@@ -70,14 +70,13 @@ def test_cross_validation_classifies_every_image_once(kaggle_like: Path, tmp_pat
 def test_excluded_cells_are_left_out_of_training_but_still_scored(
         kaggle_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from model_training import crossval
-    from model_training.__main__ import cell_list
+    from model_training.data import DataError
 
     full = load_folder(kaggle_like / "TRAIN")
     cells = sorted(set(full.groups))
     listed = tmp_path / "exclude.txt"
     listed.write_text(f"# disputed\n{cells[0]}\n\n{cells[-1]}  # two\n")
-    exclude = cell_list(listed)
-    assert exclude == [cells[0], cells[-1]]
+    exclude = [cells[0], cells[-1]]
     trained_on: list[set[str]] = []
     real = crossval.fit_members
 
@@ -87,16 +86,18 @@ def test_excluded_cells_are_left_out_of_training_but_still_scored(
 
     monkeypatch.setattr(crossval, "fit_members", spy)
     record = cross_validate(kaggle_like, folds=2, arch="tiny", epochs=1, batch_size=8,
-                            aug=Augmentation(), cache_dir=None, exclude=exclude)
+                            aug=Augmentation(), cache_dir=None, exclude=listed)
     assert len(trained_on) == 2 and not any(set(exclude) & t for t in trained_on)
     assert set.union(*trained_on) == set(cells) - set(exclude)  # nothing else left out
     assert record["views"]["n"] == len(full.y)  # the excluded cells are still scored
-    assert record["excluded_cells"] == sorted(exclude)
+    assert record["excluded_cells"] == sorted(exclude)  # comments and blank lines ignored
+    assert record["excluded_cells_file"] == str(listed)
     write(tmp_path / "report", record, "python -m model_training cv --exclude-cells F")
     assert "2 cells left out of training (scored)" in (tmp_path / "report/report.md").read_text()
-    with pytest.raises(ValueError, match="not in"):
+    listed.write_text("neutrophil/no-such-cell\n")
+    with pytest.raises(DataError, match="not in the data"):
         cross_validate(kaggle_like, folds=2, arch="tiny", epochs=1, cache_dir=None,
-                       exclude=["neutrophil/no-such-cell"])
+                       exclude=listed)
 
 
 def test_ensemble_is_compared_with_its_first_member(kaggle_like: Path, tmp_path: Path) -> None:

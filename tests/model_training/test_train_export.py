@@ -559,6 +559,33 @@ def test_refit_takes_its_calibration_from_a_cross_validation_of_its_recipe(
               cache_dir=None, aug=aug, refit=tmp_path / "cv", balance="stain")
 
 
+def test_a_refit_leaves_listed_cells_out_and_takes_its_calibration_from_a_cv_that_did(
+        kaggle_like: Path, tmp_path: Path) -> None:
+    from model_training.__main__ import recipe_flags
+    from model_training.crossval import cross_validate, write
+    from model_training.data import load_folder
+    from model_training.train import Augmentation, train
+
+    full = load_folder(kaggle_like / "TRAIN")
+    cell = str(full.groups[0])
+    listed = tmp_path / "exclude.txt"
+    listed.write_text(cell + "\n")
+    args = dict(folds=2, arch="tiny", epochs=1, batch_size=8, aug=Augmentation(),
+                cache_dir=None)
+    write(tmp_path / "cv", cross_validate(kaggle_like, exclude=listed, **args), "cv --exclude")
+    write(tmp_path / "cv-all", cross_validate(kaggle_like, **args), "cv")
+    refit = dict(arch="tiny", epochs=1, batch_size=8, cache_dir=None, aug=Augmentation())
+    summary = train("official", kaggle_like, tmp_path / "m", refit=tmp_path / "cv",
+                    exclude=listed, **refit)
+    assert summary["n_train"] == len(full.y) - int((full.groups == cell).sum())
+    meta = json.loads((tmp_path / "m" / "1" / "metadata.json").read_text())
+    assert meta["excluded_cells"] == [cell] and meta["excluded_cells_file"] == str(listed)
+    assert recipe_flags(meta)[-1] == f"--exclude-cells={listed}"  # make train reproduces it
+    with pytest.raises(ValueError, match="another recipe \\(excluded_cells\\)"):
+        train("official", kaggle_like, tmp_path / "m2", refit=tmp_path / "cv-all",
+              exclude=listed, **refit)
+
+
 def test_a_stain_balanced_run_records_it_and_is_served_so(kaggle_like: Path,
                                                           tmp_path: Path) -> None:
     from app.classifier import Classifier
