@@ -180,17 +180,20 @@ def _cell_box(nucleus: tuple[slice, slice], scale: float, width: int, height: in
     )
 
 
-def square_crop(box: CellBox, width: int, height: int) -> tuple[int, int, int, int]:
+def square_crop(box: CellBox, width: int, height: int, context: float | None = None
+                ) -> tuple[int, int, int, int]:
     """The region to feed the network: a square around the cell, kept inside the image.
 
     A square keeps the cell's aspect ratio when resized to the square network input.
     When the square does not fit (a single-cell crop whose cell fills the frame), it
     shrinks to the image's shorter side, so nearly the whole image is kept. Without a
-    credible cell, the whole image is used.
+    credible cell, the whole image is used. ``context``: the side over the box's longer
+    side (default ``CROP_CONTEXT``).
     """
     if not box.localised:
         return 0, 0, width, height
-    side = min(CROP_CONTEXT * max(box.x1 - box.x0, box.y1 - box.y0), width, height)
+    side = min((context or CROP_CONTEXT) * max(box.x1 - box.x0, box.y1 - box.y0), width,
+               height)
     cx, cy = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
     x0 = int(round(min(max(cx - side / 2, 0), width - side)))
     y0 = int(round(min(max(cy - side / 2, 0), height - side)))
