@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -136,56 +136,65 @@ def perturbed(images: list[Image.Image], name: str, balance: str) -> np.ndarray:
 @dataclass
 class LabelledImages:
     """Image files and their class indices: a data set's source images, read only to be
-    perturbed and preprocessed (no cached arrays)."""
+    perturbed and preprocessed (no cached arrays); ``boxes``: each one's annotated white
+    cell (x0, y0, x1, y1), where known."""
     paths: list[str]
     y: np.ndarray
+    boxes: list[tuple[float, ...]] = field(default_factory=list)
 
 
 def source_photographs(bccd: Path, split: str = "TEST") -> LabelledImages:
     """BCCD's original 640x480 photographs of ``split``'s cells (``source_fields``), each
-    with its cell's class: the same cells with twice the Kaggle images' pixels on them and
-    without their re-compression, whole fields as a lab's camera gives them. Only
+    with its cell's class and box: the same cells with twice the Kaggle images' pixels on
+    them and without their re-compression, whole fields as a lab's camera gives them. Only
     photographs with one white-cell box, so that the cell found is the one labelled."""
     from model_training.localise_eval import wbc_boxes
     from model_training.source_fields import photograph_classes
 
-    pairs = [(bccd / "JPEGImages" / f"{field}.jpg", CLASSES.index(cls))
-             for field, cls in sorted(photograph_classes(split).items())
-             if len(wbc_boxes(bccd / "Annotations" / f"{field}.xml")) == 1]
-    return LabelledImages([str(p) for p, _ in pairs],
-                          np.array([label for _, label in pairs], dtype=np.int64))
+    kept = []
+    for name, cls in sorted(photograph_classes(split).items()):
+        boxes = wbc_boxes(bccd / "Annotations" / f"{name}.xml")
+        if len(boxes) == 1:
+            kept.append((str(bccd / "JPEGImages" / f"{name}.jpg"), CLASSES.index(cls), boxes[0]))
+    return LabelledImages([p for p, _, _ in kept],
+                          np.array([label for _, label, _ in kept], dtype=np.int64),
+                          [box for _, _, box in kept])
 
 
-def framed(photographs: LabelledImages, context: float) -> list[Image.Image]:
-    """Each photograph cut to a square of ``context`` x the longer side of its annotated
+def framed(images: list[Image.Image], boxes: list[tuple[float, ...]], context: float
+           ) -> list[Image.Image]:
+    """Each image cut to a square of ``context`` x the longer side of its annotated
     white-cell box (BCCD's, not the service's), as analysers and other labs' single-cell
     data sets deliver a cell: the cell fills more of the frame the smaller ``context``."""
-    from model_training.localise_eval import wbc_boxes
-
     out = []
-    for path, image in zip(photographs.paths, sources(photographs.paths), strict=True):
-        xml = Path(path).parent.parent / "Annotations" / f"{Path(path).stem}.xml"
-        x0, y0, x1, y1 = (round(v) for v in wbc_boxes(xml)[0])
-        box = CellBox(x0, y0, x1, y1, localised=True)
+    for image, (x0, y0, x1, y1) in zip(images, boxes, strict=True):
+        box = CellBox(round(x0), round(y0), round(x1), round(y1), localised=True)
         out.append(image.crop(square_crop(box, *image.size, context=context)))
     return out
 
 
 def framing_table(runner: SavedModelRunner, photographs: LabelledImages
                   ) -> dict[str, dict[str, float]]:
-    """Accuracy and not-a-cell share on single-cell framings of the photographs, each
-    through the whole preprocessing (which has to find the cell again in a frame it fills)."""
+    """``score`` on single-cell framings of the photographs (decoded once), each through
+    the whole preprocessing (which has to find the cell again in a frame it fills)."""
     balance = balance_of(runner.metadata)
     check = CellCheck(runner.metadata.get("cell_check"))
-    out = {}
-    for context in FRAMINGS:
-        crops = [prepare(im, balance) for im in framed(photographs, context)]
-        probs = runner(np.stack([p.array for p in crops]).astype(np.float32))
-        out[f"cell box x{context:g}"] = {
-            "accuracy": classification_report(photographs.y, probs)["accuracy"],
+    images = sources(photographs.paths)
+    return {f"cell box x{context:g}": score(
+                runner, photographs.y,
+                [prepare(im, balance) for im in framed(images, photographs.boxes, context)],
+                check)
+            for context in FRAMINGS}
+
+
+def score(predict: Callable[[np.ndarray], np.ndarray], y: np.ndarray, crops: list[Prepared],
+          check: CellCheck) -> dict[str, float]:
+    """Accuracy and macro-F1 of ``predict`` on prepared crops, and the share the service's
+    not-a-cell check would turn away."""
+    report = classification_report(y, predict(np.stack([p.array for p in crops])))
+    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
             "not_a_cell": float(np.mean([not check.is_cell(p.array, p.box.localised)
                                          for p in crops]))}
-    return out
 
 
 def sources(paths: list[str]) -> list[Image.Image]:
@@ -212,13 +221,8 @@ def evaluate_with(predict: Callable[[np.ndarray], np.ndarray], ds: Dataset | Lab
                   balance: str, check: CellCheck) -> dict[str, dict[str, float]]:
     """``evaluate`` for any function from crops [N,150,150,3] to probabilities (a model
     not exported yet: a cross-validation fold's)."""
-    out = {}
-    for name, crops in perturbed_crops(ds.paths, balance):
-        report = classification_report(ds.y, predict(np.stack([p.array for p in crops])))
-        out[name] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
-                     "not_a_cell": float(np.mean([not check.is_cell(p.array, p.box.localised)
-                                                  for p in crops]))}
-    return out
+    return {name: score(predict, ds.y, crops, check)
+            for name, crops in perturbed_crops(ds.paths, balance)}
 
 
 def summarise(results: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -134,7 +134,7 @@ def test_shipped_model_on_test_cells_cut_as_single_cell_images(bccd_dir: Path) -
     """The same photographs cut to a square of 1.25 x the annotated cell's box, as analysers
     export single cells: still found, still a cell, as accurate as the robustness report
     says."""
-    from model_training.robustness import framed, source_photographs
+    from model_training.robustness import framed, source_photographs, sources
     from tests.app.conftest import encode
 
     photographs = source_photographs(bccd_dir)
@@ -142,7 +142,8 @@ def test_shipped_model_on_test_cells_cut_as_single_cell_images(bccd_dir: Path) -
     app = create_app(Settings(model_dir=SHIPPED))
     correct = 0
     with TestClient(app) as client:
-        for image, label in zip(framed(photographs, 1.25), photographs.y, strict=True):
+        cut = framed(sources(photographs.paths), photographs.boxes, 1.25)
+        for image, label in zip(cut, photographs.y, strict=True):
             assert image.width == image.height
             r = client.post("/predict", files={"file": ("cell.png", encode(image, "PNG"),
                                                         "image/png")})
