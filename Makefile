@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test lint bench train localise container-smoke clean
+.PHONY: help install serve test lint format bench train localise settings-doc clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -15,15 +18,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[train,test]"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP)  ## create .venv and install the service, training and test dependencies
 
-serve: $(STAMP)
+serve: $(STAMP)  ## serve models/wbc-classifier on http://$(HOST):$(PORT)
 	WBC_HOST=$(HOST) WBC_PORT=$(PORT) $(BIN)/python -m app
 
-lint: $(STAMP)
-	$(BIN)/ruff check app model_training tests bench
+lint: $(STAMP)  ## ruff check and ruff format --check (what pre-commit runs)
+	$(BIN)/ruff check app model_training wbc_core tests bench
+	$(BIN)/ruff format --check app model_training wbc_core tests bench
 
-test: lint
+format: $(STAMP)  ## ruff format and ruff check --fix
+	$(BIN)/ruff format app model_training wbc_core tests bench
+	$(BIN)/ruff check --fix app model_training wbc_core tests bench
+
+test: lint  ## lint, then the whole pytest suite
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q
 
 # Retrains the shipped model by its own recipe, read from its metadata.json (`python -m
@@ -38,13 +46,16 @@ train: $(STAMP)
 	$(BIN)/python -m model_training train --protocol official --data $(DATA) $$recipe \
 		--out models/wbc-classifier --refit .cache/crossval
 
-localise: $(STAMP)
+localise: $(STAMP)  ## measure the cell localiser on BCCD (reports/localisation)
 	$(BIN)/python -m model_training.localise_eval --bccd ../shared/data/bccd \
 		--out reports/localisation
 
-bench: $(STAMP)
+bench: $(STAMP)  ## latency, throughput and memory of a real server (reports/performance.md)
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python -m bench.run
 
-clean:
+settings-doc: $(STAMP)  ## regenerate the settings table of docs/operations.md
+	$(BIN)/python -m app.settings_doc --write docs/operations.md
+
+clean:  ## remove .venv and caches
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -17,25 +17,45 @@ class Settings(BaseSettings):
 
     model_dir: Path = Field(PROJECT_ROOT / "models" / "wbc-classifier",
                             description="model folder with numbered versions, or one version")
-    device: Literal["auto", "cpu", "gpu"] = "auto"
-    runtime: Literal["auto", "tensorflow", "tflite"] = "auto"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    log_level: str = "INFO"
-    max_image_bytes: int = 10 * 1024 * 1024
-    max_request_bytes: int = 256 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    max_batch: int = 64
-    max_differential: int = 500
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="`auto` uses a GPU when TensorFlow sees one; `cpu`; `gpu` (fails "
+                            "the load without one)")
+    runtime: Literal["auto", "tensorflow", "tflite"] = Field(
+        "auto", description="CPU: a TFLite/XNNPACK interpreter converted from the SavedModel "
+                            "at load; GPU: TensorFlow. `tensorflow` forces TensorFlow")
+    host: str = Field("127.0.0.1", description="address `python -m app` listens on")
+    port: int = Field(8000, description="port `python -m app` listens on")
+    log_level: str = Field("INFO", description="log level of the JSON log lines on stdout")
+    workers: int = Field(1, ge=1, description="worker processes `python -m app` runs, each on "
+                         "its own `SO_REUSEPORT` socket under a supervisor that restarts a "
+                         "dead one (about one per core)")
+    max_image_bytes: int = Field(10 * 1024 * 1024, description="largest image file (413 above)")
+    max_request_bytes: int = Field(256 * 1024 * 1024,
+                                   description="largest request body (413 above)")
+    max_pixels: int = Field(40_000_000, description="largest image in pixels, read from its "
+                            "header before decoding (413 above)")
+    max_batch: int = Field(64, description="files per `/predict/batch`")
+    max_differential: int = Field(500, description="files per `/differential`")
     review_threshold: float | None = Field(
         None, description="calibrated confidence below which a cell is flagged; "
                           "default: the value chosen on validation data (metadata.json)")
-    api_key: str | None = None
-    api_key_file: Path | None = None
-    cors_origins: list[str] = []
-    body_timeout_s: float = 30.0
-    keep_alive_s: int = 75
-    gil_switch_interval_s: float = 0.0005
+    ood_specimen_share: float = Field(
+        0.25, ge=0, le=1,
+        description="a differential whose share of out-of-distribution cells exceeds this is "
+                    "outside the validated domain: a warning in JSON, and the FHIR report "
+                    "stays preliminary with a note")
+    api_key: str | None = Field(None, description="when set (or `api_key_file`), every route "
+                                "but `/health/*` needs `Authorization: Bearer <key>` or "
+                                "`X-API-Key: <key>`")
+    api_key_file: Path | None = Field(None, description="a file of API keys, one a line; "
+                                      "re-read when it changes")
+    cors_origins: list[str] = Field([], description="origins allowed by CORS, as a JSON list; "
+                                    "none by default")
+    body_timeout_s: float = Field(30.0, description="time allowed to send a request body "
+                                  "(then 408)")
+    keep_alive_s: int = Field(75, description="idle keep-alive between requests, seconds")
+    gil_switch_interval_s: float = Field(0.0005, description="Python's thread switch interval "
+                                         "in the workers (shorter: fairer to the event loop)")
     work_threads: int = Field(2, ge=1, description="threads per worker process that decode "
                               "and classify; more requests than this wait their turn")
     balance_connections: bool = Field(

@@ -21,6 +21,10 @@ LOINC_CODES: dict[str, tuple[str, str]] = {
 }
 PANEL = ("57023-4", "Auto Differential panel - Blood")
 UCUM = "http://unitsofmeasure.org"
+# Not in a standard code system: the service's own, for the LIS to act on.
+REVIEW_SYSTEM = "urn:wbc-classifier:review"
+OUTSIDE_DOMAIN = {"system": REVIEW_SYSTEM, "code": "outside-validated-domain",
+                  "display": "Images outside the model's validated domain: review every cell"}
 
 
 def _ref(resource_type: str, value: str | None) -> dict[str, str] | None:
@@ -35,28 +39,40 @@ def differential_bundle(diff: dict[str, Any], device_name: str) -> dict[str, Any
     subject = _ref("Patient", diff.get("patient"))
     specimen = _ref("Specimen", diff.get("specimen_id"))
     device = {"display": device_name}
+    outside = bool(diff.get("warnings"))
+    final = not diff["flagged"] and not outside and diff["classified"] > 0
+    status = "final" if final else "preliminary"
+    warning_text = " ".join(w["message"] for w in diff.get("warnings", []))
     observations = []
     for cls, (code, display) in LOINC_CODES.items():
         entry = diff["counts"][cls]
         obs: dict[str, Any] = {
             "resourceType": "Observation",
             "id": str(uuid.uuid4()),
-            "status": "preliminary" if diff["flagged"] else "final",
+            "status": status,
             "category": [{"coding": [{
                 "system": "http://terminology.hl7.org/CodeSystem/observation-category",
                 "code": "laboratory", "display": "Laboratory"}]}],
             "code": {"coding": [{"system": LOINC, "code": code, "display": display}],
                      "text": f"{cls.capitalize()}s/100 leukocytes"},
             "effectiveDateTime": now,
-            "valueQuantity": {"value": entry["percent"], "unit": "%", "system": UCUM,
-                              "code": "%"},
+            **({"valueQuantity": {"value": entry["percent"], "unit": "%", "system": UCUM,
+                                  "code": "%"}} if diff["classified"] else
+               {"dataAbsentReason": {"coding": [{
+                   "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
+                   "code": "error", "display": "Error"}],
+                   "text": "no image of the specimen could be classified"}}),
             "device": device,
-            "note": [{"text": f"{entry['count']} of {diff['classified']} cells counted"}],
+            "note": [{"text": f"{entry['count']} of {diff['classified']} cells counted"}]
+            + ([{"text": warning_text}] if outside else []),
             "component": [{
                 "code": {"text": "cells counted"},
                 "valueQuantity": {"value": entry["count"], "unit": "cells",
                                   "system": UCUM, "code": "{cells}"}}],
         }
+        if outside:
+            obs["interpretation"] = [{"coding": [OUTSIDE_DOMAIN], "text": OUTSIDE_DOMAIN[
+                "display"]}]
         if subject:
             obs["subject"] = subject
         if specimen:
@@ -65,7 +81,7 @@ def differential_bundle(diff: dict[str, Any], device_name: str) -> dict[str, Any
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "id": str(uuid.uuid4()),
-        "status": "preliminary" if diff["flagged"] else "final",
+        "status": status,
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074",
                                   "code": "LAB", "display": "Laboratory"}]}],
         "code": {"coding": [{"system": LOINC, "code": PANEL[0], "display": PANEL[1]}]},
@@ -74,8 +90,11 @@ def differential_bundle(diff: dict[str, Any], device_name: str) -> dict[str, Any
         "result": [{"reference": f"urn:uuid:{o['id']}"} for o in observations],
         "conclusion": (f"{diff['classified']} cells classified, {len(diff['flagged'])} flagged "
                        f"for review, {diff['rejected']['count']} images rejected. "
-                       f"Model {device_name}."),
+                       f"Model {device_name}." + (f" {warning_text}" if outside else "")),
     }
+    if outside:
+        report["conclusionCode"] = [{"coding": [OUTSIDE_DOMAIN], "text": OUTSIDE_DOMAIN[
+            "display"]}]
     if subject:
         report["subject"] = subject
     if specimen:

@@ -24,6 +24,13 @@ LATENCY = Histogram("wbc_http_request_duration_seconds", "HTTP request latency b
                     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30))
 CLASSIFIED = Counter("wbc_images_classified_total", "Images classified, by predicted class",
                      ["label"], registry=REGISTRY)
+CELLS_SEEN = Counter("wbc_cells_classified_total", "Cells classified, by model version (the "
+                     "denominator of the out-of-distribution share)", ["model_version"],
+                     registry=REGISTRY)
+OUT_OF_DISTRIBUTION_CELLS = Counter(
+    "wbc_cells_out_of_distribution_total", "Cells the guard found unlike the model's training "
+    "data, by model version: alert on rate(this) / rate(wbc_cells_classified_total)",
+    ["model_version"], registry=REGISTRY)
 REJECTED = Counter("wbc_images_rejected_total", "Images refused, by HTTP status",
                    ["status"], registry=REGISTRY)
 SEVERAL_CELLS = Counter("wbc_images_several_cells_total", "Images in which more than one "

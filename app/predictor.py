@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from model_training.ood import OodStats
 from model_training.preprocessing import crop_mismatch
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Predictor:
         self._tf_fn: Any = None
         self._tflite_model: bytes | None = None
         self._local = threading.local()
+        self.ood: OodStats | None = None  # the out-of-distribution guard's statistics
 
     # ---- loading -------------------------------------------------------------------
     def load(self) -> None:
@@ -96,6 +98,11 @@ class Predictor:
         self.runtime = runtime
         self.metadata = metadata
         self.version_dir = version_dir
+        try:
+            self.ood = OodStats.load(version_dir)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"cannot read the OOD statistics of {version_dir}: "
+                                 f"{exc}") from exc
         size = metadata["input"]["size"]
         self.predict(np.zeros((1, *size), dtype=np.uint8))  # warm-up
         self.load_seconds = time.perf_counter() - start
@@ -116,10 +123,16 @@ class Predictor:
             self._local.interpreter = interp
             self._local.batch = 1
             self._local.input = interp.get_input_details()[0]["index"]
-            self._local.output = interp.get_output_details()[0]["index"]
+            outputs = interp.get_output_details()
+            n_classes = len(self.metadata.get("classes", [])) or 4
+            # probabilities: the output with one value per class; features: the other, if any
+            probs = [o for o in outputs if int(o["shape"][-1]) == n_classes]
+            rest = [o for o in outputs if o not in probs[:1]]
+            self._local.output = probs[0]["index"]
+            self._local.features = rest[0]["index"] if rest else None
         return interp
 
-    def _tflite(self, batch: np.ndarray) -> np.ndarray:
+    def _tflite(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         interp = self._interpreter()
         local = self._local
         if local.batch != len(batch):
@@ -128,17 +141,30 @@ class Predictor:
             local.batch = len(batch)
         interp.set_tensor(local.input, batch)
         interp.invoke()
-        return np.array(interp.get_tensor(local.output))
+        features = (None if local.features is None else
+                    np.array(interp.get_tensor(local.features)))
+        return np.array(interp.get_tensor(local.output)), features
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 or float [N, H, W, 3] in 0..255 -> float32 [N, 4] probabilities."""
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 or float [N, H, W, 3] in 0..255 -> float32 [N, 4] probabilities, and the
+        penultimate features [N, D] where the model exports them (else None). An empty
+        batch gives empty answers and never reaches the runtime (an interpreter resized
+        to zero images was left broken for every later call)."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if len(batch) == 0:
+            return np.zeros((0, len(self.classes) or 4), np.float32), None
         if self.runtime == "tflite":
             return self._tflite(batch)
         import tensorflow as tf
 
         result = self._tf_fn(image=tf.constant(batch))
-        return result["probabilities"].numpy()
+        features = result.get("features")
+        return (result["probabilities"].numpy(),
+                None if features is None else features.numpy())
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 or float [N, H, W, 3] in 0..255 -> float32 [N, 4] probabilities."""
+        return self.infer(batch)[0]
 
     @property
     def classes(self) -> list[str]:

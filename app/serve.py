@@ -134,7 +134,7 @@ def supervise(workers: int, settings: Settings) -> None:
 
 def main() -> None:
     settings = get_settings()
-    workers = int(os.environ.get("WBC_WORKERS", "1"))
+    workers = settings.workers
     if workers > 1 and hasattr(socket, "SO_REUSEPORT"):
         supervise(workers, settings)
     else:

@@ -84,6 +84,82 @@ def recipe_flags(metadata: dict) -> list[str]:
         [f"--exclude-cells={excluded}"] if excluded else [])
 
 
+SITE_COMMANDS = ("split", "train-sites", "cross-site", "evaluate-sites")
+SITE_HELP = "a site, NAME=PATH (repeat for several)"
+
+
+def add_site_commands(sub: argparse._SubParsersAction) -> None:
+    """The multi-site commands (``model_training.sites``, ``multisite``, ``site_eval``)."""
+    sp = sub.add_parser("split", help="make a site's fixed train/val/test split file (once)")
+    sp.add_argument("--data", required=True, help=SITE_HELP)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--splits-dir", type=Path, default=None)
+    for name, text in (("train-sites", "train one model on several sites, export it and "
+                        "report each site"),
+                       ("cross-site", "leave one lab out: train on the other sites, test on "
+                        "each site in turn")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--data", action="append", required=True, help=SITE_HELP)
+        p.add_argument("--arch", choices=("wbc", "wbc-fine", "paper", "tiny"), default="wbc")
+        p.add_argument("--epochs", type=int, default=14)
+        p.add_argument("--steps-per-epoch", type=int, default=None,
+                       help="default: the training images of all sites / batch size")
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--seed", type=int, default=42)
+        p.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
+        p.add_argument("--max-minutes", type=float, default=None)
+        p.add_argument("--no-grey", action="store_true", help="no grey crops in training")
+        if name == "train-sites":
+            p.add_argument("--out", type=Path, default=Path("models/wbc-classifier"))
+            p.add_argument("--version", type=int, default=2)
+            p.add_argument("--report", type=Path, default=Path("reports/model"))
+            p.add_argument("--held-out", action="append", default=[], help=SITE_HELP +
+                           ": test sets read, nothing trained on")
+        else:
+            p.add_argument("--out", type=Path, default=Path("reports/cross-site"))
+    ev = sub.add_parser("evaluate-sites", help="report an exported model on each site")
+    ev.add_argument("--model", type=Path, required=True)
+    ev.add_argument("--data", action="append", required=True, help=SITE_HELP)
+    ev.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
+    ev.add_argument("--out", type=Path, required=True)
+
+
+def run_site_command(args: argparse.Namespace, argv: list[str] | None) -> None:
+    from model_training.sites import make_split, parse_site, parse_sites, split_path, write_split
+
+    command = "python -m model_training " + shlex.join(argv or sys.argv[1:])
+    if args.command == "split":
+        site = parse_site(args.data)
+        path = split_path(site.name, args.splits_dir)
+        rows = make_split(site.root, args.seed)
+        write_split(rows, path, args.seed)
+        print(json.dumps({"file": str(path), "images": len(rows)}))
+        return
+    if args.command == "evaluate-sites":
+        from model_training.site_eval import evaluate_model
+
+        print(json.dumps(evaluate_model(args.model, parse_sites(args.data), args.cache,
+                                        args.out, command), default=float))
+        return
+    from dataclasses import replace
+
+    from model_training import multisite
+    from model_training.augment import SiteAugmentation
+
+    aug = replace(SiteAugmentation(), grey=0.0) if args.no_grey else SiteAugmentation()
+    common = {"arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size,
+              "seed": args.seed, "cache": args.cache, "aug": aug,
+              "steps_per_epoch": args.steps_per_epoch, "max_minutes": args.max_minutes,
+              "command": command}
+    if args.command == "train-sites":
+        summary = multisite.train_sites(parse_sites(args.data), args.out, version=args.version,
+                                        report_dir=args.report,
+                                        held_out=parse_sites(args.held_out), **common)
+    else:
+        summary = multisite.cross_site(parse_sites(args.data), args.out, **common)
+    print(json.dumps(summary, default=float)[:4000])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m model_training")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -166,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="cross-validation report (cv --out) whose out-of-fold answers choose "
                          "the thresholds (default: the one the model was calibrated on)")
     op.add_argument("--out", type=Path, default=Path("reports/operating-points"))
+    add_site_commands(sub)
     rc = sub.add_parser("recipe", help="print the train/cv options a model was trained with")
     rc.add_argument("--model", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -264,6 +341,8 @@ def main(argv: list[str] | None = None) -> None:
                                   args.cache, args.source)
         print(json.dumps([{k: row[k] for k in ("target", "threshold")} for row in
                           record["rows"]]))
+    elif args.command in SITE_COMMANDS:
+        run_site_command(args, argv)
     elif args.command == "recipe":
         print(" ".join(recipe_flags(json.loads((args.model / "metadata.json").read_text()))))
     elif args.command == "tta":

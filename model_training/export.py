@@ -15,6 +15,17 @@ from model_training.preprocessing import IMAGE_SIZE
 SIGNATURE = "serving_default"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+FEATURES_NAME = "features"
+
+
+def features_model(model: keras.Model) -> keras.Model | None:
+    """``model`` with its penultimate features as a second output, or None (an ensemble,
+    or a network built before the layer was named)."""
+    try:
+        layer = model.get_layer(FEATURES_NAME)
+    except ValueError:
+        return None
+    return keras.Model(model.inputs, [model.output, layer.output])
 
 
 def export_savedmodel(model: keras.Model, version_dir: Path, metadata: dict[str, Any]) -> None:
@@ -24,8 +35,13 @@ def export_savedmodel(model: keras.Model, version_dir: Path, metadata: dict[str,
     archive.track(model)
     spec = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32, name=INPUT_NAME)
 
+    both = features_model(model)
+
     def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {OUTPUT_NAME: model(image, training=False)}
+        if both is None:
+            return {OUTPUT_NAME: model(image, training=False)}
+        probs, features = both(image, training=False)
+        return {OUTPUT_NAME: probs, FEATURES_NAME: features}
 
     archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=[spec])
     version_dir.mkdir(parents=True, exist_ok=True)
@@ -62,8 +78,22 @@ class SavedModelRunner:
         self.metadata = json.loads((Path(version_dir) / "metadata.json").read_text())
 
     def __call__(self, batch: np.ndarray, batch_size: int = 128) -> np.ndarray:
-        out = []
+        return self.run(batch, batch_size)[0]
+
+    @property
+    def has_features(self) -> bool:
+        return FEATURES_NAME in self.fn.structured_outputs
+
+    def run(self, batch: np.ndarray, batch_size: int = 128
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities [N, 4] and, where the model exports them, features [N, D]."""
+        probs, feats = [], []
         for start in range(0, len(batch), batch_size):
             chunk = tf.constant(batch[start:start + batch_size], dtype=tf.float32)
-            out.append(self.fn(**{INPUT_NAME: chunk})[OUTPUT_NAME].numpy())
-        return np.concatenate(out) if out else np.zeros((0, 4), np.float32)
+            out = self.fn(**{INPUT_NAME: chunk})
+            probs.append(out[OUTPUT_NAME].numpy())
+            if FEATURES_NAME in out:
+                feats.append(out[FEATURES_NAME].numpy())
+        if not probs:
+            return np.zeros((0, 4), np.float32), None
+        return np.concatenate(probs), (np.concatenate(feats) if feats else None)

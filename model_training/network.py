@@ -13,6 +13,7 @@ from model_training.preprocessing import IMAGE_SIZE
 
 NUM_CLASSES = 4
 ARCHS = ("wbc", "wbc-fine", "paper", "tiny")
+FEATURES = "features"  # the penultimate layer: the network's description of the cell
 
 
 def _paper(inputs: keras.KerasTensor) -> keras.KerasTensor:
@@ -105,7 +106,7 @@ def make_model(arch: str = "wbc", image_size: int = IMAGE_SIZE) -> keras.Model:
         raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = layers.Rescaling(1.0 / 255)(inputs)
-    x = builders[arch](x)
+    x = layers.Identity(name=FEATURES)(builders[arch](x))  # what the OOD guard measures
     logits = layers.Dense(NUM_CLASSES, name="logits")(x)
     outputs = layers.Activation("softmax", name="probabilities")(logits)
     return keras.Model(inputs, outputs, name=f"wbc_{arch.replace('-', '_')}")

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_training import cellcheck, localise, machine, metrics
+from model_training import cellcheck, localise, machine, metrics, ood
 from model_training.data import (
     CLASSES,
     Dataset,
@@ -515,8 +515,31 @@ def postfit(version_dir: Path, train_ds: Dataset, val_ds: Dataset, tests: dict[s
         "test_metrics": {name: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
                                 "n": r["n"]} for name, r in test_reports.items()}})
     add_cell_check(metadata, train_ds, tests)
+    add_ood_guard(metadata, version_dir, runner, [train_ds],
+                  [val_ds] if not kept and len(val_ds.y) else [train_ds])
     (version_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     return test_reports, calibration, validation
+
+
+def add_ood_guard(metadata: dict[str, Any], version_dir: Path, runner: SavedModelRunner,
+                  train_sets: list[Dataset], val_sets: list[Dataset]) -> ood.OodStats | None:
+    """Fit the out-of-distribution guard (``ood``) on the training crops' features, its
+    threshold on each of ``val_sets`` (one per site), write ``ood.npz`` and record it in
+    ``metadata``. None (and nothing written) for a model that exports no features."""
+    if not runner.has_features:
+        return None
+    features = np.concatenate([runner.run(ds.x)[1] for ds in train_sets])
+    labels = np.concatenate([ds.y for ds in train_sets])
+    stats = ood.fit(features, labels, len(CLASSES))
+    stats = ood.with_threshold(stats, [stats.score(runner.run(ds.x)[1]) for ds in val_sets])
+    metadata["ood"] = {
+        "file": ood.FILENAME, "sha256": stats.save(version_dir),
+        "threshold": stats.threshold,
+        "method": "Mahalanobis distance of the penultimate features to the nearest class "
+                  "mean, one covariance shared by the classes",
+        "fitted_on": "the training crops", "threshold_from":
+            f"the {ood.VAL_QUANTILE:g} quantile of each validation set's distances, the largest"}
+    return stats
 
 
 def stain_variants(x: np.ndarray, stain: float, copies: int = 2, seed: int = 0,

@@ -18,7 +18,28 @@ from app.uploads import read_files
 router = APIRouter(tags=["lab integration"])
 
 
-def summarise(results: list[dict[str, Any]], classifier: Classifier) -> dict[str, Any]:
+OUTSIDE_DOMAIN = "outside_validated_domain"
+
+
+def domain_warnings(classified: list[dict[str, Any]], max_share: float) -> tuple[float, list]:
+    """The share of a specimen's classified cells that are out of distribution, and the
+    warning when it exceeds ``max_share`` (the images are unlike what the model was
+    validated on: another stain, camera or scale; its counts are not to be trusted)."""
+    if not classified:
+        return 0.0, []
+    share = sum("out_of_distribution" in r.get("review_reasons", []) for r in classified
+                ) / len(classified)
+    if share <= max_share:
+        return share, []
+    return share, [{"code": OUTSIDE_DOMAIN,
+                    "message": f"{share:.0%} of the cells are unlike the images this model was "
+                               f"trained and validated on (limit {max_share:.0%}): the "
+                               "specimen is outside the validated domain; review every cell",
+                    "share": round(share, 4), "limit": max_share}]
+
+
+def summarise(results: list[dict[str, Any]], classifier: Classifier,
+              max_ood_share: float = 1.0) -> dict[str, Any]:
     classes = classifier.predictor.classes
     classified = [r for r in results if "error" not in r and r["label"] in classes]
     unknown = [r for r in results if "error" not in r and r["label"] not in classes]
@@ -30,12 +51,13 @@ def summarise(results: list[dict[str, Any]], classifier: Classifier) -> dict[str
         reasons[r["error"].split(":")[0]] = reasons.get(r["error"].split(":")[0], 0) + 1
     if unknown:
         reasons["not a white blood cell"] = len(unknown)
+    ood_share, warnings = domain_warnings(classified, max_ood_share)
     return {
         "classified": total,
         "counts": {c: {"count": n, "percent": round(100 * n / total, 1) if total else 0.0}
                    for c, n in counts.items()},
         "flagged": [{"filename": r["filename"], **({"cell": r["cell"]} if "cell" in r else {}),
-                     "label": r["label"],
+                     "label": r["label"], "review_reasons": r.get("review_reasons", []),
                      "confidence": r["confidence"], "probabilities": r["probabilities"]}
                     for r in classified if r["needs_review"]],
         "rejected": {"count": len(errors) + len(unknown), "reasons": reasons,
@@ -43,6 +65,9 @@ def summarise(results: list[dict[str, Any]], classifier: Classifier) -> dict[str
                                                                         "not a white blood cell")}
                                for r in errors + unknown]},
         "review_threshold": classifier.threshold,
+        "out_of_distribution_share": round(ood_share, 4),
+        "validated_domain": not warnings,
+        "warnings": warnings,
         "model": classifier.model_info(),
     }
 
@@ -59,7 +84,7 @@ async def differential(request: Request, classifier: ClassifierDep, settings: Se
                                settings.max_image_bytes)
     form = await request.form()
     results = await run_in_threadpool(classify_many, classifier, uploads, cells == "all")
-    diff = summarise(results, classifier)
+    diff = summarise(results, classifier, settings.ood_specimen_share)
     for key in ("specimen_id", "patient"):
         value = form.get(key)
         diff[key] = value if isinstance(value, str) and value else None

@@ -61,12 +61,24 @@ async def v2_metadata(classifier: ClassifierDep) -> dict[str, Any]:
              "parameters": {"content": "base64-encoded image files"}}],
         "outputs": [{"name": "probabilities", "datatype": "FP32",
                      "shape": [-1, len(classifier.predictor.classes)]},
-                    {"name": "label", "datatype": "BYTES", "shape": [-1]}],
-        "parameters": {"classes": classifier.predictor.classes},
+                    {"name": "label", "datatype": "BYTES", "shape": [-1]},
+                    {"name": "needs_review", "datatype": "BOOL", "shape": [-1]},
+                    {"name": "review_reasons", "datatype": "BYTES", "shape": [-1],
+                     "parameters": {"content": "comma-separated: low_confidence, "
+                                    "out_of_distribution, not_a_cell, cell_not_found"}},
+                    {"name": "ood_score", "datatype": "FP32", "shape": [-1],
+                     "parameters": {"content": "-1 when the guard is off"}}],
+        "parameters": {"classes": classifier.predictor.classes,
+                       "review_threshold": classifier.threshold,
+                       "ood_guard": classifier.ood_threshold is not None,
+                       "ood_threshold": classifier.ood_threshold},
     }
 
 
-def _infer(classifier: Classifier, tensor: TensorInput) -> tuple[np.ndarray, list[str]]:
+def _infer(classifier: Classifier, tensor: TensorInput
+           ) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
+    """Probabilities, labels and each image's review (``needs_review``, ``review_reasons``,
+    ``ood_score``)."""
     classes = classifier.predictor.classes
     if tensor.datatype == "BYTES":
         prepared = []
@@ -78,7 +90,7 @@ def _infer(classifier: Classifier, tensor: TensorInput) -> tuple[np.ndarray, lis
             prepared.append(classifier.prepare(raw))
         results = classifier.classify(prepared)
         probs = np.array([[r["probabilities"][c] for c in classes] for r in results])
-        return probs, [r["label"] for r in results]
+        return probs, [r["label"] for r in results], results
     size = classifier.predictor.metadata.get("input", {}).get("size", [150, 150, 3])
     try:
         batch = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
@@ -87,9 +99,15 @@ def _infer(classifier: Classifier, tensor: TensorInput) -> tuple[np.ndarray, lis
     if list(batch.shape[1:]) != list(size) or not np.isfinite(batch).all():
         raise MissingField(f"FP32 input must have shape [N, {', '.join(map(str, size))}] "
                            "with finite values in 0..255")
-    raw = classifier.predictor.predict(np.clip(batch, 0, 255))
+    raw, features = classifier.predictor.infer(np.clip(batch, 0, 255))
     probs = apply_temperature(raw, classifier.temperature)
-    return probs, [classes[i] for i in probs.argmax(axis=1)]
+    scores = classifier.ood_scores([(raw, features)])
+    reviews = []
+    for row, score in zip(probs, scores, strict=True):  # crops given: no cell check to make
+        reasons = classifier.review_reasons(float(row.max()), score, True, True)
+        reviews.append({"needs_review": bool(reasons), "review_reasons": reasons,
+                        "ood_score": score})
+    return probs, [classes[i] for i in probs.argmax(axis=1)], reviews
 
 
 @router.post(f"/models/{MODEL}/infer")
@@ -98,12 +116,22 @@ async def v2_infer(body: InferRequest, classifier: ClassifierDep) -> dict[str, A
     tensor = body.inputs[0]
     if not tensor.data:
         raise MissingField("input has no data")
-    probs, labels = await run_in_threadpool(_infer, classifier, tensor)
+    probs, labels, reviews = await run_in_threadpool(_infer, classifier, tensor)
+    n = len(labels)
     return {
         "model_name": MODEL, "model_version": classifier.model_info()["version"],
         "id": body.id,
         "outputs": [
             {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape),
              "data": [round(float(v), 6) for v in probs.ravel()]},
-            {"name": "label", "datatype": "BYTES", "shape": [len(labels)], "data": labels}],
+            {"name": "label", "datatype": "BYTES", "shape": [n], "data": labels},
+            {"name": "needs_review", "datatype": "BOOL", "shape": [n],
+             "data": [r["needs_review"] for r in reviews]},
+            {"name": "review_reasons", "datatype": "BYTES", "shape": [n],
+             "data": [",".join(r["review_reasons"]) for r in reviews]},
+            {"name": "ood_score", "datatype": "FP32", "shape": [n],
+             "data": [-1.0 if r["ood_score"] is None else round(float(r["ood_score"]), 4)
+                      for r in reviews]}],
+        "parameters": {"ood_threshold": classifier.ood_threshold,
+                       "review_threshold": classifier.threshold},
     }

@@ -1,0 +1,132 @@
+"""Augmentation for training across laboratories: what differs between one lab's cell
+images and another's, drawn at random for every training crop.
+
+- stain: optical-density jitter along a stain matrix (Tellez et al. 2018, "HED"
+  augmentation: each stain's amount scaled and shifted), then hue, saturation,
+  brightness, contrast and a camera gamma (``train.augment``);
+- optics and camera: Gaussian blur of random strength, sensor noise, JPEG re-compression
+  at a random quality, an occasional grey image (colour cannot be all the network uses);
+- scale and framing: a random zoom of the crop (the cell fills from about 30% to 100% of
+  it, as at other magnifications or in a tightly cropped single-cell export) and a shift;
+- orientation: flips and quarter turns (a cell has none).
+
+``site_balanced`` draws the training stream equally from every site, so that the larger
+or more augmented site does not decide what the network learns.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from model_training.data import CLASSES, Dataset
+from model_training.preprocessing import BACKGROUND_LEVEL, IMAGE_SIZE
+
+# Stain vectors (optical density of one unit of each stain in R, G, B), Ruifrok and
+# Johnston's haematoxylin / eosin / DAB: any basis spans the stain colours; this one moves
+# the nuclear and the cytoplasmic/red-cell stains separately.
+RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]],
+                        dtype=np.float32)
+HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class SiteAugmentation:
+    """The ranges of ``augment_image`` / ``augment_batch`` (recorded in metadata.json)."""
+
+    hed: float = 0.25  # each stain's optical density scaled by U(1 - hed, 1 + hed) ...
+    hed_shift: float = 0.03  # ... and shifted by U(-hed_shift, hed_shift)
+    colour: float = 2.0  # train.augment's hue/saturation/brightness/contrast scale
+    gamma: float = 0.5  # camera gamma in [1/(1+g), 1+g]
+    zoom: tuple[float, float] = (0.67, 2.2)  # crop side x this (log-uniform): the cell,
+    # 1/1.5 of the crop as served, fills it at 0.67 and a third of it at 2.2
+    shift: float = 0.08  # crop centre moved by up to this share of its side
+    blur: float = 1.5  # Gaussian blur sigma up to this (pixels of the 150 crop), half the time
+    noise: float = 6.0  # sensor noise sigma up to this (0..255)
+    jpeg: tuple[int, int] = (30, 95)  # JPEG quality range, half the time
+    grey: float = 0.1  # share of crops made grey
+
+    def metadata(self) -> dict[str, object]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def hed_jitter(image: tf.Tensor, scale: float, shift: float) -> tf.Tensor:
+    """``image`` (float 0..255) with each stain's optical density scaled and shifted."""
+    od = -tf.math.log((image + 1.0) / 256.0)
+    stains = tf.reshape(od, [-1, 3]) @ HED_FROM_RGB
+    alpha = tf.random.uniform([1, 3], 1.0 - scale, 1.0 + scale)
+    beta = tf.random.uniform([1, 3], -shift, shift)
+    od = tf.reshape((stains * alpha + beta) @ RGB_FROM_HED, tf.shape(image))
+    return tf.clip_by_value(256.0 * tf.exp(-od) - 1.0, 0.0, 255.0)
+
+
+def gaussian_blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
+    """``image`` [H, W, 3] blurred by a Gaussian of ``sigma`` pixels (7x7 kernel)."""
+    r = tf.range(-3.0, 4.0)
+    k = tf.exp(-0.5 * tf.square(r / tf.maximum(sigma, 1e-3)))
+    k = k / tf.reduce_sum(k)
+    kernel = tf.tile((k[:, None] * k[None, :])[:, :, None, None], [1, 1, 3, 1])
+    padded = tf.pad(image[None], [[0, 0], [3, 3], [3, 3], [0, 0]], mode="REFLECT")
+    return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")[0]
+
+
+def zoom_shift(image: tf.Tensor, zoom: tuple[float, float], shift: float) -> tf.Tensor:
+    """A random zoom (crop side x a log-uniform factor in ``zoom``) and shift; what falls
+    outside the crop is slide-background grey."""
+    side = tf.exp(tf.random.uniform([], math.log(zoom[0]), math.log(zoom[1])))
+    centre = 0.5 + tf.random.uniform([2], -shift, shift)
+    box = tf.stack([centre[0] - side / 2, centre[1] - side / 2,
+                    centre[0] + side / 2, centre[1] + side / 2])[None]
+    return tf.image.crop_and_resize(image[None], box, [0], [IMAGE_SIZE, IMAGE_SIZE],
+                                    extrapolation_value=BACKGROUND_LEVEL)[0]
+
+
+def augment_image(image: tf.Tensor, label: tf.Tensor, aug: SiteAugmentation
+                  ) -> tuple[tf.Tensor, tf.Tensor]:
+    """One training crop (uint8) to a float 0..255 crop as another lab might have made it."""
+    from model_training.train import augment  # flips, turns, gamma, hue/sat/brightness
+
+    image = tf.cast(image, tf.float32)
+    if aug.hed > 0:
+        image = hed_jitter(image, aug.hed, aug.hed_shift)
+    image, label = augment(image, label, aug.colour, aug.gamma)
+    image = zoom_shift(image, aug.zoom, aug.shift)
+    if aug.blur > 0:
+        sigma = tf.random.uniform([], 0.0, aug.blur)
+        image = tf.cond(tf.random.uniform([]) < 0.5,
+                        lambda: gaussian_blur(image, sigma), lambda: image)
+    if aug.noise > 0:
+        sigma = tf.random.uniform([], 0.0, aug.noise)
+        image = image + sigma * tf.random.normal(tf.shape(image))
+    image = tf.clip_by_value(image, 0.0, 255.0)
+    if aug.jpeg[1] > aug.jpeg[0]:
+        low, high = aug.jpeg
+        image = tf.cond(
+            tf.random.uniform([]) < 0.5,
+            lambda: tf.image.random_jpeg_quality(image / 255.0, low, high) * 255.0,
+            lambda: image)
+    if aug.grey > 0:
+        grey = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image))
+        image = tf.cond(tf.random.uniform([]) < aug.grey, lambda: grey, lambda: image)
+    image.set_shape([IMAGE_SIZE, IMAGE_SIZE, 3])
+    return image, label
+
+
+def site_balanced(sets: list[Dataset], batch: int, seed: int, aug: SiteAugmentation
+                  ) -> tf.data.Dataset:
+    """An endless training stream drawing each crop from a site chosen uniformly at random
+    (every site equally often, whatever its size), augmented, in batches."""
+    streams = []
+    for i, ds in enumerate(sets):
+        onehot = tf.one_hot(ds.y, len(CLASSES))
+        streams.append(tf.data.Dataset.from_tensor_slices((ds.x, onehot))
+                       .shuffle(len(ds.y), seed=seed + i, reshuffle_each_iteration=True)
+                       .repeat())
+    data = (streams[0] if len(streams) == 1 else
+            tf.data.Dataset.sample_from_datasets(streams, [1 / len(streams)] * len(streams),
+                                                 seed=seed))
+    return (data.map(lambda x, y: augment_image(x, y, aug), num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch).prefetch(tf.data.AUTOTUNE))

@@ -1,0 +1,143 @@
+"""Several laboratories ("sites"): naming, the fixed split of a one-tree site, site-balanced
+sampling, multi-site training and the leave-one-lab-out command, on two tiny sites."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_training import sites
+from model_training.data import DataError, Dataset
+from model_training.sites import make_split, parse_site, read_split, write_split
+from tests.synthetic import write_class_tree, write_kaggle_like
+
+LOWER = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
+
+
+@pytest.fixture(scope="module")
+def two_sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A publisher-split site (TRAIN/TEST/TEST_SIMPLE) and a one-tree site with its split."""
+    root = tmp_path_factory.mktemp("sites")
+    a = write_kaggle_like(root / "alpha")
+    b = write_class_tree(root / "beta", per_class=10, groups=10, seed=7, names=LOWER)
+    splits = root / "splits"
+    write_split(make_split(b, seed=0), splits / "beta.csv", seed=0)
+    return {"alpha": a, "beta": b, "splits": splits}
+
+
+@pytest.fixture
+def use_splits(two_sites: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sites, "SPLITS_DIR", two_sites["splits"])
+
+
+def test_site_names_and_paths(two_sites: dict[str, Path]) -> None:
+    site = parse_site(f"lab-1={two_sites['beta']}")
+    assert site.name == "lab-1" and not site.publisher_split
+    assert parse_site(f"a={two_sites['alpha']}").publisher_split
+    with pytest.raises(DataError, match="does not exist"):
+        parse_site("x=/nonexistent/folder")
+    with pytest.raises(DataError, match="site name"):
+        parse_site(f"a b={two_sites['beta']}")
+    with pytest.raises(DataError, match="must differ"):
+        sites.parse_sites([f"a={two_sites['alpha']}", f"a={two_sites['beta']}"])
+
+
+def test_split_is_stable_disjoint_stratified_and_fixed(two_sites: dict[str, Path],
+                                                       tmp_path: Path) -> None:
+    rows = make_split(two_sites["beta"], seed=0)
+    assert rows == make_split(two_sites["beta"], seed=0)  # the same every time
+    assert rows != make_split(two_sites["beta"], seed=1)
+    files = [f for f, _ in rows]
+    assert len(files) == len(set(files)) == 40  # every file once: the parts are disjoint
+    for cls in LOWER:
+        parts = [s for f, s in rows if f.startswith(cls + "/")]
+        assert parts.count("test") / len(parts) >= 0.15 - 1e-9
+        assert {"train", "val", "test"} <= set(parts)
+    path = tmp_path / "beta.csv"
+    write_split(rows, path, seed=0)
+    assert read_split(path) == dict(rows)
+    with pytest.raises(DataError, match="fixed after first use"):
+        write_split(rows, path, seed=0)
+
+
+def test_unknown_class_folder_in_any_site_is_named(tmp_path: Path) -> None:
+    root = write_class_tree(tmp_path / "gamma", per_class=2, groups=2, names=LOWER)
+    (root / "basophil").mkdir()
+    (root / "basophil" / "x.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match="basophil"):
+        make_split(root)
+    with pytest.raises(DataError, match="basophil"):
+        sites.load_site(parse_site(f"gamma={root}"), None)
+
+
+def test_image_missing_from_the_split_file_is_an_error(two_sites: dict[str, Path],
+                                                       tmp_path: Path) -> None:
+    rows = make_split(two_sites["beta"], seed=0)[1:]
+    write_split(rows, tmp_path / "beta.csv", seed=0)
+    with pytest.raises(DataError, match="not in"):
+        sites.load_site(parse_site(f"beta={two_sites['beta']}"), None, splits_dir=tmp_path)
+
+
+def test_site_balanced_sampling_draws_every_site_equally() -> None:
+    from model_training.augment import SiteAugmentation, site_balanced
+
+    def one_class(label: int, n: int) -> Dataset:
+        x = np.full((n, 150, 150, 3), 200, np.uint8)
+        return Dataset(x, np.full(n, label), np.array([f"g{i}" for i in range(n)]),
+                       [f"{i}.jpg" for i in range(n)])
+
+    stream = site_balanced([one_class(0, 200), one_class(1, 10)], 50, 0, SiteAugmentation())
+    labels = np.concatenate([y.numpy().argmax(axis=1) for _, y in stream.take(8)])
+    share = (labels == 1).mean()  # the 10-image site is drawn as often as the 200-image one
+    assert 0.35 < share < 0.65, share
+
+
+def test_train_sites_records_sites_and_reports_each(two_sites: dict[str, Path],
+                                                    use_splits: None, tmp_path: Path) -> None:
+    from model_training.multisite import train_sites
+
+    specs = [parse_site(f"alpha={two_sites['alpha']}"), parse_site(f"beta={two_sites['beta']}")]
+    summary = train_sites(specs, tmp_path / "models", arch="tiny", epochs=1, batch_size=8,
+                          steps_per_epoch=3, cache=None, report_dir=tmp_path / "report",
+                          command="test")
+    metadata = json.loads((tmp_path / "models" / "1" / "metadata.json").read_text())
+    assert set(metadata["sites"]) == {"alpha", "beta"}
+    assert metadata["sites"]["beta"]["counts"]["test"] == summary["sites"]["beta"]["counts"][
+        "test"] > 0
+    assert metadata["sites"]["beta"]["split"].endswith("beta.csv")
+    assert set(metadata["test_metrics"]) == {"alpha", "beta"}
+    assert set(metadata["test_metrics"]["alpha"]) == {"TEST", "TEST_SIMPLE"}
+    assert (tmp_path / "models" / "1" / "ood.npz").exists()
+    for site in ("alpha", "beta"):
+        text = (tmp_path / "report" / f"{site}.md").read_text()
+        assert f"Site `{site}`" in text and "macro-F1" in text
+        assert (tmp_path / "report" / f"{site}_reliability.png").stat().st_size > 0
+
+
+def test_cross_site_runs_end_to_end(two_sites: dict[str, Path], use_splits: None,
+                                    tmp_path: Path) -> None:
+    from model_training.__main__ import main
+
+    main(["cross-site", "--data", f"alpha={two_sites['alpha']}", "--data",
+          f"beta={two_sites['beta']}", "--arch", "tiny", "--epochs", "1",
+          "--steps-per-epoch", "2", "--batch-size", "8", "--cache", str(tmp_path / "cache"),
+          "--out", str(tmp_path / "cross")])
+    record = json.loads((tmp_path / "cross" / "metrics.json").read_text())
+    assert set(record) == {"alpha", "beta"}
+    assert record["alpha"]["role"] == "held out"
+    assert set(record["alpha"]["sets"]) == {"TEST", "TEST_SIMPLE"}  # its tests only
+    assert set(record["beta"]["sets"]) == {"test"}
+    assert (tmp_path / "cross" / "without-alpha" / "alpha_TEST_confusion.png").exists()
+    assert (tmp_path / "cross" / "without-beta" / "beta_test_confusion.png").exists()
+
+
+def test_committed_pbc_split_is_the_seeded_one() -> None:
+    """The committed PBC split is what its command makes (it is never edited by hand)."""
+    root = Path(__file__).resolve().parents[2].parent / "shared/data/pbc"
+    if not (root / "monocyte").exists():
+        pytest.skip(f"PBC images not found at {root}")
+    committed = read_split(sites.split_path("pbc"))
+    assert committed == dict(make_split(root, seed=0))
