@@ -24,10 +24,10 @@ RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))
 
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin wbc
 
-# Serving code: the app and the model_training package whose preprocessing, network
-# builder (for Grad-CAM) and calibration it shares; training-only modules are never imported.
+# Serving code: the app and wbc_core, what it shares with training (preprocessing, network
+# builder for Grad-CAM, calibration, OOD statistics); the training package is left out.
 COPY app/ app/
-COPY model_training/ model_training/
+COPY wbc_core/ wbc_core/
 COPY models/ models/
 
 USER 10001

@@ -34,8 +34,14 @@ RETRY_AFTER_S = 1
 
 
 class AdmissionMiddleware:
-    def __init__(self, app: ASGIApp, max_pending: int, max_pending_bytes: int,
-                 paths: tuple[str, ...], limits: BodyLimits) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_pending: int,
+        max_pending_bytes: int,
+        paths: tuple[str, ...],
+        limits: BodyLimits,
+    ) -> None:
         self.app = app
         self.max_pending = max_pending  # 0: no bound
         self.max_pending_bytes = max_pending_bytes
@@ -51,21 +57,31 @@ class AdmissionMiddleware:
         return limit if declared is None else min(max(0, declared), limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or scope.get("method") != "POST" or not self.max_pending
-                or not scope.get("path", "").startswith(self.paths)):
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or not self.max_pending
+            or not scope.get("path", "").startswith(self.paths)
+        ):
             await self.app(scope, receive, send)
             return
         size = self.size(scope)
         if self.pending >= self.max_pending:
-            await refuse(send, f"server busy: {self.pending} classification requests are "
-                               f"in progress or waiting in this worker (limit "
-                               f"{self.max_pending}); retry after {RETRY_AFTER_S} s")
+            await refuse(
+                send,
+                f"server busy: {self.pending} classification requests are "
+                f"in progress or waiting in this worker (limit "
+                f"{self.max_pending}); retry after {RETRY_AFTER_S} s",
+            )
             return
         if self.pending and self.pending_bytes + size > self.max_pending_bytes:
-            await refuse(send, f"server busy: the requests in progress or waiting in this "
-                               f"worker hold {self.pending_bytes} bytes of uploads; this one "
-                               f"would pass the limit of {self.max_pending_bytes}; retry "
-                               f"after {RETRY_AFTER_S} s")
+            await refuse(
+                send,
+                f"server busy: the requests in progress or waiting in this "
+                f"worker hold {self.pending_bytes} bytes of uploads; this one "
+                f"would pass the limit of {self.max_pending_bytes}; retry "
+                f"after {RETRY_AFTER_S} s",
+            )
             return
         self.pending += 1
         self.pending_bytes += size

@@ -3,7 +3,7 @@
 With one ``SO_REUSEPORT`` socket per worker the kernel assigns each new connection to a
 worker by a hash of its addresses, so a few long-lived keep-alive connections (an LIS, a
 load generator) can all land on one worker while another core idles (two clients: in 4
-of 6 rounds, reports/performance-variants/connection-balance). Each worker publishes how
+of 6 rounds, reports/experiments/performance-variants/connection-balance). Each worker publishes how
 many connections it holds in a small array shared with the others; a worker holding more
 than its share answers with ``Connection: close``, the client opens a new connection and
 the kernel draws again. Balanced workers close nothing.
@@ -36,15 +36,19 @@ class Balancer:
         now = time.monotonic() if now is None else now
         serving = [c for c in self.counts if c != NOT_SERVING]
         mine = self.counts[self.index]
-        if (mine == NOT_SERVING or mine <= math.ceil(sum(serving) / len(serving))
-                or now - self._last_close < MIN_GAP_S):
+        if (
+            mine == NOT_SERVING
+            or mine <= math.ceil(sum(serving) / len(serving))
+            or now - self._last_close < MIN_GAP_S
+        ):
             return False
         self._last_close = now
         self.counts[self.index] = mine - 1  # type: ignore[index]  # until the next publish
         return True
 
-    def start_publishing(self, count: Callable[[], int],
-                         serving: Callable[[], bool]) -> threading.Thread:
+    def start_publishing(
+        self, count: Callable[[], int], serving: Callable[[], bool]
+    ) -> threading.Thread:
         def loop() -> None:
             while True:
                 self.publish(count() if serving() else NOT_SERVING)

@@ -18,9 +18,9 @@ from app.observability import (
     SEVERAL_CELLS,
 )
 from app.predictor import Predictor
-from model_training.cellcheck import CellCheck
-from model_training.metrics import apply_temperature
-from model_training.preprocessing import (
+from wbc_core.calibration import apply_temperature
+from wbc_core.cellcheck import CellCheck
+from wbc_core.preprocessing import (
     ImageError,
     ImageTooLarge,
     Prepared,
@@ -66,8 +66,10 @@ class Classifier:
 
     def model_info(self) -> dict[str, str]:
         meta = self.predictor.metadata
-        return {"name": str(meta.get("name", "wbc-classifier")),
-                "version": str(meta.get("version", "?"))}
+        return {
+            "name": str(meta.get("name", "wbc-classifier")),
+            "version": str(meta.get("version", "?")),
+        }
 
     def open(self, data: bytes) -> Image.Image:
         """Read an upload's header only: format and pixel limit checked, nothing decoded
@@ -102,8 +104,9 @@ class Classifier:
         if not prepared:
             return []
         chunks = [  # in chunks: a 500-image differential stays a bounded batch
-            self.predictor.infer(np.stack([p.array for p in prepared[i:i + CHUNK]]))
-            for i in range(0, len(prepared), CHUNK)]
+            self.predictor.infer(np.stack([p.array for p in prepared[i : i + CHUNK]]))
+            for i in range(0, len(prepared), CHUNK)
+        ]
         probs = apply_temperature(np.concatenate([c[0] for c in chunks]), self.temperature)
         scores = self.ood_scores(chunks)
         classes = self.predictor.classes
@@ -119,20 +122,23 @@ class Classifier:
             CELLS_SEEN.labels(version).inc()
             if OUT_OF_DISTRIBUTION in reasons:
                 OUT_OF_DISTRIBUTION_CELLS.labels(version).inc()
-            results.append({
-                "label": label,
-                "confidence": round(float(row[best]), 6) if is_cell else 0.0,
-                "probabilities": {c: round(float(v), 6) for c, v in zip(classes, row,
-                                                                        strict=True)},
-                "needs_review": bool(reasons),
-                "review_reasons": reasons,
-                "ood_score": None if score is None else round(float(score), 4),
-                "is_cell": is_cell,
-                "localised": p.box.localised,
-                "cell_box": p.box.as_list(),
-                "other_cells": [b.as_list() for b in p.others],
-                "model": self.model_info(),
-            })
+            results.append(
+                {
+                    "label": label,
+                    "confidence": round(float(row[best]), 6) if is_cell else 0.0,
+                    "probabilities": {
+                        c: round(float(v), 6) for c, v in zip(classes, row, strict=True)
+                    },
+                    "needs_review": bool(reasons),
+                    "review_reasons": reasons,
+                    "ood_score": None if score is None else round(float(score), 4),
+                    "is_cell": is_cell,
+                    "localised": p.box.localised,
+                    "cell_box": p.box.as_list(),
+                    "other_cells": [b.as_list() for b in p.others],
+                    "model": self.model_info(),
+                }
+            )
         return results
 
     @property
@@ -141,8 +147,7 @@ class Classifier:
         ood = self.predictor.ood
         return None if ood is None else ood.threshold
 
-    def ood_scores(self, chunks: list[tuple[np.ndarray, np.ndarray | None]]
-                   ) -> list[float | None]:
+    def ood_scores(self, chunks: list[tuple[np.ndarray, np.ndarray | None]]) -> list[float | None]:
         """Each crop's distance to the training data (``infer``'s chunks); None for every
         crop when this model version has no guard."""
         n = sum(len(probs) for probs, _ in chunks)
@@ -151,8 +156,9 @@ class Classifier:
             return [None] * n
         return [float(v) for v in ood.score(np.concatenate([f for _, f in chunks]))]
 
-    def review_reasons(self, confidence: float, score: float | None, is_cell: bool,
-                       localised: bool) -> list[str]:
+    def review_reasons(
+        self, confidence: float, score: float | None, is_cell: bool, localised: bool
+    ) -> list[str]:
         """Why a cell needs review (empty: it may be released), in ``REVIEW_REASONS`` order."""
         reasons = []
         if is_cell and confidence < self.threshold:

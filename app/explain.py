@@ -30,8 +30,8 @@ class GradCam:
         import keras
         import tensorflow as tf
 
-        from model_training.export import load_keras
-        from model_training.network import members_of
+        from wbc_core.keras_model import load_keras
+        from wbc_core.network import members_of
 
         model = load_keras(version_dir)  # the arch comes from the model's metadata.json
         self._tf = tf
@@ -62,10 +62,10 @@ class GradCam:
     def overlay_png(self, array: np.ndarray) -> tuple[bytes, dict[str, Any]]:
         cam, best = self.heatmap(array)
         heat = Image.fromarray((cam * 255).astype(np.uint8)).resize(
-            (OUTPUT_SIDE, OUTPUT_SIDE), Image.Resampling.BILINEAR)
+            (OUTPUT_SIDE, OUTPUT_SIDE), Image.Resampling.BILINEAR
+        )
         colour = Image.fromarray(_colormap(np.asarray(heat) / 255.0))
-        base = Image.fromarray(array).resize((OUTPUT_SIDE, OUTPUT_SIDE),
-                                             Image.Resampling.BILINEAR)
+        base = Image.fromarray(array).resize((OUTPUT_SIDE, OUTPUT_SIDE), Image.Resampling.BILINEAR)
         out = io.BytesIO()
         Image.blend(base, colour, 0.45).save(out, format="PNG")
         return out.getvalue(), {"class_index": best}

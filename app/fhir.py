@@ -23,8 +23,11 @@ PANEL = ("57023-4", "Auto Differential panel - Blood")
 UCUM = "http://unitsofmeasure.org"
 # Not in a standard code system: the service's own, for the LIS to act on.
 REVIEW_SYSTEM = "urn:wbc-classifier:review"
-OUTSIDE_DOMAIN = {"system": REVIEW_SYSTEM, "code": "outside-validated-domain",
-                  "display": "Images outside the model's validated domain: review every cell"}
+OUTSIDE_DOMAIN = {
+    "system": REVIEW_SYSTEM,
+    "code": "outside-validated-domain",
+    "display": "Images outside the model's validated domain: review every cell",
+}
 
 
 def _ref(resource_type: str, value: str | None) -> dict[str, str] | None:
@@ -50,29 +53,64 @@ def differential_bundle(diff: dict[str, Any], device_name: str) -> dict[str, Any
             "resourceType": "Observation",
             "id": str(uuid.uuid4()),
             "status": status,
-            "category": [{"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                "code": "laboratory", "display": "Laboratory"}]}],
-            "code": {"coding": [{"system": LOINC, "code": code, "display": display}],
-                     "text": f"{cls.capitalize()}s/100 leukocytes"},
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                            "code": "laboratory",
+                            "display": "Laboratory",
+                        }
+                    ]
+                }
+            ],
+            "code": {
+                "coding": [{"system": LOINC, "code": code, "display": display}],
+                "text": f"{cls.capitalize()}s/100 leukocytes",
+            },
             "effectiveDateTime": now,
-            **({"valueQuantity": {"value": entry["percent"], "unit": "%", "system": UCUM,
-                                  "code": "%"}} if diff["classified"] else
-               {"dataAbsentReason": {"coding": [{
-                   "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
-                   "code": "error", "display": "Error"}],
-                   "text": "no image of the specimen could be classified"}}),
+            **(
+                {
+                    "valueQuantity": {
+                        "value": entry["percent"],
+                        "unit": "%",
+                        "system": UCUM,
+                        "code": "%",
+                    }
+                }
+                if diff["classified"]
+                else {
+                    "dataAbsentReason": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
+                                "code": "error",
+                                "display": "Error",
+                            }
+                        ],
+                        "text": "no image of the specimen could be classified",
+                    }
+                }
+            ),
             "device": device,
             "note": [{"text": f"{entry['count']} of {diff['classified']} cells counted"}]
             + ([{"text": warning_text}] if outside else []),
-            "component": [{
-                "code": {"text": "cells counted"},
-                "valueQuantity": {"value": entry["count"], "unit": "cells",
-                                  "system": UCUM, "code": "{cells}"}}],
+            "component": [
+                {
+                    "code": {"text": "cells counted"},
+                    "valueQuantity": {
+                        "value": entry["count"],
+                        "unit": "cells",
+                        "system": UCUM,
+                        "code": "{cells}",
+                    },
+                }
+            ],
         }
         if outside:
-            obs["interpretation"] = [{"coding": [OUTSIDE_DOMAIN], "text": OUTSIDE_DOMAIN[
-                "display"]}]
+            obs["interpretation"] = [
+                {"coding": [OUTSIDE_DOMAIN], "text": OUTSIDE_DOMAIN["display"]}
+            ]
         if subject:
             obs["subject"] = subject
         if specimen:
@@ -82,24 +120,38 @@ def differential_bundle(diff: dict[str, Any], device_name: str) -> dict[str, Any
         "resourceType": "DiagnosticReport",
         "id": str(uuid.uuid4()),
         "status": status,
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074",
-                                  "code": "LAB", "display": "Laboratory"}]}],
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v2-0074",
+                        "code": "LAB",
+                        "display": "Laboratory",
+                    }
+                ]
+            }
+        ],
         "code": {"coding": [{"system": LOINC, "code": PANEL[0], "display": PANEL[1]}]},
         "issued": now,
         "effectiveDateTime": now,
         "result": [{"reference": f"urn:uuid:{o['id']}"} for o in observations],
-        "conclusion": (f"{diff['classified']} cells classified, {len(diff['flagged'])} flagged "
-                       f"for review, {diff['rejected']['count']} images rejected. "
-                       f"Model {device_name}." + (f" {warning_text}" if outside else "")),
+        "conclusion": (
+            f"{diff['classified']} cells classified, {len(diff['flagged'])} flagged "
+            f"for review, {diff['rejected']['count']} images rejected. "
+            f"Model {device_name}." + (f" {warning_text}" if outside else "")
+        ),
     }
     if outside:
-        report["conclusionCode"] = [{"coding": [OUTSIDE_DOMAIN], "text": OUTSIDE_DOMAIN[
-            "display"]}]
+        report["conclusionCode"] = [{"coding": [OUTSIDE_DOMAIN], "text": OUTSIDE_DOMAIN["display"]}]
     if subject:
         report["subject"] = subject
     if specimen:
         report["specimen"] = [specimen]
     resources = [report, *observations]
-    return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "collection",
-            "timestamp": now,
-            "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "type": "collection",
+        "timestamp": now,
+        "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in resources],
+    }

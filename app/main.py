@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,49 +9,19 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.concurrency import run_in_threadpool
 
 from app.admission import AdmissionMiddleware
-from app.classifier import Classifier
 from app.config import Settings, get_settings
 from app.errors import ServiceError, service_error_handler
+from app.lifecycle import install_reload_signal, load_model
 from app.middleware import RequestContextMiddleware
-from app.observability import MODEL_LOAD_SECONDS, MODEL_READY, configure_logging
-from app.predictor import ModelLoadError, Predictor
+from app.observability import MODEL_READY, configure_logging
 from app.routes import admin, differential, explain, health, predict, v2
 from app.security import require_api_key
 from app.uploads import MULTIPART_OVERHEAD, BodyLimitMiddleware, BodyLimits
 
-log = logging.getLogger("app")
 BULK_PATHS = ("/predict/batch", "/differential", "/v2/")  # many images per request
 CLASSIFYING_PATHS = ("/predict", "/differential", "/explain", "/v2/")  # POST: admission
-
-
-async def load_model(app: FastAPI, settings: Settings) -> bool:
-    """Load and warm up the newest model version, then swap it in. On failure keep what
-    is served (nothing, at start: up but not ready) and record a clear reason."""
-    predictor = Predictor(settings.model_dir, settings.device, settings.runtime)
-    try:
-        await run_in_threadpool(predictor.load)
-    except ModelLoadError as exc:
-        app.state.load_error = str(exc)
-        log.error("model not loaded: %s", exc)
-        return False
-    app.state.classifier = Classifier(predictor, settings.max_pixels, settings.review_threshold)
-    app.state.load_error = None
-    MODEL_LOAD_SECONDS.set(predictor.load_seconds)
-    MODEL_READY.set(1)
-    return True
-
-
-def install_reload_signal(app: FastAPI, settings: Settings) -> None:
-    """SIGHUP reloads the model, like POST /admin/reload."""
-    loop = asyncio.get_running_loop()
-    try:
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(
-            load_model(app, settings)))
-    except (NotImplementedError, RuntimeError, ValueError):
-        log.warning("SIGHUP reload not available here")
 
 
 @asynccontextmanager
@@ -74,26 +41,47 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="WBC classifier", version="1.0.0", lifespan=lifespan,
-                  description="Classifies white-blood-cell images into eosinophil, lymphocyte,"
-                              " monocyte and neutrophil, with calibrated probabilities.")
+    app = FastAPI(
+        title="WBC classifier",
+        version="1.0.0",
+        lifespan=lifespan,
+        description="Classifies white-blood-cell images into eosinophil, lymphocyte,"
+        " monocyte and neutrophil, with calibrated probabilities.",
+    )
     app.state.settings = settings
     app.add_exception_handler(ServiceError, service_error_handler)
     protected = [Depends(require_api_key)]
     app.include_router(health.router)
     app.include_router(v2.health_router)
-    for router in (predict.router, differential.router, explain.router, health.model_router,
-                   v2.router, admin.router):
+    for router in (
+        predict.router,
+        differential.router,
+        explain.router,
+        health.model_router,
+        v2.router,
+        admin.router,
+    ):
         app.include_router(router, dependencies=protected)
-    limits = BodyLimits(single=settings.max_image_bytes + MULTIPART_OVERHEAD,
-                        bulk=settings.max_request_bytes, bulk_paths=BULK_PATHS)
+    limits = BodyLimits(
+        single=settings.max_image_bytes + MULTIPART_OVERHEAD,
+        bulk=settings.max_request_bytes,
+        bulk_paths=BULK_PATHS,
+    )
     app.add_middleware(BodyLimitMiddleware, limits=limits, body_timeout=settings.body_timeout_s)
-    app.add_middleware(AdmissionMiddleware, max_pending=settings.max_pending,
-                       max_pending_bytes=settings.max_pending_bytes,
-                       paths=CLASSIFYING_PATHS, limits=limits)
+    app.add_middleware(
+        AdmissionMiddleware,
+        max_pending=settings.max_pending,
+        max_pending_bytes=settings.max_pending_bytes,
+        paths=CLASSIFYING_PATHS,
+        limits=limits,
+    )
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST"], allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+        )
     app.add_middleware(RequestContextMiddleware)
     return app
 

@@ -14,9 +14,21 @@ from app.observability import LATENCY, REBALANCED, REQUESTS, request_id
 
 log = logging.getLogger("app.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-KNOWN_ROUTES = ("/predict/batch", "/predict", "/differential", "/explain", "/health/live",
-                "/health/ready", "/metrics", "/v1/models", "/v2/models", "/v2/health",
-                "/docs", "/openapi.json", "/admin")
+KNOWN_ROUTES = (
+    "/predict/batch",
+    "/predict",
+    "/differential",
+    "/explain",
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+    "/v1/models",
+    "/v2/models",
+    "/v2/health",
+    "/docs",
+    "/openapi.json",
+    "/admin",
+)
 
 
 def route_label(path: str) -> str:
@@ -61,6 +73,13 @@ class RequestContextMiddleware:
             route = route_label(scope.get("path", ""))
             REQUESTS.labels(scope.get("method", "?"), route, str(status)).inc()
             LATENCY.labels(route).observe(elapsed)
-            log.info("request", extra={"method": scope.get("method"), "route": route,
-                                       "status": status, "ms": round(elapsed * 1000, 2)})
+            log.info(
+                "request",
+                extra={
+                    "method": scope.get("method"),
+                    "route": route,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 2),
+                },
+            )
             request_id.reset(token)

@@ -17,36 +17,76 @@ from contextvars import ContextVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 REGISTRY = CollectorRegistry()
-REQUESTS = Counter("wbc_http_requests_total", "HTTP requests by route and status",
-                   ["method", "route", "status"], registry=REGISTRY)
-LATENCY = Histogram("wbc_http_request_duration_seconds", "HTTP request latency by route",
-                    ["route"], registry=REGISTRY,
-                    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30))
-CLASSIFIED = Counter("wbc_images_classified_total", "Images classified, by predicted class",
-                     ["label"], registry=REGISTRY)
-CELLS_SEEN = Counter("wbc_cells_classified_total", "Cells classified, by model version (the "
-                     "denominator of the out-of-distribution share)", ["model_version"],
-                     registry=REGISTRY)
+REQUESTS = Counter(
+    "wbc_http_requests_total",
+    "HTTP requests by route and status",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "wbc_http_request_duration_seconds",
+    "HTTP request latency by route",
+    ["route"],
+    registry=REGISTRY,
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30),
+)
+CLASSIFIED = Counter(
+    "wbc_images_classified_total",
+    "Images classified, by predicted class",
+    ["label"],
+    registry=REGISTRY,
+)
+CELLS_SEEN = Counter(
+    "wbc_cells_classified_total",
+    "Cells classified, by model version (the denominator of the out-of-distribution share)",
+    ["model_version"],
+    registry=REGISTRY,
+)
 OUT_OF_DISTRIBUTION_CELLS = Counter(
-    "wbc_cells_out_of_distribution_total", "Cells the guard found unlike the model's training "
+    "wbc_cells_out_of_distribution_total",
+    "Cells the guard found unlike the model's training "
     "data, by model version: alert on rate(this) / rate(wbc_cells_classified_total)",
-    ["model_version"], registry=REGISTRY)
-REJECTED = Counter("wbc_images_rejected_total", "Images refused, by HTTP status",
-                   ["status"], registry=REGISTRY)
-SEVERAL_CELLS = Counter("wbc_images_several_cells_total", "Images in which more than one "
-                        "white cell was found (smear fields)", registry=REGISTRY)
-REBALANCED = Counter("wbc_connections_rebalanced_total", "Responses that closed their "
-                     "keep-alive connection because this worker held more than its share",
-                     registry=REGISTRY)
-SHED = Counter("wbc_requests_shed_total", "Classification requests refused with 503 because "
-               "the worker already held its limit (WBC_MAX_PENDING)", registry=REGISTRY)
-PENDING = Gauge("wbc_requests_pending", "Classification requests in progress or waiting",
-                registry=REGISTRY, multiprocess_mode="livesum")
-MODEL_LOAD_SECONDS = Gauge("wbc_model_load_seconds", "Seconds the last model load took "
-                           "(the slowest worker's)", registry=REGISTRY,
-                           multiprocess_mode="livemax")
-MODEL_READY = Gauge("wbc_model_ready", "1 when the model is loaded and warmed up (in every "
-                    "worker)", registry=REGISTRY, multiprocess_mode="livemin")
+    ["model_version"],
+    registry=REGISTRY,
+)
+REJECTED = Counter(
+    "wbc_images_rejected_total", "Images refused, by HTTP status", ["status"], registry=REGISTRY
+)
+SEVERAL_CELLS = Counter(
+    "wbc_images_several_cells_total",
+    "Images in which more than one white cell was found (smear fields)",
+    registry=REGISTRY,
+)
+REBALANCED = Counter(
+    "wbc_connections_rebalanced_total",
+    "Responses that closed their "
+    "keep-alive connection because this worker held more than its share",
+    registry=REGISTRY,
+)
+SHED = Counter(
+    "wbc_requests_shed_total",
+    "Classification requests refused with 503 because "
+    "the worker already held its limit (WBC_MAX_PENDING)",
+    registry=REGISTRY,
+)
+PENDING = Gauge(
+    "wbc_requests_pending",
+    "Classification requests in progress or waiting",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+MODEL_LOAD_SECONDS = Gauge(
+    "wbc_model_load_seconds",
+    "Seconds the last model load took (the slowest worker's)",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+MODEL_READY = Gauge(
+    "wbc_model_ready",
+    "1 when the model is loaded and warmed up (in every worker)",
+    registry=REGISTRY,
+    multiprocess_mode="livemin",
+)
 
 
 def exposition_registry() -> CollectorRegistry:
@@ -59,17 +99,20 @@ def exposition_registry() -> CollectorRegistry:
 
 
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
-_STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message",
-                                                                             "asctime"}
+_STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id, extras."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-                 "level": record.levelname, "logger": record.name,
-                 "message": record.getMessage(), "request_id": request_id.get()}
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": request_id.get(),
+        }
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STD_ATTRS})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from model_training.ood import OodStats
-from model_training.preprocessing import crop_mismatch
+from wbc_core.ood import OodStats
+from wbc_core.preprocessing import crop_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,10 @@ def resolve_version_dir(model_dir: Path) -> Path:
         return model_dir
     if not model_dir.is_dir():
         raise ModelLoadError(f"model folder {model_dir} does not exist")
-    versions = sorted((p for p in model_dir.iterdir() if p.name.isdigit() and p.is_dir()),
-                      key=lambda p: int(p.name))
+    versions = sorted(
+        (p for p in model_dir.iterdir() if p.name.isdigit() and p.is_dir()),
+        key=lambda p: int(p.name),
+    )
     if not versions:
         raise ModelLoadError(f"no numbered model version in {model_dir}")
     return versions[-1]
@@ -101,15 +103,20 @@ class Predictor:
         try:
             self.ood = OodStats.load(version_dir)
         except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(f"cannot read the OOD statistics of {version_dir}: "
-                                 f"{exc}") from exc
+            raise ModelLoadError(f"cannot read the OOD statistics of {version_dir}: {exc}") from exc
         size = metadata["input"]["size"]
         self.predict(np.zeros((1, *size), dtype=np.uint8))  # warm-up
         self.load_seconds = time.perf_counter() - start
         self.ready = True
-        log.info("model loaded", extra={"version": metadata.get("version"),
-                                        "runtime": runtime, "gpu": use_gpu,
-                                        "seconds": round(self.load_seconds, 2)})
+        log.info(
+            "model loaded",
+            extra={
+                "version": metadata.get("version"),
+                "runtime": runtime,
+                "gpu": use_gpu,
+                "seconds": round(self.load_seconds, 2),
+            },
+        )
 
     # ---- inference -----------------------------------------------------------------
     def _interpreter(self) -> Any:
@@ -141,8 +148,7 @@ class Predictor:
             local.batch = len(batch)
         interp.set_tensor(local.input, batch)
         interp.invoke()
-        features = (None if local.features is None else
-                    np.array(interp.get_tensor(local.features)))
+        features = None if local.features is None else np.array(interp.get_tensor(local.features))
         return np.array(interp.get_tensor(local.output)), features
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -159,8 +165,7 @@ class Predictor:
 
         result = self._tf_fn(image=tf.constant(batch))
         features = result.get("features")
-        return (result["probabilities"].numpy(),
-                None if features is None else features.numpy())
+        return (result["probabilities"].numpy(), None if features is None else features.numpy())
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """uint8 or float [N, H, W, 3] in 0..255 -> float32 [N, 4] probabilities."""

@@ -39,10 +39,14 @@ class BoundedHeadersProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
 
     @classmethod
-    def with_limits(cls, max_header_bytes: int, header_timeout_s: float
-                    ) -> type[BoundedHeadersProtocol]:
-        return type(cls.__name__, (cls,), {"max_header_bytes": max_header_bytes,
-                                           "header_timeout_s": header_timeout_s})
+    def with_limits(
+        cls, max_header_bytes: int, header_timeout_s: float
+    ) -> type[BoundedHeadersProtocol]:
+        return type(
+            cls.__name__,
+            (cls,),
+            {"max_header_bytes": max_header_bytes, "header_timeout_s": header_timeout_s},
+        )
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -54,8 +58,7 @@ class BoundedHeadersProtocol(HttpToolsProtocol):
 
     def _start_header_timer(self) -> None:
         if self._header_timer is None:
-            self._header_timer = self.loop.call_later(self.header_timeout_s,
-                                                      self._header_timeout)
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
 
     def _stop_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -65,8 +68,11 @@ class BoundedHeadersProtocol(HttpToolsProtocol):
     def _header_timeout(self) -> None:
         self._header_timer = None
         self._refused = True
-        self._send_error(408, "Request Timeout", f"request line and headers not received "
-                                                 f"within {self.header_timeout_s:g} s")
+        self._send_error(
+            408,
+            "Request Timeout",
+            f"request line and headers not received within {self.header_timeout_s:g} s",
+        )
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -79,8 +85,11 @@ class BoundedHeadersProtocol(HttpToolsProtocol):
             self._received += len(data)
             self._refused = self._received > self.max_header_bytes
         if self._refused:
-            self._send_error(431, "Request Header Fields Too Large", f"request line and "
-                             f"headers are over the limit of {self.max_header_bytes} bytes")
+            self._send_error(
+                431,
+                "Request Header Fields Too Large",
+                f"request line and headers are over the limit of {self.max_header_bytes} bytes",
+            )
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -111,8 +120,9 @@ class BoundedHeadersProtocol(HttpToolsProtocol):
             return
         log.warning("refused before the app: %d %s", status, detail)
         body = json.dumps({"detail": detail}).encode()
-        self.transport.write(f"HTTP/1.1 {status} {reason}\r\n".encode()
-                             + b"content-type: application/json\r\n"
-                             b"content-length: " + str(len(body)).encode() + b"\r\n"
-                             b"connection: close\r\n\r\n" + body)
+        self.transport.write(
+            f"HTTP/1.1 {status} {reason}\r\n".encode() + b"content-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n" + body
+        )
         self.transport.close()

@@ -20,27 +20,35 @@ class Prediction(BaseModel):
     probabilities: dict[str, float] = Field(description="calibrated, sum to 1, class order")
     needs_review: bool = Field(description="true whenever `review_reasons` is not empty")
     review_reasons: list[ReviewReason] = Field(
-        default_factory=list, description="why the cell needs review: `low_confidence` "
+        default_factory=list,
+        description="why the cell needs review: `low_confidence` "
         "(calibrated confidence below the review threshold), `out_of_distribution` (unlike "
         "every cell the model was trained and validated on: another stain, scale or camera), "
         "`not_a_cell` (label 'unknown'), `cell_not_found` (no white cell located: the whole "
-        "image was classified)")
+        "image was classified)",
+    )
     ood_score: float | None = Field(
-        None, description="distance of the cell to the model's training data (Mahalanobis, "
+        None,
+        description="distance of the cell to the model's training data (Mahalanobis, "
         "penultimate features); above the model's `ood_threshold` it is out of distribution. "
-        "null when the model version has no guard")
+        "null when the model version has no guard",
+    )
     is_cell: bool = Field(description="false: not a stained white cell; label is 'unknown'")
     localised: bool = Field(description="false: no white cell found, whole image used")
     cell_box: list[int] = Field(description="[x0, y0, x1, y1] in the original image's pixels")
     other_cells: list[list[int]] = Field(
-        default_factory=list, description="boxes of further white cells found in the image "
-        "(a smear field), not classified here: POST /predict/cells classifies each")
+        default_factory=list,
+        description="boxes of further white cells found in the image "
+        "(a smear field), not classified here: POST /predict/cells classifies each",
+    )
     model: ModelRef
 
 
 class CellsResponse(BaseModel):
-    cells: list[Prediction] = Field(description="one per white cell found, the most "
-                                    "prominent first (the cell /predict classifies)")
+    cells: list[Prediction] = Field(
+        description="one per white cell found, the most "
+        "prominent first (the cell /predict classifies)"
+    )
 
 
 class BatchItem(BaseModel):
@@ -55,8 +63,9 @@ class BatchItem(BaseModel):
     localised: bool | None = None
     cell_box: list[int] | None = None
     other_cells: list[list[int]] | None = None
-    cell: int | None = Field(None, description="with ?cells=all: which white cell of the "
-                             "file, 0 the most prominent")
+    cell: int | None = Field(
+        None, description="with ?cells=all: which white cell of the file, 0 the most prominent"
+    )
     model: ModelRef | None = None
     error: str | None = None
     status: int | None = Field(None, description="HTTP status this file alone would get")

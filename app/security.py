@@ -61,5 +61,6 @@ async def require_api_key(
     for key in keys:  # compare against every key: time does not tell which one matched
         ok |= hmac.compare_digest(given.encode(), key)
     if not ok:
-        raise Unauthorized("missing or invalid API key: send 'Authorization: Bearer <key>' "
-                           "or 'X-API-Key: <key>'")
+        raise Unauthorized(
+            "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+        )

@@ -37,13 +37,18 @@ log = logging.getLogger("app.supervisor")
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
-    return {"host": settings.host, "port": settings.port,
-            "http": BoundedHeadersProtocol.with_limits(settings.max_header_bytes,
-                                                       settings.header_timeout_s),
-            "log_level": settings.log_level.lower(), "timeout_graceful_shutdown": 30,
-            # uvicorn's default of 5 s raced with busy clients under the soak (a keep-alive
-            # close crossing the next request: client ReadErrors)
-            "timeout_keep_alive": settings.keep_alive_s}
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "http": BoundedHeadersProtocol.with_limits(
+            settings.max_header_bytes, settings.header_timeout_s
+        ),
+        "log_level": settings.log_level.lower(),
+        "timeout_graceful_shutdown": 30,
+        # uvicorn's default of 5 s raced with busy clients under the soak (a keep-alive
+        # close crossing the next request: client ReadErrors)
+        "timeout_keep_alive": settings.keep_alive_s,
+    }
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
@@ -75,14 +80,16 @@ def run_worker(counts: Any = None, index: int = 0) -> None:
     server = uvicorn.Server(config)
     if counts is not None and settings.balance_connections:
         balance.BALANCER = balance.Balancer(counts, index)
-        balance.BALANCER.start_publishing(lambda: len(server.server_state.connections),
-                                          lambda: server.started)
+        balance.BALANCER.start_publishing(
+            lambda: len(server.server_state.connections), lambda: server.started
+        )
     server.run(sockets=[sock])
 
 
 def supervise(workers: int, settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     # fail fast when the port is taken; the bound (not listening) socket gets no connections
     guard = reuseport_socket(settings.host, settings.port)
     # metrics of every worker in files here, summed by whichever answers /metrics
@@ -117,8 +124,7 @@ def supervise(workers: int, settings: Settings) -> None:
     while not stopping:
         for i, proc in enumerate(procs):
             if not proc.is_alive() and not stopping:
-                log.warning("%s exited with code %s; starting a new one", proc.name,
-                            proc.exitcode)
+                log.warning("%s exited with code %s; starting a new one", proc.name, proc.exitcode)
                 counts[i] = balance.NOT_SERVING
                 mark_process_dead(proc.pid)  # its gauges no longer count
                 procs[i] = worker(i)

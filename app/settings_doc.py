@@ -24,8 +24,13 @@ def default_text(name: str) -> str:
             pass
     if value is None:
         return "unset"
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1024 * 1024 \
-            and value % (1024 * 1024) == 0 and "bytes" in name:
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= 1024 * 1024
+        and value % (1024 * 1024) == 0
+        and "bytes" in name
+    ):
         return f"{value // (1024 * 1024)} MiB"
     return f"`{value}`"
 
@@ -50,8 +55,9 @@ def rendered(document: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m app.settings_doc")
-    parser.add_argument("--write", type=Path, default=None,
-                        help="rewrite the settings table in this Markdown file")
+    parser.add_argument(
+        "--write", type=Path, default=None, help="rewrite the settings table in this Markdown file"
+    )
     args = parser.parse_args(argv)
     if args.write:
         args.write.write_text(rendered(args.write.read_text()))

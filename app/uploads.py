@@ -70,8 +70,12 @@ class BodyLimitMiddleware:
         declared = declared_length(scope)
         if declared is not None and declared > limit:
             # the body is not read: close the connection rather than drain it
-            await send_error(send, 413, f"request body of {declared} bytes is over the "
-                                        f"limit of {limit} bytes", {"Connection": "close"})
+            await send_error(
+                send,
+                413,
+                f"request body of {declared} bytes is over the limit of {limit} bytes",
+                {"Connection": "close"},
+            )
             return
         received = 0
         deadline = time.monotonic() + self.body_timeout
@@ -81,8 +85,9 @@ class BodyLimitMiddleware:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
             except TimeoutError as exc:
-                raise RequestTimeout(f"request body not received within {self.body_timeout:g} s"
-                                     ) from exc
+                raise RequestTimeout(
+                    f"request body not received within {self.body_timeout:g} s"
+                ) from exc
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -108,22 +113,31 @@ async def read_single(request: Request, limit: int) -> Upload:
         return Upload("body", data)
     raise UnsupportedMediaType(
         f"unsupported content type {ctype or '(none)'}: send multipart/form-data with a "
-        f"'file' field, or the image itself with an image/* content type")
+        f"'file' field, or the image itself with an image/* content type"
+    )
 
 
-async def read_files(request: Request, field: str, max_files: int, limit: int,
-                     ) -> list[Upload]:
+async def read_files(
+    request: Request,
+    field: str,
+    max_files: int,
+    limit: int,
+) -> list[Upload]:
     """All uploads of multipart field ``field``, in order (at least one)."""
     ctype = _content_type(request)
     if ctype != "multipart/form-data":
-        raise UnsupportedMediaType(f"unsupported content type {ctype or '(none)'}: send "
-                                   f"multipart/form-data with '{field}' fields")
+        raise UnsupportedMediaType(
+            f"unsupported content type {ctype or '(none)'}: send "
+            f"multipart/form-data with '{field}' fields"
+        )
     form = await _form(request)
     items = [v for v in form.getlist(field) if isinstance(v, UploadFile)]
     if not items:
         present = sorted(set(form.keys()))
-        raise MissingField(f"missing multipart file field '{field}'"
-                           + (f" (got fields: {', '.join(present)})" if present else ""))
+        raise MissingField(
+            f"missing multipart file field '{field}'"
+            + (f" (got fields: {', '.join(present)})" if present else "")
+        )
     if len(items) > max_files:
         raise PayloadTooLarge(f"{len(items)} files sent; the limit is {max_files} per request")
     uploads = []
@@ -142,8 +156,9 @@ async def _form(request: Request) -> Any:
         raise
     except OSError as exc:  # parts over 1 MB are spooled to TMPDIR (a small tmpfs in the
         # container): a full disk is the server's state, not a malformed request
-        raise TemporarilyUnavailable(f"no temporary space left for the upload ({exc}); "
-                                     "retry shortly") from exc
+        raise TemporarilyUnavailable(
+            f"no temporary space left for the upload ({exc}); retry shortly"
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - malformed multipart is the client's error
         if "Too many" in str(exc):
             raise PayloadTooLarge(f"too many multipart parts: {exc}") from exc

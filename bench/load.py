@@ -25,15 +25,28 @@ class LoadResult:
 
     def summary(self) -> dict[str, float | int]:
         lat = np.array(self.latencies_ms or [float("nan")])
-        return {"concurrency": self.concurrency, "requests": len(self.latencies_ms),
-                "errors": self.errors, "throughput": len(self.latencies_ms) / self.seconds,
-                "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
-                "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
-                "error_kinds": self.error_kinds}
+        return {
+            "concurrency": self.concurrency,
+            "requests": len(self.latencies_ms),
+            "errors": self.errors,
+            "throughput": len(self.latencies_ms) / self.seconds,
+            "p50_ms": float(np.percentile(lat, 50)),
+            "p90_ms": float(np.percentile(lat, 90)),
+            "p99_ms": float(np.percentile(lat, 99)),
+            "max_ms": float(lat.max()),
+            "error_kinds": self.error_kinds,
+        }
 
 
-async def _client(http: httpx.AsyncClient, url: str, images: list[bytes], offset: int,
-                  deadline: float, max_requests: int, result: LoadResult) -> None:
+async def _client(
+    http: httpx.AsyncClient,
+    url: str,
+    images: list[bytes],
+    offset: int,
+    deadline: float,
+    max_requests: int,
+    result: LoadResult,
+) -> None:
     i = offset
     while time.perf_counter() < deadline and len(result.latencies_ms) < max_requests:
         body = images[i % len(images)]
@@ -53,8 +66,13 @@ async def _client(http: httpx.AsyncClient, url: str, images: list[bytes], offset
             result.errors += 1
 
 
-async def run_load(base_url: str, images: list[bytes], concurrency: int, seconds: float,
-                   max_requests: int = 1_000_000) -> LoadResult:
+async def run_load(
+    base_url: str,
+    images: list[bytes],
+    concurrency: int,
+    seconds: float,
+    max_requests: int = 1_000_000,
+) -> LoadResult:
     """Bounded in time and count; loopback only."""
     assert base_url.startswith(("http://127.", "http://localhost")), "loopback only"
     result = LoadResult(concurrency, seconds)
@@ -64,8 +82,12 @@ async def run_load(base_url: str, images: list[bytes], concurrency: int, seconds
             await http.post("/predict", content=images[0], headers={"content-type": "image/jpeg"})
         start = time.perf_counter()
         deadline = start + seconds
-        await asyncio.gather(*(_client(http, "/predict", images, k * 7, deadline,
-                                       max_requests, result) for k in range(concurrency)))
+        await asyncio.gather(
+            *(
+                _client(http, "/predict", images, k * 7, deadline, max_requests, result)
+                for k in range(concurrency)
+            )
+        )
         result.seconds = time.perf_counter() - start
     return result
 
@@ -78,28 +100,60 @@ def _ms(text: str) -> float:
     return value * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
-def run_wrk(base_url: str, image_paths: list[Path], concurrency: int, seconds: float,
-            timeout_s: float = 30, honour_retry_after: bool = False) -> dict:
+def run_wrk(
+    base_url: str,
+    image_paths: list[Path],
+    concurrency: int,
+    seconds: float,
+    timeout_s: float = 30,
+    honour_retry_after: bool = False,
+) -> dict:
     """The same closed loop with wrk (C, one thread): a load generator that leaves the
     two cores to the server. Returns the summary() shape, plus ``non_2xx`` and
     ``timeouts`` (requests given up after ``timeout_s``), both also in ``errors``."""
     assert base_url.startswith(("http://127.", "http://localhost")), "loopback only"
-    env = {**os.environ, "WRK_IMAGES": ":".join(str(p) for p in image_paths),
-           "WRK_HONOUR_RETRY_AFTER": "1" if honour_retry_after else "0"}
-    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
-                          "--latency", "--timeout", f"{timeout_s:g}s", "-s", str(WRK_SCRIPT),
-                          f"{base_url}/predict"], env=env, capture_output=True, text=True,
-                         timeout=seconds + 60, check=True).stdout
+    env = {
+        **os.environ,
+        "WRK_IMAGES": ":".join(str(p) for p in image_paths),
+        "WRK_HONOUR_RETRY_AFTER": "1" if honour_retry_after else "0",
+    }
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "--timeout",
+            f"{timeout_s:g}s",
+            "-s",
+            str(WRK_SCRIPT),
+            f"{base_url}/predict",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
     pct = dict(re.findall(r"^\s+(\d+)%\s+(\S+)\s*$", out, re.M))  # "1.12s " above 1 s
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-                     out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non_2xx = int(non2xx.group(1)) if non2xx else 0
     socket_errors = [int(n) for n in sock.groups()] if sock else [0, 0, 0, 0]
     errors = non_2xx + sum(socket_errors)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return {"concurrency": concurrency, "requests": total, "errors": errors,
-            "throughput": rate, "p50_ms": _ms(pct["50"]), "p90_ms": _ms(pct["90"]),
-            "p99_ms": _ms(pct["99"]), "max_ms": float("nan"), "client": "wrk",
-            "non_2xx": non_2xx, "timeouts": socket_errors[3]}
+    return {
+        "concurrency": concurrency,
+        "requests": total,
+        "errors": errors,
+        "throughput": rate,
+        "p50_ms": _ms(pct["50"]),
+        "p90_ms": _ms(pct["90"]),
+        "p99_ms": _ms(pct["99"]),
+        "max_ms": float("nan"),
+        "client": "wrk",
+        "non_2xx": non_2xx,
+        "timeouts": socket_errors[3],
+    }

@@ -28,15 +28,18 @@ from bench.run import real_image_paths
 from bench.server import PROJECT, Server
 
 # name: (server environment, clients wait the Retry-After of a 503)
-VARIANTS = {"bounded, clients wait Retry-After": ({}, True),
-            "bounded, clients retry at once": ({}, False),
-            "unbounded": ({"WBC_MAX_PENDING": "0"}, False)}
+VARIANTS = {
+    "bounded, clients wait Retry-After": ({}, True),
+    "bounded, clients retry at once": ({}, False),
+    "unbounded": ({"WBC_MAX_PENDING": "0"}, False),
+}
 
 
 def classified(url: str) -> float:
     text = httpx.get(f"{url}/metrics", timeout=300).text
-    return sum(float(v) for v in re.findall(r"^wbc_images_classified_total\{.*\} (\S+)$",
-                                            text, re.M))
+    return sum(
+        float(v) for v in re.findall(r"^wbc_images_classified_total\{.*\} (\S+)$", text, re.M)
+    )
 
 
 def probe_seconds(url: str) -> float:
@@ -48,8 +51,9 @@ def probe_seconds(url: str) -> float:
 
 def level(server: Server, clients: int, seconds: float, timeout: float, wait: bool) -> dict:
     before = classified(server.url)
-    row = run_wrk(server.url, real_image_paths(), clients, seconds, timeout_s=timeout,
-                  honour_retry_after=wait)
+    row = run_wrk(
+        server.url, real_image_paths(), clients, seconds, timeout_s=timeout, honour_retry_after=wait
+    )
     row["probe_after_s"] = probe_seconds(server.url)  # the clients have just gone
     time.sleep(timeout + 1)  # let the server finish what is still queued
     row["classified"] = classified(server.url) - before
@@ -68,10 +72,20 @@ def plot(rows: list[dict], path: Path) -> None:
     for variant, colour in zip(VARIANTS, ("tab:blue", "tab:orange", "tab:red"), strict=True):
         mine = [r for r in rows if r["variant"] == variant]
         xs = [r["concurrency"] for r in mine]
-        left.plot(xs, [r["answered"] / r["seconds"] for r in mine], "o-", color=colour,
-                  label=f"{variant}: answered (200) /s")
-        left.plot(xs, [r["timeouts"] / r["seconds"] for r in mine], "x--", color=colour,
-                  label=f"{variant}: given up /s")
+        left.plot(
+            xs,
+            [r["answered"] / r["seconds"] for r in mine],
+            "o-",
+            color=colour,
+            label=f"{variant}: answered (200) /s",
+        )
+        left.plot(
+            xs,
+            [r["timeouts"] / r["seconds"] for r in mine],
+            "x--",
+            color=colour,
+            label=f"{variant}: given up /s",
+        )
         right.plot(xs, [r["probe_after_s"] for r in mine], "o-", color=colour, label=variant)
     for ax in (left, right):
         ax.set_xscale("log")
@@ -99,42 +113,58 @@ def main() -> None:
     for variant, (env, wait) in VARIANTS.items():
         with Server(env=env) as server:
             for clients in levels:
-                row = {"variant": variant, "seconds": args.seconds,
-                       **level(server, clients, args.seconds, args.timeout, wait)}
+                row = {
+                    "variant": variant,
+                    "seconds": args.seconds,
+                    **level(server, clients, args.seconds, args.timeout, wait),
+                }
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     if args.no_write:
         return
-    command = (f"python -m bench.overload --seconds {args.seconds:g} --clients {args.clients} "
-               f"--timeout {args.timeout:g}")
+    command = (
+        f"python -m bench.overload --seconds {args.seconds:g} --clients {args.clients} "
+        f"--timeout {args.timeout:g}"
+    )
     stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "overload.jsonl").open("a") as f:
         f.write(json.dumps({"time": stamp, "command": command, "rows": rows}) + "\n")
     plot(rows, args.out / "overload.png")
-    lines = ["# Overload", "",
-             f"Produced by `{command}` on {stamp} (one worker, loopback, 2 cores shared with "
-             "wrk). `bounded` is the default (`WBC_MAX_PENDING=128` classification requests "
-             "per worker, in progress or waiting; more get 503 with `Retry-After: 1` at once), "
-             "with clients that wait that second after a 503 before their next request and "
-             "with clients that do not; `unbounded` is `WBC_MAX_PENDING=0`. Clients give up "
-             f"after {args.timeout:g} s and otherwise send their next request at once.", "",
-             "| variant | clients | answered 200 /s | refused 503 /s | given up | "
-             "p50 ms | p99 ms | classified | classified, nobody waiting | "
-             "readiness probe after, s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Overload",
+        "",
+        f"Produced by `{command}` on {stamp} (one worker, loopback, 2 cores shared with "
+        "wrk). `bounded` is the default (`WBC_MAX_PENDING=128` classification requests "
+        "per worker, in progress or waiting; more get 503 with `Retry-After: 1` at once), "
+        "with clients that wait that second after a 503 before their next request and "
+        "with clients that do not; `unbounded` is `WBC_MAX_PENDING=0`. Clients give up "
+        f"after {args.timeout:g} s and otherwise send their next request at once.",
+        "",
+        "| variant | clients | answered 200 /s | refused 503 /s | given up | "
+        "p50 ms | p99 ms | classified | classified, nobody waiting | "
+        "readiness probe after, s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         s = r["seconds"]
-        lines.append(f"| {r['variant']} | {r['concurrency']} | {r['answered'] / s:.0f} | "
-                     f"{r['non_2xx'] / s:.0f} | {r['timeouts']} | {r['p50_ms']:.0f} | "
-                     f"{r['p99_ms']:.0f} | {r['classified']:.0f} | "
-                     f"{r['unanswered_work']:.0f} | {r['probe_after_s']:.2f} |")
-    lines += ["", "p50 and p99 are over every answer, 503s included (wrk does not split "
-              "them); *given up*: requests the client abandoned after the timeout; "
-              "*classified, nobody waiting*: images classified beyond the 200s that reached a "
-              "client: work done for clients that had given up, and for the requests still "
-              "in flight when wrk stopped (at most one per client).", "",
-              "![overload](overload.png)", ""]
+        lines.append(
+            f"| {r['variant']} | {r['concurrency']} | {r['answered'] / s:.0f} | "
+            f"{r['non_2xx'] / s:.0f} | {r['timeouts']} | {r['p50_ms']:.0f} | "
+            f"{r['p99_ms']:.0f} | {r['classified']:.0f} | "
+            f"{r['unanswered_work']:.0f} | {r['probe_after_s']:.2f} |"
+        )
+    lines += [
+        "",
+        "p50 and p99 are over every answer, 503s included (wrk does not split "
+        "them); *given up*: requests the client abandoned after the timeout; "
+        "*classified, nobody waiting*: images classified beyond the 200s that reached a "
+        "client: work done for clients that had given up, and for the requests still "
+        "in flight when wrk stopped (at most one per client).",
+        "",
+        "![overload](overload.png)",
+        "",
+    ]
     (args.out / "overload.md").write_text("\n".join(lines))
 
 

@@ -49,8 +49,12 @@ async def soak(server: Server, images: list[bytes], seconds: float) -> dict:
     sampler.cancel()
     samples.append((time.perf_counter() - start, server.rss_mb()))
     half = [m for t, m in samples if t >= seconds / 2]
-    return {"load": result.summary(), "statuses": result.statuses, "rss_samples": samples,
-            "rss_growth_second_half_mb": (max(half) - min(half)) if half else None}
+    return {
+        "load": result.summary(),
+        "statuses": result.statuses,
+        "rss_samples": samples,
+        "rss_growth_second_half_mb": (max(half) - min(half)) if half else None,
+    }
 
 
 async def graceful_shutdown(images: list[bytes]) -> dict:
@@ -58,10 +62,14 @@ async def graceful_shutdown(images: list[bytes]) -> dict:
     assert server.proc
     answered: list[int] = []
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+
         async def one(i: int) -> None:
             try:
-                r = await http.post("/predict", content=images[i % len(images)],
-                                    headers={"content-type": "image/jpeg"})
+                r = await http.post(
+                    "/predict",
+                    content=images[i % len(images)],
+                    headers={"content-type": "image/jpeg"},
+                )
                 answered.append(r.status_code)
             except httpx.HTTPError:
                 answered.append(0)
@@ -71,8 +79,12 @@ async def graceful_shutdown(images: list[bytes]) -> dict:
         server.proc.send_signal(signal.SIGTERM)
         await asyncio.gather(*tasks)
     code = server.proc.wait(timeout=60)
-    return {"sent": 16, "answered_200": answered.count(200), "failed": 16 - answered.count(200),
-            "exit_code": code}
+    return {
+        "sent": 16,
+        "answered_200": answered.count(200),
+        "failed": 16 - answered.count(200),
+        "exit_code": code,
+    }
 
 
 def bad_model_dirs() -> dict:
@@ -86,8 +98,13 @@ def bad_model_dirs() -> dict:
         shutil.copy(resolve_version_dir(MODEL) / "metadata.json", corrupt / "1" / "metadata.json")
         for name, path in (("missing", Path(tmp) / "nothing"), ("corrupt", corrupt)):
             server = Server(env={"WBC_MODEL_DIR": str(path), "WBC_LOG_LEVEL": "INFO"})
-            proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=PROJECT, env=server.env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "app"],
+                cwd=PROJECT,
+                env=server.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
             status, detail = None, None
             for _ in range(200):
                 try:
@@ -103,8 +120,13 @@ def bad_model_dirs() -> dict:
             proc.terminate()
             logs = proc.communicate(timeout=30)[0].decode(errors="replace")
             line = next((ln for ln in logs.splitlines() if "model not loaded" in ln), "")
-            out[name] = {"ready_status": status, "detail": detail, "process_alive": alive,
-                         "live_status": live, "log_line": line[:300]}
+            out[name] = {
+                "ready_status": status,
+                "detail": detail,
+                "process_alive": alive,
+                "live_status": live,
+                "log_line": line[:300],
+            }
     return out
 
 
@@ -127,8 +149,11 @@ async def hot_reload(images: list[bytes]) -> dict:
             result = (await load).summary()
         finally:
             server.stop()
-    return {"reload_status": reload.status_code, "served_version_after": served,
-            "load_during_reload": result}
+    return {
+        "reload_status": reload.status_code,
+        "served_version_after": served,
+        "load_during_reload": result,
+    }
 
 
 def plot_memory(samples: list[tuple[float, float]], path: Path) -> None:
@@ -163,38 +188,58 @@ def main() -> None:
     print(json.dumps(bad), flush=True)
     reload = asyncio.run(hot_reload(images))
     print(json.dumps(reload), flush=True)
-    record = {"soak": soak_result, "graceful_shutdown": shutdown, "bad_model_dirs": bad,
-              "hot_reload": reload}
+    record = {
+        "soak": soak_result,
+        "graceful_shutdown": shutdown,
+        "bad_model_dirs": bad,
+        "hot_reload": reload,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "reliability.json").write_text(json.dumps(record, indent=2) + "\n")
     plot_memory(soak_result["rss_samples"], args.out / "reliability_memory.png")
     s = soak_result["load"]
     lines = [
-        "# Reliability", "",
+        "# Reliability",
+        "",
         f"Produced by `python -m bench.reliability --soak-seconds {args.soak_seconds:g}` "
-        "(real server on loopback, 2-core machine shared with the load generator).", "",
-        "## Soak", "",
+        "(real server on loopback, 2-core machine shared with the load generator).",
+        "",
+        "## Soak",
+        "",
         f"{args.soak_seconds / 60:.1f} min at 32 concurrent clients: {s['requests']} requests, "
         f"**{s['errors']} errors**, {s['throughput']:.0f} images/s, p50 {s['p50_ms']:.1f} ms, "
         f"p99 {s['p99_ms']:.1f} ms. Resident memory "
         f"{soak_result['rss_samples'][0][1]:.0f} MiB at start, "
         f"{soak_result['rss_samples'][-1][1]:.0f} MiB at the end; growth over the second half: "
-        f"**{soak_result['rss_growth_second_half_mb']:.1f} MiB**.", "",
-        "![memory](reliability_memory.png)", "",
-        "## Graceful shutdown", "",
+        f"**{soak_result['rss_growth_second_half_mb']:.1f} MiB**.",
+        "",
+        "![memory](reliability_memory.png)",
+        "",
+        "## Graceful shutdown",
+        "",
         f"SIGTERM with 16 requests in flight: {shutdown['answered_200']} of 16 answered 200, "
-        f"{shutdown['failed']} lost; exit code {shutdown['exit_code']}.", "",
-        "## Bad model folder at start", ""]
+        f"{shutdown['failed']} lost; exit code {shutdown['exit_code']}.",
+        "",
+        "## Bad model folder at start",
+        "",
+    ]
     for name, r in bad.items():
-        lines.append(f"- {name}: process alive {r['process_alive']}, /health/live "
-                     f"{r['live_status']}, /health/ready {r['ready_status']} "
-                     f"(`{r['detail']}`); log: `{r['log_line'][:200]}`")
+        lines.append(
+            f"- {name}: process alive {r['process_alive']}, /health/live "
+            f"{r['live_status']}, /health/ready {r['ready_status']} "
+            f"(`{r['detail']}`); log: `{r['log_line'][:200]}`"
+        )
     lr = reload["load_during_reload"]
-    lines += ["", "## Hot reload", "",
-              f"New version dropped in, `POST /admin/reload` under load at 8 clients: reload "
-              f"status {reload['reload_status']}, served version after: "
-              f"{reload['served_version_after']}; during the 20 s: {lr['requests']} requests, "
-              f"**{lr['errors']} errors**, p99 {lr['p99_ms']:.0f} ms.", ""]
+    lines += [
+        "",
+        "## Hot reload",
+        "",
+        f"New version dropped in, `POST /admin/reload` under load at 8 clients: reload "
+        f"status {reload['reload_status']}, served version after: "
+        f"{reload['served_version_after']}; during the 20 s: {lr['requests']} requests, "
+        f"**{lr['errors']} errors**, p99 {lr['p99_ms']:.0f} ms.",
+        "",
+    ]
     (args.out / "reliability.md").write_text("\n".join(lines))
 
 

@@ -72,16 +72,31 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--runtime-seconds", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=PROJECT / "reports")
-    parser.add_argument("--model", type=Path, default=PROJECT / "models" / "wbc-classifier",
-                        help="model folder to serve and to run raw (default: the shipped one)")
-    parser.add_argument("--work-threads", type=int, default=None,
-                        help="WBC_WORK_THREADS for the server (default: the setting's default)")
-    parser.add_argument("--inline-max-pixels", type=int, default=None,
-                        help="WBC_INLINE_MAX_PIXELS for the server (0: every request goes "
-                             "through the work threads; default: the setting's default)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=PROJECT / "models" / "wbc-classifier",
+        help="model folder to serve and to run raw (default: the shipped one)",
+    )
+    parser.add_argument(
+        "--work-threads",
+        type=int,
+        default=None,
+        help="WBC_WORK_THREADS for the server (default: the setting's default)",
+    )
+    parser.add_argument(
+        "--inline-max-pixels",
+        type=int,
+        default=None,
+        help="WBC_INLINE_MAX_PIXELS for the server (0: every request goes "
+        "through the work threads; default: the setting's default)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only (CI smoke)")
-    parser.add_argument("--python-client", action="store_true",
-                        help="use the httpx load generator even when wrk is installed")
+    parser.add_argument(
+        "--python-client",
+        action="store_true",
+        help="use the httpx load generator even when wrk is installed",
+    )
     args = parser.parse_args()
     images = real_images()
     use_wrk = shutil.which("wrk") is not None and not args.python_client
@@ -102,7 +117,8 @@ def main() -> None:
             # CPU the server itself spent per answered request: unlike images/s, not
             # skewed by the load generator sharing the same cores
             row["server_cpu_ms_per_request"] = round(
-                (server.cpu_seconds() - cpu0) * 1000 / max(1, row["requests"]), 2)
+                (server.cpu_seconds() - cpu0) * 1000 / max(1, row["requests"]), 2
+            )
             rows.append(row)
             print(json.dumps(rows[-1]), flush=True)
         rss = server.rss_mb()
@@ -110,7 +126,7 @@ def main() -> None:
 
     from app.predictor import resolve_version_dir
     from bench.runtimes import measure
-    from model_training.preprocessing import preprocess_bytes
+    from wbc_core.preprocessing import preprocess_bytes
 
     version_dir = resolve_version_dir(args.model)
     arrays = np.stack([preprocess_bytes(b).array for b in images[:32]])
@@ -125,24 +141,31 @@ def main() -> None:
     onnx_b1 = raw.get("onnxruntime", {}).get("batch1")
     record = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine.describe(), "workers": args.workers,
-        "model": str(version_dir), "arch": json.loads((version_dir / "metadata.json")
-                                                      .read_text()).get("arch"),
+        "machine": machine.describe(),
+        "workers": args.workers,
+        "model": str(version_dir),
+        "arch": json.loads((version_dir / "metadata.json").read_text()).get("arch"),
         "work_threads": args.work_threads or Settings().work_threads,
-        "inline_max_pixels": (Settings().inline_max_pixels if args.inline_max_pixels is None
-                             else args.inline_max_pixels),
+        "inline_max_pixels": (
+            Settings().inline_max_pixels
+            if args.inline_max_pixels is None
+            else args.inline_max_pixels
+        ),
         "load_generator": "wrk" if use_wrk else "httpx",
-        "seconds_per_level": args.seconds, "cold_start_s": round(cold, 2),
-        "rss_mb_total": round(rss, 1), "rss_mb_per_worker": round(rss / max(1, args.workers), 1),
-        "http": rows, "raw": raw, "stages_ms": stages,
-        "ratio_c8_to_onnx_b1": (by_c[8]["throughput"] / onnx_b1) if onnx_b1 and 8 in by_c
-        else None,
+        "seconds_per_level": args.seconds,
+        "cold_start_s": round(cold, 2),
+        "rss_mb_total": round(rss, 1),
+        "rss_mb_per_worker": round(rss / max(1, args.workers), 1),
+        "http": rows,
+        "raw": raw,
+        "stages_ms": stages,
+        "ratio_c8_to_onnx_b1": (by_c[8]["throughput"] / onnx_b1) if onnx_b1 and 8 in by_c else None,
         # the same work without HTTP: every core running the request's stages back to back
         "inprocess_ceiling": (os.cpu_count() or 1) * 1000 / stages["sum"],
     }
-    record["ratio_c8_to_inprocess_ceiling"] = (by_c[8]["throughput"]
-                                               / record["inprocess_ceiling"]
-                                               if 8 in by_c else None)
+    record["ratio_c8_to_inprocess_ceiling"] = (
+        by_c[8]["throughput"] / record["inprocess_ceiling"] if 8 in by_c else None
+    )
     print(json.dumps(record))
     if args.no_write:
         return
@@ -166,48 +189,73 @@ def extra_flags(args: argparse.Namespace) -> str:
 
 
 def write_markdown(path: Path, rec: dict, args: argparse.Namespace) -> None:
-    lines = ["# Performance", "",
-             f"Produced by `python -m bench.run --seconds {args.seconds:g} --workers "
-             f"{args.workers}{extra_flags(args)}` on {rec['date']} ({rec['machine']}; "
-             f"load generator: {rec['load_generator']}, closed loop, on the same 2 cores as "
-             "the server).", "",
-             "## End to end over HTTP (raw image body, real TEST images: upload, decode, "
-             "white balance (models from v5), localise, resize, inference, JSON)", "",
-             "| clients | requests | errors | images/s | p50 ms | p90 ms | p99 ms | "
-             "server CPU ms / request |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Performance",
+        "",
+        f"Produced by `python -m bench.run --seconds {args.seconds:g} --workers "
+        f"{args.workers}{extra_flags(args)}` on {rec['date']} ({rec['machine']}; "
+        f"load generator: {rec['load_generator']}, closed loop, on the same 2 cores as "
+        "the server).",
+        "",
+        "## End to end over HTTP (raw image body, real TEST images: upload, decode, "
+        "white balance (models from v5), localise, resize, inference, JSON)",
+        "",
+        "| clients | requests | errors | images/s | p50 ms | p90 ms | p99 ms | "
+        "server CPU ms / request |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rec["http"]:
-        lines.append(f"| {r['concurrency']} | {r['requests']} | {r['errors']} | "
-                     f"{r['throughput']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
-                     f"{r['p99_ms']:.1f} | {r['server_cpu_ms_per_request']:.2f} |")
-    lines += ["", f"Cold start to ready: **{rec['cold_start_s']} s**. Resident memory: "
-              f"**{rec['rss_mb_per_worker']} MiB per worker** ({rec['workers']} worker(s), "
-              f"{rec['work_threads']} work threads each; uploads up to "
-              f"{rec['inline_max_pixels']} pixels classified on the event loop). "
-              f"Model: `{rec['model']}` "
-              f"(arch `{rec['arch']}`).", "",
-              "![throughput and latency](performance.png)", "",
-              "## Raw runtimes, same weights (images/s)", "",
-              "| runtime | batch 1 | batch 32 |", "|---|---|---|"]
+        lines.append(
+            f"| {r['concurrency']} | {r['requests']} | {r['errors']} | "
+            f"{r['throughput']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {r['server_cpu_ms_per_request']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Cold start to ready: **{rec['cold_start_s']} s**. Resident memory: "
+        f"**{rec['rss_mb_per_worker']} MiB per worker** ({rec['workers']} worker(s), "
+        f"{rec['work_threads']} work threads each; uploads up to "
+        f"{rec['inline_max_pixels']} pixels classified on the event loop). "
+        f"Model: `{rec['model']}` "
+        f"(arch `{rec['arch']}`).",
+        "",
+        "![throughput and latency](performance.png)",
+        "",
+        "## Raw runtimes, same weights (images/s)",
+        "",
+        "| runtime | batch 1 | batch 32 |",
+        "|---|---|---|",
+    ]
     for name, r in rec["raw"].items():
         if "error" in r:
             lines.append(f"| {name} | unavailable: {r['error'][:120]} | |")
         else:
             lines.append(f"| {name} | {r['batch1']:.0f} | {r['batch32']:.0f} |")
-    lines += ["", "## Where the time goes (one request, one thread, median ms per image)", "",
-              "| " + " | ".join(rec["stages_ms"]) + " |",
-              "|" + "---|" * len(rec["stages_ms"]),
-              "| " + " | ".join(f"{v:.2f}" for v in rec["stages_ms"].values()) + " |", "",
-              "Measured by `bench/stages.py` inside the same run; HTTP parsing and the "
-              "framework add the difference between this sum and the p50 at 1 client."]
+    lines += [
+        "",
+        "## Where the time goes (one request, one thread, median ms per image)",
+        "",
+        "| " + " | ".join(rec["stages_ms"]) + " |",
+        "|" + "---|" * len(rec["stages_ms"]),
+        "| " + " | ".join(f"{v:.2f}" for v in rec["stages_ms"].values()) + " |",
+        "",
+        "Measured by `bench/stages.py` inside the same run; HTTP parsing and the "
+        "framework add the difference between this sum and the p50 at 1 client.",
+    ]
     if rec["ratio_c8_to_onnx_b1"]:
-        lines += ["", f"HTTP throughput at 8 clients / raw ONNX Runtime batch 1: "
-                      f"**{rec['ratio_c8_to_onnx_b1']:.2f}**."]
+        lines += [
+            "",
+            f"HTTP throughput at 8 clients / raw ONNX Runtime batch 1: "
+            f"**{rec['ratio_c8_to_onnx_b1']:.2f}**.",
+        ]
     if rec.get("ratio_c8_to_inprocess_ceiling"):
-        lines += ["", f"HTTP throughput at 8 clients / the same stages in process on every "
-                      f"core with no HTTP and no load generator ({rec['inprocess_ceiling']:.0f}"
-                      f" images/s = cores x 1000 / the sum above): "
-                      f"**{rec['ratio_c8_to_inprocess_ceiling']:.2f}**."]
+        lines += [
+            "",
+            f"HTTP throughput at 8 clients / the same stages in process on every "
+            f"core with no HTTP and no load generator ({rec['inprocess_ceiling']:.0f}"
+            f" images/s = cores x 1000 / the sum above): "
+            f"**{rec['ratio_c8_to_inprocess_ceiling']:.2f}**.",
+        ]
     path.write_text("\n".join(lines) + "\n")
 
 

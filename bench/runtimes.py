@@ -31,8 +31,10 @@ def measure(version_dir: Path, images: np.ndarray, seconds: float = 3.0) -> dict
     b1 = images[:1].astype(np.float32)
     b32 = np.resize(images, (32, *images.shape[1:])).astype(np.float32)
     fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
-    results["tensorflow"] = {f"batch{len(b)}": _throughput(lambda x: fn(image=tf.constant(x)),
-                                                           b, seconds) for b in (b1, b32)}
+    results["tensorflow"] = {
+        f"batch{len(b)}": _throughput(lambda x: fn(image=tf.constant(x)), b, seconds)
+        for b in (b1, b32)
+    }
 
     tflite = tf.lite.TFLiteConverter.from_saved_model(str(version_dir)).convert()
     tfl: dict[str, float] = {}
@@ -58,13 +60,28 @@ def measure(version_dir: Path, images: np.ndarray, seconds: float = 3.0) -> dict
             import subprocess
             import sys
 
-            subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model",
-                            str(version_dir), "--output", str(onnx_path), "--opset", "17"],
-                           check=True, capture_output=True, timeout=600)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "tf2onnx.convert",
+                    "--saved-model",
+                    str(version_dir),
+                    "--output",
+                    str(onnx_path),
+                    "--opset",
+                    "17",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
             sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
             name = sess.get_inputs()[0].name
-            results["onnxruntime"] = {f"batch{len(b)}": _throughput(
-                lambda x: sess.run(None, {name: x}), b, seconds) for b in (b1, b32)}
+            results["onnxruntime"] = {
+                f"batch{len(b)}": _throughput(lambda x: sess.run(None, {name: x}), b, seconds)
+                for b in (b1, b32)
+            }
     except Exception as exc:  # noqa: BLE001 - report why, keep the other figures
         results["onnxruntime"] = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
     return results

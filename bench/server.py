@@ -29,8 +29,9 @@ def _tcp_rows(port: int, state: str) -> list[list[str]] | None:
             lines = Path(table).read_text().splitlines()[1:]
         except OSError:
             return None
-        rows += [f for f in map(str.split, lines)
-                 if f[1].endswith(f":{port:04X}") and f[3] == state]
+        rows += [
+            f for f in map(str.split, lines) if f[1].endswith(f":{port:04X}") and f[3] == state
+        ]
     return rows
 
 
@@ -62,20 +63,33 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
-        self.env = {**os.environ, "WBC_PORT": str(self.port), "WBC_HOST": "127.0.0.1",
-                    "WBC_WORKERS": str(workers), "WBC_LOG_LEVEL": "WARNING",
-                    "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+        self.env = {
+            **os.environ,
+            "WBC_PORT": str(self.port),
+            "WBC_HOST": "127.0.0.1",
+            "WBC_WORKERS": str(workers),
+            "WBC_LOG_LEVEL": "WARNING",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            **(env or {}),
+        }
         self.proc: subprocess.Popen[bytes] | None = None
         self.cold_start_s = float("nan")
 
     def start(self, timeout: float = 120) -> Server:
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=PROJECT, env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app"],
+            cwd=PROJECT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         while time.perf_counter() - t0 < timeout:
             try:
-                if (httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200
-                        and listening_sockets(self.port) >= self.workers):
+                if (
+                    httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200
+                    and listening_sockets(self.port) >= self.workers
+                ):
                     self.cold_start_s = time.perf_counter() - t0  # every worker serving
                     return self
             except httpx.TransportError:

@@ -29,7 +29,7 @@ def speeds(steps: int, repeats: int, batch: int = 32) -> list[dict[str, Any]]:
     import keras
     import numpy as np
 
-    from model_training.network import make_model
+    from wbc_core.network import make_model
 
     rng = np.random.default_rng(0)
     runs = []
@@ -48,64 +48,93 @@ def speeds(steps: int, repeats: int, batch: int = 32) -> list[dict[str, Any]]:
             start = time.perf_counter()
             model.predict(x, batch_size=batch, verbose=0)
             infer.append(len(x) / (time.perf_counter() - start))
-    return [{"arch": arch, "size": size, "params": model.count_params(),
-             "train_img_s": round(float(np.median(train)), 1),
-             "train_img_s_range": [round(min(train), 1), round(max(train), 1)],
-             "predict_img_s": round(float(np.median(infer)), 1)}
-            for (arch, size), (model, _, _, train, infer) in zip(NETWORKS, runs, strict=True)]
+    return [
+        {
+            "arch": arch,
+            "size": size,
+            "params": model.count_params(),
+            "train_img_s": round(float(np.median(train)), 1),
+            "train_img_s_range": [round(min(train), 1), round(max(train), 1)],
+            "predict_img_s": round(float(np.median(infer)), 1),
+        }
+        for (arch, size), (model, _, _, train, infer) in zip(NETWORKS, runs, strict=True)
+    ]
 
 
-def real_runs(reports: Path = Path("reports")) -> list[dict[str, Any]]:
-    """Training throughput of the real runs behind reports/*/metrics.json: images seen per
+def real_runs(reports: Path = Path("reports/experiments")) -> list[dict[str, Any]]:
+    """Training throughput of the real runs behind reports/experiments/*/metrics.json: images seen per
     second of training wall time (the epochs' validation passes included)."""
     rows = []
     for path in sorted(reports.glob("*/metrics.json")):
         m = json.loads(path.read_text())
         if not {"train_seconds", "epochs_run", "n_train", "arch"} <= m.keys():
             continue  # cross-validations and robustness records
-        rows.append({"report": path.parent.name, "arch": m["arch"], "epochs": m["epochs_run"],
-                     "n_train": m["n_train"], "minutes": m["train_seconds"] / 60,
-                     "img_s": m["epochs_run"] * m["n_train"] / m["train_seconds"],
-                     "machine": m.get("machine", "?")})
+        rows.append(
+            {
+                "report": path.parent.name,
+                "arch": m["arch"],
+                "epochs": m["epochs_run"],
+                "n_train": m["n_train"],
+                "minutes": m["train_seconds"] / 60,
+                "img_s": m["epochs_run"] * m["n_train"] / m["train_seconds"],
+                "machine": m.get("machine", "?"),
+            }
+        )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="timed passes per network; the median is reported")
-    parser.add_argument("--out", type=Path, default=Path("reports/training-speed.md"))
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed passes per network; the median is reported"
+    )
+    parser.add_argument("--out", type=Path, default=Path("reports/experiments/training-speed.md"))
     args = parser.parse_args()
     rows = speeds(args.steps, args.repeats)
     for r in rows:
         print(json.dumps(r), flush=True)
     command = f"python -m bench.train_speed --steps {args.steps} --repeats {args.repeats}"
-    lines = ["# Training speed on 2 CPU cores", "",
-             f"Produced by `{command}` on {machine.describe()} (in-memory batches of 32, so "
-             "only the network's cost is measured; median of the timed passes, which take "
-             "turns, and their range).", "",
-             "| arch | input | parameters | train images/s | range | predict images/s | "
-             "32 epochs over TRAIN (9,957) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Training speed on 2 CPU cores",
+        "",
+        f"Produced by `{command}` on {machine.describe()} (in-memory batches of 32, so "
+        "only the network's cost is measured; median of the timed passes, which take "
+        "turns, and their range).",
+        "",
+        "| arch | input | parameters | train images/s | range | predict images/s | "
+        "32 epochs over TRAIN (9,957) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         hours = 32 * 9957 / r["train_img_s"] / 3600
         low, high = r["train_img_s_range"]
-        lines.append(f"| {r['arch']} | {r['size']} | {r['params']:,} | {r['train_img_s']} | "
-                     f"{low}-{high} | {r['predict_img_s']} | {hours:.1f} h |")
+        lines.append(
+            f"| {r['arch']} | {r['size']} | {r['params']:,} | {r['train_img_s']} | "
+            f"{low}-{high} | {r['predict_img_s']} | {hours:.1f} h |"
+        )
     paper, wbc = rows[0]["train_img_s"], rows[2]["train_img_s"]
-    lines += ["", f"`wbc` against `paper` at 150: **{wbc / paper:.1f}x** the training images "
-              "per second in this run.", "",
-              "## The real training runs behind the reports", "",
-              "Images seen per second of training wall time (epochs x training images / "
-              "wall time, the epochs' validation passes included), from each report's "
-              "metrics.json, on whatever machine that day had: the synthetic figures above "
-              "move with it.", "",
-              "| report | arch | epochs | training images | wall time | images/s | machine |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"`wbc` against `paper` at 150: **{wbc / paper:.1f}x** the training images "
+        "per second in this run.",
+        "",
+        "## The real training runs behind the reports",
+        "",
+        "Images seen per second of training wall time (epochs x training images / "
+        "wall time, the epochs' validation passes included), from each report's "
+        "metrics.json, on whatever machine that day had: the synthetic figures above "
+        "move with it.",
+        "",
+        "| report | arch | epochs | training images | wall time | images/s | machine |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in real_runs():
-        lines.append(f"| [{r['report']}]({r['report']}/report.md) | {r['arch']} | "
-                     f"{r['epochs']} | {r['n_train']:,} | {r['minutes']:.1f} min | "
-                     f"{r['img_s']:.0f} | {r['machine']} |")
+        lines.append(
+            f"| [{r['report']}]({r['report']}/report.md) | {r['arch']} | "
+            f"{r['epochs']} | {r['n_train']:,} | {r['minutes']:.1f} min | "
+            f"{r['img_s']:.0f} | {r['machine']} |"
+        )
     lines += ["", ANALYSIS]
     args.out.write_text("\n".join(lines) + "\n")
 
@@ -120,16 +149,15 @@ the CPU was not recorded then) it gave paper at 150 33.3 training images/s, pape
 image. On the AVX-512 CPU of the table above the paper network trains several times
 faster than that. `wbc`'s lead over it is the ratio printed under the table; the range
 column shows how far this machine drifts within one run. The real runs: the paper
-network's one full run saw 32 images/s (2026-11-29); the `wbc` runs saw 86-141 images/s
-up to session 8 and 229-253 on the fast days of session 9 (the CPU is recorded from
-session 10 on).
+network's one full run saw 32 images/s (2026-11-29); the `wbc` runs saw 86-253 images/s
+on the CPUs of 2026-11-29 to 2026-12-01 (later reports record the CPU).
 
 The architecture keeps training inside the 30-minute budget on either kind of day: the
 `wbc` network averages 2x2 first (the cell crop is upsampled from about 80-100 source
 pixels to 150, so little is lost), uses a stride-2 stem, and pools at the start of each
 residual block so that its separable convolutions run at 38, 19, 10 and 5 pixels, with a
 fifth of the paper network's weights. The shipped model trains in the wall time quoted in
-[official/report.md](official/report.md); every timing since session 10 names its CPU."""
+[official/report.md](official/report.md); its timings name their CPU."""
 
 
 if __name__ == "__main__":

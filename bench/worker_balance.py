@@ -40,8 +40,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
-    parser.add_argument("--no-balance", action="store_true",
-                        help="WBC_BALANCE_CONNECTIONS=false: the kernel's hash alone")
+    parser.add_argument(
+        "--no-balance",
+        action="store_true",
+        help="WBC_BALANCE_CONNECTIONS=false: the kernel's hash alone",
+    )
     args = parser.parse_args()
     images = sorted((args.data / "TEST").glob("*/*"))[:200]
     env = {"WBC_BALANCE_CONNECTIONS": "false"} if args.no_balance else {}
@@ -53,17 +56,28 @@ def main() -> None:
             held: dict[int, int] = {}
             sampler = threading.Timer(
                 args.seconds - 0.5,
-                lambda held=held, pids=pids: held.update(established_per_process(server.port,
-                                                                                 pids)))
+                lambda held=held, pids=pids: held.update(
+                    established_per_process(server.port, pids)
+                ),
+            )
             sampler.start()
             result = run_wrk(server.url, images, args.clients, args.seconds)
             sampler.join()
             used = [cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)]
             busy = sorted((u for u in used if u > 0.01), reverse=True)
-            print(json.dumps({"round": round_ + 1, "images_per_s": round(result["throughput"]),
-                              "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
-                              "connections_at_end": sorted(held.values(), reverse=True),
-                              "worker_cpu_s": [round(u, 2) for u in busy]}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "round": round_ + 1,
+                        "images_per_s": round(result["throughput"]),
+                        "p50_ms": result["p50_ms"],
+                        "p99_ms": result["p99_ms"],
+                        "connections_at_end": sorted(held.values(), reverse=True),
+                        "worker_cpu_s": [round(u, 2) for u in busy],
+                    }
+                ),
+                flush=True,
+            )
     finally:
         assert server.proc
         server.proc.terminate()

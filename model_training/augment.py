@@ -23,13 +23,14 @@ import numpy as np
 import tensorflow as tf
 
 from model_training.data import CLASSES, Dataset
-from model_training.preprocessing import BACKGROUND_LEVEL, IMAGE_SIZE
+from wbc_core.preprocessing import BACKGROUND_LEVEL, IMAGE_SIZE
 
 # Stain vectors (optical density of one unit of each stain in R, G, B), Ruifrok and
 # Johnston's haematoxylin / eosin / DAB: any basis spans the stain colours; this one moves
 # the nuclear and the cytoplasmic/red-cell stains separately.
-RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]],
-                        dtype=np.float32)
+RGB_FROM_HED = np.array(
+    [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=np.float32
+)
 HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED).astype(np.float32)
 
 
@@ -78,14 +79,17 @@ def zoom_shift(image: tf.Tensor, zoom: tuple[float, float], shift: float) -> tf.
     outside the crop is slide-background grey."""
     side = tf.exp(tf.random.uniform([], math.log(zoom[0]), math.log(zoom[1])))
     centre = 0.5 + tf.random.uniform([2], -shift, shift)
-    box = tf.stack([centre[0] - side / 2, centre[1] - side / 2,
-                    centre[0] + side / 2, centre[1] + side / 2])[None]
-    return tf.image.crop_and_resize(image[None], box, [0], [IMAGE_SIZE, IMAGE_SIZE],
-                                    extrapolation_value=BACKGROUND_LEVEL)[0]
+    box = tf.stack(
+        [centre[0] - side / 2, centre[1] - side / 2, centre[0] + side / 2, centre[1] + side / 2]
+    )[None]
+    return tf.image.crop_and_resize(
+        image[None], box, [0], [IMAGE_SIZE, IMAGE_SIZE], extrapolation_value=BACKGROUND_LEVEL
+    )[0]
 
 
-def augment_image(image: tf.Tensor, label: tf.Tensor, aug: SiteAugmentation
-                  ) -> tuple[tf.Tensor, tf.Tensor]:
+def augment_image(
+    image: tf.Tensor, label: tf.Tensor, aug: SiteAugmentation
+) -> tuple[tf.Tensor, tf.Tensor]:
     """One training crop (uint8) to a float 0..255 crop as another lab might have made it."""
     from model_training.train import augment  # flips, turns, gamma, hue/sat/brightness
 
@@ -96,8 +100,9 @@ def augment_image(image: tf.Tensor, label: tf.Tensor, aug: SiteAugmentation
     image = zoom_shift(image, aug.zoom, aug.shift)
     if aug.blur > 0:
         sigma = tf.random.uniform([], 0.0, aug.blur)
-        image = tf.cond(tf.random.uniform([]) < 0.5,
-                        lambda: gaussian_blur(image, sigma), lambda: image)
+        image = tf.cond(
+            tf.random.uniform([]) < 0.5, lambda: gaussian_blur(image, sigma), lambda: image
+        )
     if aug.noise > 0:
         sigma = tf.random.uniform([], 0.0, aug.noise)
         image = image + sigma * tf.random.normal(tf.shape(image))
@@ -107,7 +112,8 @@ def augment_image(image: tf.Tensor, label: tf.Tensor, aug: SiteAugmentation
         image = tf.cond(
             tf.random.uniform([]) < 0.5,
             lambda: tf.image.random_jpeg_quality(image / 255.0, low, high) * 255.0,
-            lambda: image)
+            lambda: image,
+        )
     if aug.grey > 0:
         grey = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image))
         image = tf.cond(tf.random.uniform([]) < aug.grey, lambda: grey, lambda: image)
@@ -115,18 +121,28 @@ def augment_image(image: tf.Tensor, label: tf.Tensor, aug: SiteAugmentation
     return image, label
 
 
-def site_balanced(sets: list[Dataset], batch: int, seed: int, aug: SiteAugmentation
-                  ) -> tf.data.Dataset:
+def site_balanced(
+    sets: list[Dataset], batch: int, seed: int, aug: SiteAugmentation
+) -> tf.data.Dataset:
     """An endless training stream drawing each crop from a site chosen uniformly at random
     (every site equally often, whatever its size), augmented, in batches."""
     streams = []
     for i, ds in enumerate(sets):
         onehot = tf.one_hot(ds.y, len(CLASSES))
-        streams.append(tf.data.Dataset.from_tensor_slices((ds.x, onehot))
-                       .shuffle(len(ds.y), seed=seed + i, reshuffle_each_iteration=True)
-                       .repeat())
-    data = (streams[0] if len(streams) == 1 else
-            tf.data.Dataset.sample_from_datasets(streams, [1 / len(streams)] * len(streams),
-                                                 seed=seed))
-    return (data.map(lambda x, y: augment_image(x, y, aug), num_parallel_calls=tf.data.AUTOTUNE)
-            .batch(batch).prefetch(tf.data.AUTOTUNE))
+        streams.append(
+            tf.data.Dataset.from_tensor_slices((ds.x, onehot))
+            .shuffle(len(ds.y), seed=seed + i, reshuffle_each_iteration=True)
+            .repeat()
+        )
+    data = (
+        streams[0]
+        if len(streams) == 1
+        else tf.data.Dataset.sample_from_datasets(
+            streams, [1 / len(streams)] * len(streams), seed=seed
+        )
+    )
+    return (
+        data.map(lambda x, y: augment_image(x, y, aug), num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch)
+        .prefetch(tf.data.AUTOTUNE)
+    )

@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from model_training import localise, preprocessing
-from model_training.preprocessing import IMAGE_SIZE, ImageError, preprocess_file
+from model_training.bccd import read_table
+from wbc_core import localise, preprocessing
+from wbc_core.classes import CLASSES
+from wbc_core.preprocessing import IMAGE_SIZE, ImageError, preprocess_file
 
 log = logging.getLogger(__name__)
 
-CLASSES = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 _VIEW_NAME = re.compile(r"^_(\d+)_\d+$")  # _<k>_<n>.jpeg: k named the cell (not in Kaggle)
 
@@ -52,19 +53,20 @@ class Dataset:
 
     def fingerprint(self) -> dict[str, int | str]:
         """Size and hash of (file name, source cell) pairs: which exact images were used."""
-        rows = sorted(f"{Path(p).parent.name}/{Path(p).name}|{g}"
-                      for p, g in zip(self.paths, self.groups, strict=True))
+        rows = sorted(
+            f"{Path(p).parent.name}/{Path(p).name}|{g}"
+            for p, g in zip(self.paths, self.groups, strict=True)
+        )
         return {"n": len(rows), "sha256": hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]}
 
     def subset(self, index: np.ndarray) -> Dataset:
-        return Dataset(self.x[index], self.y[index], self.groups[index],
-                       [self.paths[i] for i in index])
+        return Dataset(
+            self.x[index], self.y[index], self.groups[index], [self.paths[i] for i in index]
+        )
 
 
 @functools.cache
 def _source_fields() -> dict[tuple[str, str, str, int], str]:
-    from model_training.source_fields import read_table
-
     return read_table()
 
 
@@ -75,7 +77,8 @@ def group_of(path: Path, label: int) -> str:
     trees): ``k``. Anything else: the file itself."""
     name = CLASSES[label]
     photograph = _source_fields().get(
-        (path.parent.parent.name, name, path.name, path.stat().st_size))
+        (path.parent.parent.name, name, path.name, path.stat().st_size)
+    )
     if photograph:
         return f"{name}/{photograph}"
     match = _VIEW_NAME.match(path.stem)
@@ -134,8 +137,9 @@ def _progress(done: int, total: int, label: str) -> None:
     sys.stderr.flush()
 
 
-def load_folder(root: Path, cache_dir: Path | None = None, workers: int | None = None,
-                balance: str = "white") -> Dataset:
+def load_folder(
+    root: Path, cache_dir: Path | None = None, workers: int | None = None, balance: str = "white"
+) -> Dataset:
     """Preprocess every image of a class-folder tree once; cache the arrays on disk.
     ``balance``: as the model is trained (``preprocessing.BALANCES``; models from v5 on
     white-balance)."""
@@ -162,9 +166,13 @@ def load_folder(root: Path, cache_dir: Path | None = None, workers: int | None =
         skipped = []
         workers = workers or min(4, os.cpu_count() or 1)
         with ProcessPoolExecutor(workers) as pool:
-            for i, result in enumerate(pool.map(functools.partial(_load_one, balance=balance),
-                                                [s.path for s in samples],
-                                                chunksize=64)):
+            for i, result in enumerate(
+                pool.map(
+                    functools.partial(_load_one, balance=balance),
+                    [s.path for s in samples],
+                    chunksize=64,
+                )
+            ):
                 if isinstance(result, str):
                     log.warning("skipping unreadable image %s", result)
                     skipped.append(result)
@@ -185,8 +193,9 @@ def load_folder(root: Path, cache_dir: Path | None = None, workers: int | None =
     return Dataset(x, labels[keep], groups[keep], [paths[i] for i in keep], skipped)
 
 
-def grouped_split(groups: np.ndarray, labels: np.ndarray, fraction: float,
-                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+def grouped_split(
+    groups: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices (rest, held_out): about ``fraction`` of each class's groups held out whole."""
     rng = np.random.default_rng(seed)
     held: list[str] = []
@@ -199,8 +208,9 @@ def grouped_split(groups: np.ndarray, labels: np.ndarray, fraction: float,
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
-def random_split(n: int, seed: int, fractions: tuple[float, float] = (0.8, 0.1)
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def random_split(
+    n: int, seed: int, fractions: tuple[float, float] = (0.8, 0.1)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The paper's split: a random 80/10/10 permutation of all files (leaks views)."""
     order = np.random.default_rng(seed).permutation(n)
     a = int(fractions[0] * n)
@@ -233,8 +243,7 @@ def check_cells(cells: Sequence[str], known: Sequence[str] | np.ndarray) -> None
         raise DataError(f"cells to exclude not in the data: {sorted(unknown)[:5]}")
 
 
-def without_cells(ds: Dataset, cells: Sequence[str], known: Sequence[str] | None = None
-                  ) -> Dataset:
+def without_cells(ds: Dataset, cells: Sequence[str], known: Sequence[str] | None = None) -> Dataset:
     """``ds`` less every view of ``cells`` (its skipped files kept), which must be among
     ``known`` (default: ``ds``'s own cells)."""
     check_cells(cells, ds.groups if known is None else known)

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_training.preprocessing import IMAGE_SIZE
+from wbc_core.preprocessing import IMAGE_SIZE
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "image"
@@ -49,26 +49,6 @@ def export_savedmodel(model: keras.Model, version_dir: Path, metadata: dict[str,
     (version_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
 
 
-def load_keras(version_dir: Path) -> keras.Model:
-    """The Keras model of an exported SavedModel, rebuilt from the arch in its
-    ``metadata.json`` (an ensemble of ``members`` of them where it says so) and given the
-    SavedModel's own variables (same order, checked by shape): no extra artefact is needed."""
-    from model_training.network import make_ensemble, make_model
-
-    metadata = json.loads((Path(version_dir) / "metadata.json").read_text())
-    arch, members = metadata.get("arch", "wbc"), int(metadata.get("members", 1))
-    model = (make_ensemble([make_model(arch) for _ in range(members)]) if members > 1
-             else make_model(arch))
-    loaded = tf.saved_model.load(str(version_dir))
-    if len(model.variables) != len(loaded.variables):
-        raise RuntimeError(f"{version_dir}: SavedModel variables do not match the architecture")
-    for target, source in zip(model.variables, loaded.variables, strict=True):
-        if tuple(target.shape) != tuple(source.shape):
-            raise RuntimeError(f"{version_dir}: variable shape mismatch at {target.path}")
-        target.assign(source)
-    return model
-
-
 class SavedModelRunner:
     """Calls a SavedModel's ``serving_default`` on uint8 or float batches."""
 
@@ -84,12 +64,11 @@ class SavedModelRunner:
     def has_features(self) -> bool:
         return FEATURES_NAME in self.fn.structured_outputs
 
-    def run(self, batch: np.ndarray, batch_size: int = 128
-            ) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(self, batch: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities [N, 4] and, where the model exports them, features [N, D]."""
         probs, feats = [], []
         for start in range(0, len(batch), batch_size):
-            chunk = tf.constant(batch[start:start + batch_size], dtype=tf.float32)
+            chunk = tf.constant(batch[start : start + batch_size], dtype=tf.float32)
             out = self.fn(**{INPUT_NAME: chunk})
             probs.append(out[OUTPUT_NAME].numpy())
             if FEATURES_NAME in out:

@@ -11,17 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from model_training import localise
-from model_training.preprocessing import decode, locate, locate_cells
-
-Box = tuple[float, float, float, float]
+from model_training.bccd import Box, wbc_boxes
+from wbc_core import localise
+from wbc_core.preprocessing import decode, locate, locate_cells
 
 
 def iou(a: Box, b: Box) -> float:
@@ -32,21 +30,12 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def wbc_boxes(xml_path: Path) -> list[Box]:
-    root = ET.parse(xml_path).getroot()
-    boxes = []
-    for obj in root.findall("object"):
-        if obj.findtext("name") == "WBC":
-            bb = obj.find("bndbox")
-            assert bb is not None
-            boxes.append(
-                tuple(float(bb.findtext(k) or 0) for k in ("xmin", "ymin", "xmax", "ymax"))
-            )
-    return boxes  # type: ignore[return-value]
-
-
-def evaluate_fields(bccd: Path, names: list[str], balance: str = "white",
-                    perturb: Callable[[Image.Image], Image.Image] | None = None) -> list[dict]:
+def evaluate_fields(
+    bccd: Path,
+    names: list[str],
+    balance: str = "white",
+    perturb: Callable[[Image.Image], Image.Image] | None = None,
+) -> list[dict]:
     """IoU of the found box with the nearest true white-cell box, as the service finds it
     (after white balance, as for models from v5 on); ``perturb``: applied to each field."""
     rows = []
@@ -63,8 +52,16 @@ def evaluate_fields(bccd: Path, names: list[str], balance: str = "white",
         ms = (time.perf_counter() - start) * 1000
         pred = _box(box)
         best = max(iou(pred, t) for t in truth)
-        rows.append({"name": name, "iou": best, "ms": ms, "pred": pred, "truth": truth,
-                     "localised": box.localised})
+        rows.append(
+            {
+                "name": name,
+                "iou": best,
+                "ms": ms,
+                "pred": pred,
+                "truth": truth,
+                "localised": box.localised,
+            }
+        )
     return rows
 
 
@@ -99,9 +96,14 @@ def every_cell(fields: list[tuple[Image.Image, list[Box]]]) -> dict[str, float |
             two += 1
             both += len(found) == 2 and (
                 min(iou(found[0], truth[0]), iou(found[1], truth[1])) >= 0.5
-                or min(iou(found[0], truth[1]), iou(found[1], truth[0])) >= 0.5)
-    return {"one_cell_fields": one, "false_other_cell": false_other,
-            "two_cell_fields": two, "both_found": both}
+                or min(iou(found[0], truth[1]), iou(found[1], truth[0])) >= 0.5
+            )
+    return {
+        "one_cell_fields": one,
+        "false_other_cell": false_other,
+        "two_cell_fields": two,
+        "both_found": both,
+    }
 
 
 def fit_other_cells(fields: list[tuple[Image.Image, list[Box]]]) -> dict[str, dict]:
@@ -152,13 +154,18 @@ def fit(bccd: Path, names: list[str]) -> list[tuple]:
 
     fields = bccd_fields(bccd, names)
     results = []
-    grid = itertools.product([35, 45, 55], [0.45, 0.55, 0.65], [1.2, 1.35, 1.5, 1.7],
-                             [0.0, 0.02, 0.04, 0.06], [96, 128])
+    grid = itertools.product(
+        [35, 45, 55], [0.45, 0.55, 0.65], [1.2, 1.35, 1.5, 1.7], [0.0, 0.02, 0.04, 0.06], [96, 128]
+    )
     for values in grid:
-        (localise.SCORE_MIN, localise.SCORE_REL, localise.CELL_MARGIN, localise.CELL_PAD_FRAC,
-         localise.WORK_SIDE) = values
-        ious = np.array([max(iou(_box(locate(im)[0]), t) for t in truth)
-                         for im, truth in fields])
+        (
+            localise.SCORE_MIN,
+            localise.SCORE_REL,
+            localise.CELL_MARGIN,
+            localise.CELL_PAD_FRAC,
+            localise.WORK_SIDE,
+        ) = values
+        ious = np.array([max(iou(_box(locate(im)[0]), t) for t in truth) for im, truth in fields])
         results.append((float((ious >= 0.5).mean()), float(ious.mean()), *values))
     return sorted(results, reverse=True)
 
@@ -172,14 +179,18 @@ def main() -> None:
     parser.add_argument("--bccd", type=Path, default=Path("../shared/data/bccd"))
     parser.add_argument("--out", type=Path, default=Path("reports/localisation"))
     parser.add_argument("--kaggle", type=Path, default=Path("../shared/data/kaggle-blood-cells"))
-    parser.add_argument("--fit", action="store_true",
-                        help="grid-search the constants on trainval and print the best")
+    parser.add_argument(
+        "--fit",
+        action="store_true",
+        help="grid-search the constants on trainval and print the best",
+    )
     args = parser.parse_args()
     sets = args.bccd / "ImageSets" / "Main"
     lists = {s: (sets / f"{s}.txt").read_text().split() for s in ("trainval", "test")}
     if args.fit:
-        print("share IoU>=0.5, mean IoU, SCORE_MIN, SCORE_REL, CELL_MARGIN, CELL_PAD_FRAC, "
-              "WORK_SIDE")
+        print(
+            "share IoU>=0.5, mean IoU, SCORE_MIN, SCORE_REL, CELL_MARGIN, CELL_PAD_FRAC, WORK_SIDE"
+        )
         for row in fit(args.bccd, lists["trainval"])[:10]:
             print(row)
         return
@@ -190,18 +201,22 @@ def main() -> None:
         "test": summary(results["test"]),
         "trainval": summary(results["trainval"]),
         "all": summary(all_rows),
-        "ms_per_field_640x480": {"median": float(np.median(ms)),
-                                 "p95": float(np.percentile(ms, 95))},
+        "ms_per_field_640x480": {
+            "median": float(np.median(ms)),
+            "p95": float(np.percentile(ms, 95)),
+        },
         "command": "python -m model_training.localise_eval --bccd ../shared/data/bccd "
-                   "--out reports/localisation",
+        "--out reports/localisation",
     }
     metrics["ms_per_image_320x240"] = kaggle_timing(args.kaggle)
     metrics["perturbations_test"] = perturbation_table(args.bccd, lists["test"])
     metrics["kaggle_box_stability"] = kaggle_stability(args.kaggle)
     fields = {s: bccd_fields(args.bccd, names) for s, names in lists.items()}
-    metrics["other_cells"] = {"OTHER_CELL_REL": localise.OTHER_CELL_REL,
-                              **{s: every_cell(f) for s, f in fields.items()},
-                              "trainval_grid": fit_other_cells(fields["trainval"])}
+    metrics["other_cells"] = {
+        "OTHER_CELL_REL": localise.OTHER_CELL_REL,
+        **{s: every_cell(f) for s, f in fields.items()},
+        "trainval_grid": fit_other_cells(fields["trainval"]),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     draw_grid(args.bccd, results["test"], args.out / "boxes.png")
@@ -214,16 +229,23 @@ def appearance_perturbations() -> dict[str, Callable[[Image.Image], Image.Image]
     geometry (zoom and scale move the true box)."""
     from model_training.robustness import PERTURBATIONS
 
-    return {n: fn for n, fn in PERTURBATIONS.items()
-            if n != "none" and not n.startswith(("zoom", "scale"))}
+    return {
+        n: fn
+        for n, fn in PERTURBATIONS.items()
+        if n != "none" and not n.startswith(("zoom", "scale"))
+    }
 
 
 def perturbation_table(bccd: Path, names: list[str]) -> dict[str, dict[str, float]]:
     """Share of test fields found (IoU >= 0.5) under each appearance perturbation of the
     robustness report, with and without white balance."""
-    return {name: {mode: summary(evaluate_fields(bccd, names, balance, fn))["iou_ge_0.5"]
-                   for mode, balance in (("balanced", "white"), ("unbalanced", "none"))}
-            for name, fn in appearance_perturbations().items()}
+    return {
+        name: {
+            mode: summary(evaluate_fields(bccd, names, balance, fn))["iou_ge_0.5"]
+            for mode, balance in (("balanced", "white"), ("unbalanced", "none"))
+        }
+        for name, fn in appearance_perturbations().items()
+    }
 
 
 def kaggle_stability(kaggle: Path) -> dict[str, dict[str, float]] | None:
@@ -241,10 +263,14 @@ def kaggle_stability(kaggle: Path) -> dict[str, dict[str, float]] | None:
     clean = [_box(locate(im)[0]) for im in images]
     table = {}
     for name, fn in appearance_perturbations().items():
-        ious = np.array([iou(_box(locate(fn(im))[0]), c) for im, c in zip(images, clean,
-                                                                         strict=True)])
-        table[name] = {"cells": len(ious), "mean_iou": float(ious.mean()),
-                       "iou_lt_0.5": float(np.mean(ious < 0.5))}
+        ious = np.array(
+            [iou(_box(locate(fn(im))[0]), c) for im, c in zip(images, clean, strict=True)]
+        )
+        table[name] = {
+            "cells": len(ious),
+            "mean_iou": float(ious.mean()),
+            "iou_lt_0.5": float(np.mean(ious < 0.5)),
+        }
     return table
 
 
@@ -272,59 +298,95 @@ def other_cells_lines(o: dict | None) -> list[str]:
         return []
 
     def row(name: str, c: dict) -> str:
-        return (f"| {name} | {c['false_other_cell']} of {c['one_cell_fields']} | "
-                f"{c['both_found']} of {c['two_cell_fields']} |")
+        return (
+            f"| {name} | {c['false_other_cell']} of {c['one_cell_fields']} | "
+            f"{c['both_found']} of {c['two_cell_fields']} |"
+        )
+
     return [
         "**Fields with more than one white cell** (`find_cells`, `POST /predict/cells`, "
         "`?cells=all`): a further violet component is another cell when its score mass is at "
         f"least `OTHER_CELL_REL` = {o['OTHER_CELL_REL']:g} of the first's and its centre "
         "lies outside the cells already found. Both found: each true box matched by its own "
-        "found box at IoU >= 0.5, nothing more.", "",
+        "found box at IoU >= 0.5, nothing more.",
+        "",
         "| fields | one-cell fields given a further cell | two-cell fields with both found |",
         "|---|---|---|",
-        row("test list", o["test"]), row("trainval list", o["trainval"]), "",
+        row("test list", o["test"]),
+        row("trainval list", o["trainval"]),
+        "",
         "`OTHER_CELL_REL` was chosen on the trainval list alone, as the lowest value of this "
-        "grid that gives no one-cell field a further cell:", "",
+        "grid that gives no one-cell field a further cell:",
+        "",
         "| OTHER_CELL_REL | one-cell fields given a further cell | two-cell fields with both "
-        "found |", "|---|---|---|",
-        *[row(v, c) for v, c in o["trainval_grid"].items()]]
+        "found |",
+        "|---|---|---|",
+        *[row(v, c) for v, c in o["trainval_grid"].items()],
+    ]
 
 
 def write_markdown(path: Path, m: dict) -> None:
     def row(name: str, s: dict) -> str:
-        return (f"| {name} | {s['fields']} | {s['iou_ge_0.5']:.3f} | {s['mean_iou']:.3f} "
-                f"| {s['localised']:.3f} |")
+        return (
+            f"| {name} | {s['fields']} | {s['iou_ge_0.5']:.3f} | {s['mean_iou']:.3f} "
+            f"| {s['localised']:.3f} |"
+        )
+
     k = m.get("ms_per_image_320x240") or {"median": float("nan"), "p95": float("nan")}
-    path.write_text("\n".join([
-        "# White-cell localisation on BCCD", "",
-        f"Produced by `{m['command']}`. Constants in `model_training/localise.py` were "
-        "chosen by a grid search on the trainval list only (the same command with `--fit`); "
-        "the test list was not used. `STAIN_REF` and `SCORE_FLOOR` (session 10) were set from "
-        "the Kaggle TRAIN images' own top scores (99% score above `STAIN_REF`) and were not "
-        "searched. Fields are white-balanced first, as the service does "
-        "for models from v5 on (the constants were fitted before white balance existed).", "",
-        "| fields | n (with a WBC) | share IoU >= 0.5 | mean IoU | localised |",
-        "|---|---|---|---|---|",
-        row("test list", m["test"]), row("trainval list", m["trainval"]), row("all", m["all"]),
-        "", f"Cost per image (white balance and localisation), one thread: "
-        f"{m['ms_per_field_640x480']['median']:.2f} ms median "
-        f"({m['ms_per_field_640x480']['p95']:.2f} ms p95) on 640x480 BCCD fields; "
-        f"{k['median']:.2f} ms median ({k['p95']:.2f} ms p95) on 320x240 Kaggle images.", "",
-        "Under the appearance perturbations of the robustness report (test list, share "
-        "IoU >= 0.5):", "",
-        "| perturbation | with white balance | without |", "|---|---|---|",
-        *[f"| {c} | {v['balanced']:.3f} | {v['unbalanced']:.3f} |"
-          for c, v in m.get("perturbations_test", {}).items()],
-        "", "Box stability on one view of each of Kaggle TRAIN's source cells: IoU of the box "
-        "found under each perturbation with the box found on the image itself (white balance "
-        "first):", "",
-        "| perturbation | cells | mean IoU | share IoU < 0.5 |", "|---|---|---|---|",
-        *[f"| {c} | {v['cells']} | {v['mean_iou']:.3f} | {v['iou_lt_0.5']:.3f} |"
-          for c, v in (m.get("kaggle_box_stability") or {}).items()],
-        "", *other_cells_lines(m.get("other_cells")),
-        "", "![boxes](boxes.png)", "",
-        "Yellow: predicted box. Green: true WBC boxes. The first 8 tiles are the 8 worst "
-        "test-list fields by IoU, the rest are spread over the list.", ""]))
+    path.write_text(
+        "\n".join(
+            [
+                "# White-cell localisation on BCCD",
+                "",
+                f"Produced by `{m['command']}`. Constants in `wbc_core/localise.py` were "
+                "chosen by a grid search on the trainval list only (the same command with "
+                "`--fit`); the test list was not used. `STAIN_REF` and `SCORE_FLOOR` were set "
+                "from the Kaggle TRAIN images' own top scores (99% score above `STAIN_REF`) and "
+                "were not searched. Fields are white-balanced first, as the service does "
+                "for models from v5 on (the constants were fitted before white balance existed).",
+                "",
+                "| fields | n (with a WBC) | share IoU >= 0.5 | mean IoU | localised |",
+                "|---|---|---|---|---|",
+                row("test list", m["test"]),
+                row("trainval list", m["trainval"]),
+                row("all", m["all"]),
+                "",
+                f"Cost per image (white balance and localisation), one thread: "
+                f"{m['ms_per_field_640x480']['median']:.2f} ms median "
+                f"({m['ms_per_field_640x480']['p95']:.2f} ms p95) on 640x480 BCCD fields; "
+                f"{k['median']:.2f} ms median ({k['p95']:.2f} ms p95) on 320x240 Kaggle images.",
+                "",
+                "Under the appearance perturbations of the robustness report (test list, share "
+                "IoU >= 0.5):",
+                "",
+                "| perturbation | with white balance | without |",
+                "|---|---|---|",
+                *[
+                    f"| {c} | {v['balanced']:.3f} | {v['unbalanced']:.3f} |"
+                    for c, v in m.get("perturbations_test", {}).items()
+                ],
+                "",
+                "Box stability on one view of each of Kaggle TRAIN's source cells: IoU of the "
+                "box found under each perturbation with the box found on the image itself "
+                "(white balance first):",
+                "",
+                "| perturbation | cells | mean IoU | share IoU < 0.5 |",
+                "|---|---|---|---|",
+                *[
+                    f"| {c} | {v['cells']} | {v['mean_iou']:.3f} | {v['iou_lt_0.5']:.3f} |"
+                    for c, v in (m.get("kaggle_box_stability") or {}).items()
+                ],
+                "",
+                *other_cells_lines(m.get("other_cells")),
+                "",
+                "![boxes](boxes.png)",
+                "",
+                "Yellow: predicted box. Green: true WBC boxes. The first 8 tiles are the 8 worst "
+                "test-list fields by IoU, the rest are spread over the list.",
+                "",
+            ]
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""Classification metrics (the paper's Table I) and probability calibration, numpy only."""
+"""Classification metrics (the paper's Table I) and probability calibration, numpy only.
+``apply_temperature`` is ``wbc_core.calibration``'s (the service applies it too)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from model_training.data import CLASSES
+from wbc_core.calibration import apply_temperature
+from wbc_core.classes import CLASSES
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(CLASSES)) -> np.ndarray:
@@ -24,8 +26,12 @@ def classification_report(y_true: np.ndarray, probs: np.ndarray) -> dict:
         precision = tp / predicted if predicted else 0.0
         recall = tp / actual if actual else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": float(precision), "recall": float(recall),
-                           "f1": float(f1), "support": int(actual)}
+        per_class[name] = {
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
+            "support": int(actual),
+        }
     present = [c for c in CLASSES if per_class[c]["support"] > 0]
     return {
         "accuracy": float((y_pred == y_true).mean()) if len(y_true) else 0.0,
@@ -34,14 +40,6 @@ def classification_report(y_true: np.ndarray, probs: np.ndarray) -> dict:
         "confusion_matrix": matrix.tolist(),
         "n": int(len(y_true)),
     }
-
-
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(logits / T) computed from probabilities: p^(1/T), renormalised."""
-    logp = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
-    logp -= logp.max(axis=-1, keepdims=True)
-    scaled = np.exp(logp)
-    return scaled / scaled.sum(axis=-1, keepdims=True)
 
 
 def log_loss(y_true: np.ndarray, probs: np.ndarray, floor: float = 1e-12) -> float:
@@ -68,17 +66,17 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int 
     return float(ece)
 
 
-def choose_review_threshold(probs: np.ndarray, y_true: np.ndarray,
-                            review_share: float = 0.05) -> float:
+def choose_review_threshold(
+    probs: np.ndarray, y_true: np.ndarray, review_share: float = 0.05
+) -> float:
     """Confidence threshold for the review flag, from held-out predictions.
 
     The threshold at which the flag best tells wrong answers from right ones: the most
     wrong answers flagged for the fewest right ones (Youden's J: share of the wrong answers
     flagged minus share of the right answers flagged), but never one that flags fewer than
     ``review_share``, so that a technologist always sees the least certain few percent.
-    (The rule before session 11, the lowest threshold whose unflagged answers reach 99%
-    accuracy, was met only on leaked validation views; on unseen cells no threshold reaches
-    it and it flagged nearly everything.)
+    (A target accuracy of the unflagged answers, e.g. 99%, is met on unseen cells by no
+    threshold and flags nearly everything: ``operating_points`` shows the price of each.)
     """
     confidence = probs.max(axis=1)
     wrong = probs.argmax(axis=1) != y_true
@@ -105,13 +103,18 @@ def review_stats(probs: np.ndarray, y_true: np.ndarray, threshold: float) -> dic
     }
 
 
-def cell_votes(y: np.ndarray, groups: np.ndarray, probs: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
+def cell_votes(
+    y: np.ndarray, groups: np.ndarray, probs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Per source cell: its class and the class most of its views were given."""
     cells = np.unique(groups)
     truth = np.array([y[groups == g][0] for g in cells])
-    voted = np.array([np.bincount(probs[groups == g].argmax(axis=1),
-                                  minlength=len(CLASSES)).argmax() for g in cells])
+    voted = np.array(
+        [
+            np.bincount(probs[groups == g].argmax(axis=1), minlength=len(CLASSES)).argmax()
+            for g in cells
+        ]
+    )
     return truth, voted
 
 
@@ -127,10 +130,19 @@ def cell_breakdown(y: np.ndarray, groups: np.ndarray, probs: np.ndarray) -> dict
     for g, t, v in zip(cells, truth, voted, strict=True):
         views = groups == g
         if t != v:
-            wrong.append({"cell": str(g), "label": CLASSES[t], "voted": CLASSES[v],
-                          "views": int(views.sum()),
-                          "views_wrong": int((predicted[views] != t).sum()),
-                          "share_of_views": float(views.mean())})
+            wrong.append(
+                {
+                    "cell": str(g),
+                    "label": CLASSES[t],
+                    "voted": CLASSES[v],
+                    "views": int(views.sum()),
+                    "views_wrong": int((predicted[views] != t).sum()),
+                    "share_of_views": float(views.mean()),
+                }
+            )
     wrong.sort(key=lambda w: -w["views_wrong"])
-    return {"cells": int(len(cells)), "cells_right": int((truth == voted).sum()),
-            "wrong_cells": wrong}
+    return {
+        "cells": int(len(cells)),
+        "cells_right": int((truth == voted).sum()),
+        "wrong_cells": wrong,
+    }

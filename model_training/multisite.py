@@ -30,23 +30,27 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_training import localise, machine, metrics, site_eval
+from model_training import machine, metrics, site_eval
 from model_training.augment import SiteAugmentation, site_balanced
 from model_training.data import CLASSES
 from model_training.export import SavedModelRunner, export_savedmodel
-from model_training.network import make_model
-from model_training.preprocessing import IMAGE_SIZE, RESIZE_METHOD
 from model_training.report import plot_curves
 from model_training.sites import Site, SiteData, load_site, pooled, split_path
 from model_training.train import TimeBudget, add_cell_check, add_ood_guard, compile_model
+from wbc_core import localise
+from wbc_core.network import make_model
+from wbc_core.preprocessing import IMAGE_SIZE, RESIZE_METHOD
 
 log = logging.getLogger(__name__)
 
 
 def site_record(d: SiteData) -> dict[str, Any]:
     """What metadata.json records of a site: where, how split, how many images."""
-    record: dict[str, Any] = {"root": str(d.site.root), "counts": d.counts(),
-                              "train_fingerprint": d.train.fingerprint()}
+    record: dict[str, Any] = {
+        "root": str(d.site.root),
+        "counts": d.counts(),
+        "train_fingerprint": d.train.fingerprint(),
+    }
     if d.site.publisher_split:
         record["split"] = "publisher's TRAIN/TEST folders; validation: grouped share of TRAIN"
     else:
@@ -56,41 +60,69 @@ def site_record(d: SiteData) -> dict[str, Any]:
     return record
 
 
-def fit_sites(data: list[SiteData], arch: str, epochs: int, batch_size: int, seed: int,
-              aug: SiteAugmentation, steps_per_epoch: int | None,
-              callbacks: list[keras.callbacks.Callback]) -> tuple[keras.Model, dict, int]:
+def fit_sites(
+    data: list[SiteData],
+    arch: str,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    aug: SiteAugmentation,
+    steps_per_epoch: int | None,
+    callbacks: list[keras.callbacks.Callback],
+    label_smoothing: float = 0.0,
+) -> tuple[keras.Model, dict, int]:
     """Fit one network on the site-balanced stream; returns it, its history and the steps
     per epoch."""
     keras.utils.set_random_seed(seed)
     steps = steps_per_epoch or math.ceil(sum(len(d.train.y) for d in data) / batch_size)
     model = make_model(arch)
-    compile_model(model, arch, steps * epochs, epochs, validate=False)
+    compile_model(
+        model, arch, steps * epochs, epochs, validate=False, label_smoothing=label_smoothing
+    )
     stream = site_balanced([d.train for d in data], batch_size, seed, aug)
-    history = model.fit(stream, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
-                        verbose=2)
+    history = model.fit(
+        stream, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=2
+    )
     return model, history.history, steps
 
 
-def calibrate(runner: SavedModelRunner, data: list[SiteData], metadata: dict[str, Any]
-              ) -> None:
+def calibrate(runner: SavedModelRunner, data: list[SiteData], metadata: dict[str, Any]) -> None:
     """Temperature and review threshold fitted on every site's validation cells, written
     into ``metadata``."""
     probs = np.concatenate([runner(d.val.x) for d in data])
     y = np.concatenate([d.val.y for d in data])
     temperature = metrics.fit_temperature(probs, y)
     threshold = metrics.choose_review_threshold(metrics.apply_temperature(probs, temperature), y)
-    metadata.update({"temperature": temperature, "review_threshold": threshold,
-                     "calibration": {"fitted_on": "validation cells of every site: "
-                                     + ", ".join(d.site.name for d in data)}})
+    metadata.update(
+        {
+            "temperature": temperature,
+            "review_threshold": threshold,
+            "calibration": {
+                "fitted_on": "validation cells of every site: "
+                + ", ".join(d.site.name for d in data)
+            },
+        }
+    )
 
 
-def train_sites(sites: list[Site], out: Path, *, arch: str = "wbc", epochs: int = 14,
-                batch_size: int = 32, seed: int = 42, version: int = 1,
-                cache: Path | None = Path(".cache/arrays"), aug: SiteAugmentation =
-                SiteAugmentation(), steps_per_epoch: int | None = None,
-                report_dir: Path | None = None, max_minutes: float | None = None,
-                held_out: list[Site] | None = None, command: str | None = None
-                ) -> dict[str, Any]:
+def train_sites(
+    sites: list[Site],
+    out: Path,
+    *,
+    arch: str = "wbc",
+    epochs: int = 14,
+    batch_size: int = 32,
+    seed: int = 42,
+    version: int = 1,
+    cache: Path | None = Path(".cache/arrays"),
+    aug: SiteAugmentation = SiteAugmentation(),
+    steps_per_epoch: int | None = None,
+    label_smoothing: float = 0.0,
+    report_dir: Path | None = None,
+    max_minutes: float | None = None,
+    held_out: list[Site] | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
     """Train on ``sites``, export version ``version`` under ``out`` (SavedModel,
     metadata.json, ood.npz), and write a report per site (and per ``held_out`` site, whose
     test sets only are read) into ``report_dir``."""
@@ -104,18 +136,33 @@ def train_sites(sites: list[Site], out: Path, *, arch: str = "wbc", epochs: int 
     if budget:
         callbacks.append(budget)
     start = time.perf_counter()
-    model, history, steps = fit_sites(data, arch, epochs, batch_size, seed, aug,
-                                      steps_per_epoch, callbacks)
+    model, history, steps = fit_sites(
+        data, arch, epochs, batch_size, seed, aug, steps_per_epoch, callbacks, label_smoothing
+    )
     train_seconds = time.perf_counter() - start
     version_dir = Path(out) / str(version)
     metadata: dict[str, Any] = {
-        "name": "wbc-classifier", "version": str(version), "classes": list(CLASSES),
-        "input": {"size": [IMAGE_SIZE, IMAGE_SIZE, 3], "dtype": "float32", "range": [0, 255],
-                  "color": "RGB", "resize_method": RESIZE_METHOD, "white_balance": True,
-                  "stain_balance": False, "crop_context": localise.CROP_CONTEXT},
-        "protocol": "sites", "arch": arch, "epochs": len(history.get("loss", [])),
-        "steps_per_epoch": steps, "batch_size": batch_size, "seed": seed,
+        "name": "wbc-classifier",
+        "version": str(version),
+        "classes": list(CLASSES),
+        "input": {
+            "size": [IMAGE_SIZE, IMAGE_SIZE, 3],
+            "dtype": "float32",
+            "range": [0, 255],
+            "color": "RGB",
+            "resize_method": RESIZE_METHOD,
+            "white_balance": True,
+            "stain_balance": False,
+            "crop_context": localise.CROP_CONTEXT,
+        },
+        "protocol": "sites",
+        "arch": arch,
+        "epochs": len(history.get("loss", [])),
+        "steps_per_epoch": steps,
+        "batch_size": batch_size,
+        "seed": seed,
         "augmentation": aug.metadata(),
+        "label_smoothing": label_smoothing,
         "sites": {d.site.name: site_record(d) for d in data},
         "train_seconds": round(train_seconds, 1),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -124,31 +171,65 @@ def train_sites(sites: list[Site], out: Path, *, arch: str = "wbc", epochs: int 
     export_savedmodel(model, version_dir, metadata)
     runner = SavedModelRunner(version_dir)
     calibrate(runner, data, metadata)
-    add_cell_check(metadata, pooled([d.train for d in data]),
-                   {f"{d.site.name}/{n}": t for d in data for n, t in d.tests.items()})
-    stats = add_ood_guard(metadata, version_dir, runner, [d.train for d in data],
-                          [d.val for d in data])
+    add_cell_check(
+        metadata,
+        pooled([d.train for d in data]),
+        {f"{d.site.name}/{n}": t for d in data for n, t in d.tests.items()},
+    )
+    stats = add_ood_guard(
+        metadata, version_dir, runner, [d.train for d in data], [d.val for d in data]
+    )
     others = [load_site(s, cache, seed) for s in held_out or []]
-    summary: dict[str, Any] = {"command": command, "train_seconds": round(train_seconds, 1),
-                               "machine": machine.describe(), "steps_per_epoch": steps,
-                               "epochs_run": metadata["epochs"], "sites": {}}
+    summary: dict[str, Any] = {
+        "command": command,
+        "train_seconds": round(train_seconds, 1),
+        "machine": machine.describe(),
+        "steps_per_epoch": steps,
+        "epochs_run": metadata["epochs"],
+        "sites": {},
+    }
     metadata["test_metrics"] = {}
     for d, role in [(d, "trained on") for d in data] + [(d, "held out") for d in others]:
-        sets = {name: site_eval.answers(runner, ds, metadata, stats)
-                for name, ds in (d.tests.items() if role == "held out" else
-                                 [("validation", d.val), *d.tests.items()])}
-        records = (site_eval.write_site_report(Path(report_dir), d.site.name, role, sets,
-                                               metadata, command) if report_dir else
-                   {n: site_eval.set_record(a) for n, a in sets.items()})
-        summary["sites"][d.site.name] = {"role": role, "counts": d.counts(), "sets": {
-            n: {k: r[k] for k in ("accuracy", "macro_f1", "n", "ece", "guard",
-                                  "risk_coverage_area", "per_class")}
-            for n, r in records.items()}}
+        sets = {
+            name: site_eval.answers(runner, ds, metadata, stats)
+            for name, ds in (
+                d.tests.items() if role == "held out" else [("validation", d.val), *d.tests.items()]
+            )
+        }
+        records = (
+            site_eval.write_site_report(
+                Path(report_dir), d.site.name, role, sets, metadata, command
+            )
+            if report_dir
+            else {n: site_eval.set_record(a) for n, a in sets.items()}
+        )
+        summary["sites"][d.site.name] = {
+            "role": role,
+            "counts": d.counts(),
+            "sets": {
+                n: {
+                    k: r[k]
+                    for k in (
+                        "accuracy",
+                        "macro_f1",
+                        "n",
+                        "ece",
+                        "guard",
+                        "risk_coverage_area",
+                        "per_class",
+                    )
+                }
+                for n, r in records.items()
+            },
+        }
         metadata["test_metrics"][d.site.name] = {
             n: {k: r[k] for k in ("accuracy", "macro_f1", "n", "ece")}
-            for n, r in records.items() if n != "validation"}
+            for n, r in records.items()
+            if n != "validation"
+        }
     (version_dir / "metadata.json").write_text(
-        __import__("json").dumps(metadata, indent=2, default=float) + "\n")
+        __import__("json").dumps(metadata, indent=2, default=float) + "\n"
+    )
     if report_dir:
         plot_curves(history, Path(report_dir) / "curves")
         site_eval.dump(Path(report_dir) / "metrics.json", summary)
@@ -164,9 +245,13 @@ def cross_site(sites: list[Site], out: Path, **kwargs: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         for held in sites:
             trained = [s for s in sites if s is not held]
-            summary = train_sites(trained, Path(tmp) / f"without-{held.name}",
-                                  report_dir=Path(out) / f"without-{held.name}",
-                                  held_out=[held], **kwargs)
+            summary = train_sites(
+                trained,
+                Path(tmp) / f"without-{held.name}",
+                report_dir=Path(out) / f"without-{held.name}",
+                held_out=[held],
+                **kwargs,
+            )
             results[held.name] = summary["sites"][held.name]
     site_eval.dump(Path(out) / "metrics.json", results)
     return results

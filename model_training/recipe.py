@@ -28,8 +28,16 @@ class Augmentation:
     def metadata(self, every: bool = False) -> dict[str, float]:
         """The keys metadata.json and the reports have always used; the options that are
         off are left out unless ``every``."""
-        optional = {"noise_jitter": self.noise, "mixup": self.mixup, "gamma_jitter": self.gamma,
-                    "cutout": self.cutout, "weight_decay": self.weight_decay,
-                    "robust_loss": self.robust_loss}
-        return {"scale_jitter": self.scale, "stain_jitter": self.stain,
-                **{k: v for k, v in optional.items() if every or v}}
+        optional = {
+            "noise_jitter": self.noise,
+            "mixup": self.mixup,
+            "gamma_jitter": self.gamma,
+            "cutout": self.cutout,
+            "weight_decay": self.weight_decay,
+            "robust_loss": self.robust_loss,
+        }
+        return {
+            "scale_jitter": self.scale,
+            "stain_jitter": self.stain,
+            **{k: v for k, v in optional.items() if every or v},
+        }

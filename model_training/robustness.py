@@ -13,7 +13,7 @@ of TEST's cells (``source_photographs``: twice the pixels per cell, no re-compre
 
     python -m model_training robustness --model models/wbc-classifier/1 \
         --data ../shared/data/kaggle-blood-cells --bccd ../shared/data/bccd \
-        --out reports/robustness
+        --out reports/experiments/robustness
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from model_training.cellcheck import CellCheck
+from model_training.bccd import photograph_classes, wbc_boxes
 from model_training.data import CLASSES, Dataset, load_folder
 from model_training.export import SavedModelRunner
-from model_training.localise import CellBox, square_crop
 from model_training.metrics import classification_report
-from model_training.preprocessing import Prepared, balance_of, decode, prepare
+from wbc_core.cellcheck import CellCheck
+from wbc_core.localise import CellBox, square_crop
+from wbc_core.preprocessing import Prepared, balance_of, decode, prepare
 
 Perturb = Callable[[Image.Image], Image.Image]
 PHOTOGRAPHS = "TEST photographs"  # the set of source_photographs(bccd, "TEST")
@@ -44,17 +45,20 @@ def _hue(shift: float) -> Perturb:
         h, s, v = im.convert("HSV").split()
         h = h.point(lambda x: (x + round(shift * 255)) % 256)
         return Image.merge("HSV", (h, s, v)).convert("RGB")
+
     return apply
 
 
 def _zoom(factor: float) -> Perturb:
     """factor < 1: the cell looks smaller (lower magnification), black around as in TRAIN's
     rotated views; > 1: larger. Both axes by the same factor: a round cell stays round."""
+
     def apply(im: Image.Image) -> Image.Image:
         w, h = im.size
         dw, dh = w / factor, h / factor
         box = ((w - dw) / 2, (h - dh) / 2, (w + dw) / 2, (h + dh) / 2)
         return im.transform(im.size, Image.Transform.EXTENT, box, Image.Resampling.BILINEAR)
+
     return apply
 
 
@@ -62,18 +66,22 @@ def _scale(factor: float) -> Perturb:
     """The whole field resampled: another objective or camera puts more or fewer pixels on
     the same cell, and nothing is cut off (zoom > 1 above also narrows the field of view
     about the image centre, which cuts off-centre cells)."""
+
     def apply(im: Image.Image) -> Image.Image:
         size = (round(im.width * factor), round(im.height * factor))
         return im.resize(size, Image.Resampling.BILINEAR)
+
     return apply
 
 
 def _noise(sigma: float) -> Perturb:
     """Camera sensor noise: Gaussian, the same pattern for every image (reproducible)."""
+
     def apply(im: Image.Image) -> Image.Image:
         a = np.asarray(im, dtype=np.float32)
         a = a + np.random.default_rng(0).normal(0.0, sigma, a.shape)
         return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+
     return apply
 
 
@@ -82,6 +90,7 @@ def _jpeg(quality: int) -> Perturb:
         buf = io.BytesIO()
         im.save(buf, "JPEG", quality=quality)
         return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
     return apply
 
 
@@ -138,6 +147,7 @@ class LabelledImages:
     """Image files and their class indices: a data set's source images, read only to be
     perturbed and preprocessed (no cached arrays); ``boxes``: each one's annotated white
     cell (x0, y0, x1, y1), where known."""
+
     paths: list[str]
     y: np.ndarray
     boxes: list[tuple[float, ...]] = field(default_factory=list)
@@ -148,21 +158,22 @@ def source_photographs(bccd: Path, split: str = "TEST") -> LabelledImages:
     with its cell's class and box: the same cells with twice the Kaggle images' pixels on
     them and without their re-compression, whole fields as a lab's camera gives them. Only
     photographs with one white-cell box, so that the cell found is the one labelled."""
-    from model_training.localise_eval import wbc_boxes
-    from model_training.source_fields import photograph_classes
 
     kept = []
     for name, cls in sorted(photograph_classes(split).items()):
         boxes = wbc_boxes(bccd / "Annotations" / f"{name}.xml")
         if len(boxes) == 1:
             kept.append((str(bccd / "JPEGImages" / f"{name}.jpg"), CLASSES.index(cls), boxes[0]))
-    return LabelledImages([p for p, _, _ in kept],
-                          np.array([label for _, label, _ in kept], dtype=np.int64),
-                          [box for _, _, box in kept])
+    return LabelledImages(
+        [p for p, _, _ in kept],
+        np.array([label for _, label, _ in kept], dtype=np.int64),
+        [box for _, _, box in kept],
+    )
 
 
-def framed(images: list[Image.Image], boxes: list[tuple[float, ...]], context: float
-           ) -> list[Image.Image]:
+def framed(
+    images: list[Image.Image], boxes: list[tuple[float, ...]], context: float
+) -> list[Image.Image]:
     """Each image cut to a square of ``context`` x the longer side of its annotated
     white-cell box (BCCD's, not the service's), as analysers and other labs' single-cell
     data sets deliver a cell: the cell fills more of the frame the smaller ``context``."""
@@ -173,40 +184,51 @@ def framed(images: list[Image.Image], boxes: list[tuple[float, ...]], context: f
     return out
 
 
-def framing_table(runner: SavedModelRunner, photographs: LabelledImages
-                  ) -> dict[str, dict[str, float]]:
+def framing_table(
+    runner: SavedModelRunner, photographs: LabelledImages
+) -> dict[str, dict[str, float]]:
     """``score`` on single-cell framings of the photographs (decoded once), each through
     the whole preprocessing (which has to find the cell again in a frame it fills)."""
     balance = balance_of(runner.metadata)
     check = CellCheck(runner.metadata.get("cell_check"))
     images = sources(photographs.paths)
-    return {f"cell box x{context:g}": score(
-                runner, photographs.y,
-                [prepare(im, balance) for im in framed(images, photographs.boxes, context)],
-                check)
-            for context in FRAMINGS}
+    return {
+        f"cell box x{context:g}": score(
+            runner,
+            photographs.y,
+            [prepare(im, balance) for im in framed(images, photographs.boxes, context)],
+            check,
+        )
+        for context in FRAMINGS
+    }
 
 
-def score(predict: Callable[[np.ndarray], np.ndarray], y: np.ndarray, crops: list[Prepared],
-          check: CellCheck) -> dict[str, float]:
+def score(
+    predict: Callable[[np.ndarray], np.ndarray],
+    y: np.ndarray,
+    crops: list[Prepared],
+    check: CellCheck,
+) -> dict[str, float]:
     """Accuracy and macro-F1 of ``predict`` on prepared crops, and the share the service's
     not-a-cell check would turn away."""
     report = classification_report(y, predict(np.stack([p.array for p in crops])))
-    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
-            "not_a_cell": float(np.mean([not check.is_cell(p.array, p.box.localised)
-                                         for p in crops]))}
+    return {
+        "accuracy": report["accuracy"],
+        "macro_f1": report["macro_f1"],
+        "not_a_cell": float(np.mean([not check.is_cell(p.array, p.box.localised) for p in crops])),
+    }
 
 
 def sources(paths: list[str]) -> list[Image.Image]:
     return [decode(Path(path).read_bytes()) for path in paths]
 
 
-def evaluate(runner: SavedModelRunner, ds: Dataset | LabelledImages
-             ) -> dict[str, dict[str, float]]:
+def evaluate(runner: SavedModelRunner, ds: Dataset | LabelledImages) -> dict[str, dict[str, float]]:
     """Accuracy and macro-F1 of the network under each perturbation, and the share of cells
     the service's not-a-cell check would turn away (answer "unknown") instead."""
-    return evaluate_with(runner, ds, balance_of(runner.metadata),
-                         CellCheck(runner.metadata.get("cell_check")))
+    return evaluate_with(
+        runner, ds, balance_of(runner.metadata), CellCheck(runner.metadata.get("cell_check"))
+    )
 
 
 def perturbed_crops(paths: list[str], balance: str) -> Iterator[tuple[str, list[Prepared]]]:
@@ -217,41 +239,68 @@ def perturbed_crops(paths: list[str], balance: str) -> Iterator[tuple[str, list[
         yield name, prepared(images, name, balance)
 
 
-def evaluate_with(predict: Callable[[np.ndarray], np.ndarray], ds: Dataset | LabelledImages,
-                  balance: str, check: CellCheck) -> dict[str, dict[str, float]]:
+def evaluate_with(
+    predict: Callable[[np.ndarray], np.ndarray],
+    ds: Dataset | LabelledImages,
+    balance: str,
+    check: CellCheck,
+) -> dict[str, dict[str, float]]:
     """``evaluate`` for any function from crops [N,150,150,3] to probabilities (a model
     not exported yet: a cross-validation fold's)."""
-    return {name: score(predict, ds.y, crops, check)
-            for name, crops in perturbed_crops(ds.paths, balance)}
+    return {
+        name: score(predict, ds.y, crops, check)
+        for name, crops in perturbed_crops(ds.paths, balance)
+    }
 
 
 def summarise(results: dict[str, dict[str, float]]) -> dict[str, float]:
     shifted = [r["accuracy"] for name, r in results.items() if name != "none"]
-    return {"clean": results["none"]["accuracy"], "mean_shifted": float(np.mean(shifted)),
-            "worst_shifted": float(np.min(shifted))}
+    return {
+        "clean": results["none"]["accuracy"],
+        "mean_shifted": float(np.mean(shifted)),
+        "worst_shifted": float(np.min(shifted)),
+    }
 
 
-def run(model_dir: Path, data_root: Path, cache: Path | None, out: Path | None,
-        command: str, bccd: Path | None = None) -> dict:
+def run(
+    model_dir: Path,
+    data_root: Path,
+    cache: Path | None,
+    out: Path | None,
+    command: str,
+    bccd: Path | None = None,
+) -> dict:
     from model_training.train import official_splits
 
     runner = SavedModelRunner(model_dir)
     seed = int(runner.metadata.get("seed", 42))
     balance = balance_of(runner.metadata)
     sets: dict[str, Dataset | LabelledImages] = {
-        "TEST_SIMPLE": load_folder(data_root / "TEST_SIMPLE", cache, balance=balance)}
+        "TEST_SIMPLE": load_folder(data_root / "TEST_SIMPLE", cache, balance=balance)
+    }
     if bccd:
         sets[PHOTOGRAPHS] = source_photographs(bccd)
     if "refit" not in runner.metadata:  # a refit model trained on the validation cells
         _, val, _ = official_splits(data_root, cache, seed, balance)
         sets = {"validation": val} | sets
     results = {name: evaluate(runner, ds) for name, ds in sets.items()}
-    record = {"model": str(model_dir), "version": runner.metadata.get("version"),
-              "white_balance": balance != "none", "stain_balance": balance == "stain",
-              "command": command, "results": results,
-              **({"photographs": [Path(p).stem for p in sets[PHOTOGRAPHS].paths],
-                  "framings": framing_table(runner, sets[PHOTOGRAPHS])} if bccd else {}),
-              "summary": {name: summarise(r) for name, r in results.items()}}
+    record = {
+        "model": str(model_dir),
+        "version": runner.metadata.get("version"),
+        "white_balance": balance != "none",
+        "stain_balance": balance == "stain",
+        "command": command,
+        "results": results,
+        **(
+            {
+                "photographs": [Path(p).stem for p in sets[PHOTOGRAPHS].paths],
+                "framings": framing_table(runner, sets[PHOTOGRAPHS]),
+            }
+            if bccd
+            else {}
+        ),
+        "summary": {name: summarise(r) for name, r in results.items()},
+    }
     if out:
         write(out, record)
     return record
@@ -269,8 +318,12 @@ def write(out: Path, record: dict) -> None:
     fig, ax = plt.subplots(figsize=(12, 4))
     width = 0.8 / len(record["results"])
     for i, (set_name, res) in enumerate(record["results"].items()):
-        ax.bar(np.arange(len(names)) + i * width, [res[n]["accuracy"] for n in names],
-               width, label=set_name)
+        ax.bar(
+            np.arange(len(names)) + i * width,
+            [res[n]["accuracy"] for n in names],
+            width,
+            label=set_name,
+        )
     centre = width * (len(record["results"]) - 1) / 2  # ticks under each group of bars
     ax.set_xticks(np.arange(len(names)) + centre, names, rotation=40, ha="right")
     ax.set_ylim(0, 1.15)  # room above the bars for the legend
@@ -283,45 +336,73 @@ def write(out: Path, record: dict) -> None:
     fig.savefig(out / "robustness.png", dpi=110)
     plt.close(fig)
     sets = list(record["results"])
-    lines = ["# Robustness to other-lab looks", "",
-             f"Produced by `{record['command']}`. Model: `{record['model']}`.", "",
-             "Source images of cells the model never trained on, perturbed as another "
-             "lab's images might look, then preprocessed as in serving "
-             f"(white balance: {'yes' if record.get('white_balance') else 'no'}"
-             f"{'; stain balance: yes' if record.get('stain_balance') else ''}; see "
-             "`model_training/robustness.py`). Validation cells "
-             "are the ones model choices may use; TEST_SIMPLE is shown, not used."
-             + (f" *{PHOTOGRAPHS}*: BCCD's original 640x480 photographs of the "
-                f"{len(record['photographs'])} TEST cells whose field holds one white cell "
-                "(found by `model_training/source_fields.py`), whole: the same cells as "
-                "TEST's with twice the pixels on each and no re-compression, as a lab's "
-                "camera gives them; shown, not used." if PHOTOGRAPHS in record["results"]
-                else "")
-             + ("" if "validation" in record["results"] else
-                " This model was refit on all of TRAIN, validation cells included, so only "
-                "TEST_SIMPLE is measured."), "",
-             "Accuracy is the network's; *not a cell* is the share the service's not-a-cell "
-             "check would answer `unknown` for instead of a class.", "",
-             "| perturbation | " + " | ".join(f"{s} accuracy | {s} not a cell" for s in sets)
-             + " |", "|---|" + "---|---|" * len(sets)]
+    lines = [
+        "# Robustness to other-lab looks",
+        "",
+        f"Produced by `{record['command']}`. Model: `{record['model']}`.",
+        "",
+        "Source images of cells the model never trained on, perturbed as another "
+        "lab's images might look, then preprocessed as in serving "
+        f"(white balance: {'yes' if record.get('white_balance') else 'no'}"
+        f"{'; stain balance: yes' if record.get('stain_balance') else ''}; see "
+        "`model_training/robustness.py`). Validation cells "
+        "are the ones model choices may use; TEST_SIMPLE is shown, not used."
+        + (
+            f" *{PHOTOGRAPHS}*: BCCD's original 640x480 photographs of the "
+            f"{len(record['photographs'])} TEST cells whose field holds one white cell "
+            "(found by `model_training/source_fields.py`), whole: the same cells as "
+            "TEST's with twice the pixels on each and no re-compression, as a lab's "
+            "camera gives them; shown, not used."
+            if PHOTOGRAPHS in record["results"]
+            else ""
+        )
+        + (
+            ""
+            if "validation" in record["results"]
+            else " This model was refit on all of TRAIN, validation cells included, so only "
+            "TEST_SIMPLE is measured."
+        ),
+        "",
+        "Accuracy is the network's; *not a cell* is the share the service's not-a-cell "
+        "check would answer `unknown` for instead of a class.",
+        "",
+        "| perturbation | " + " | ".join(f"{s} accuracy | {s} not a cell" for s in sets) + " |",
+        "|---|" + "---|---|" * len(sets),
+    ]
     for n in names:
-        lines.append(f"| {n} | " + " | ".join(
-            f"{record['results'][s][n]['accuracy']:.3f} | "
-            f"{record['results'][s][n].get('not_a_cell', float('nan')):.3f}" for s in sets)
-            + " |")
+        lines.append(
+            f"| {n} | "
+            + " | ".join(
+                f"{record['results'][s][n]['accuracy']:.3f} | "
+                f"{record['results'][s][n].get('not_a_cell', float('nan')):.3f}"
+                for s in sets
+            )
+            + " |"
+        )
     for key in ("mean_shifted", "worst_shifted"):
-        lines.append(f"| **{key.replace('_', ' ')}** | " + " | ".join(
-            f"**{record['summary'][s][key]:.3f}** | " for s in sets) + " |")
+        lines.append(
+            f"| **{key.replace('_', ' ')}** | "
+            + " | ".join(f"**{record['summary'][s][key]:.3f}** | " for s in sets)
+            + " |"
+        )
     lines += ["", "![accuracy under perturbations](robustness.png)", ""]
     if "framings" in record:
         whole = record["results"][PHOTOGRAPHS]["none"]
-        lines += ["## The same cells as single-cell images", "",
-                  f"The {PHOTOGRAPHS} cut to a square around the annotated white cell (BCCD's "
-                  "box, not the service's) of the given multiple of the box's longer side, as "
-                  "blood-cell analysers and other labs' single-cell data sets deliver a cell; "
-                  "the service finds the cell again in each (`framed`):", "",
-                  "| framing | accuracy | not a cell |", "|---|---|---|",
-                  f"| whole field | {whole['accuracy']:.3f} | {whole['not_a_cell']:.3f} |",
-                  *[f"| {n} | {r['accuracy']:.3f} | {r['not_a_cell']:.3f} |"
-                    for n, r in record["framings"].items()], ""]
+        lines += [
+            "## The same cells as single-cell images",
+            "",
+            f"The {PHOTOGRAPHS} cut to a square around the annotated white cell (BCCD's "
+            "box, not the service's) of the given multiple of the box's longer side, as "
+            "blood-cell analysers and other labs' single-cell data sets deliver a cell; "
+            "the service finds the cell again in each (`framed`):",
+            "",
+            "| framing | accuracy | not a cell |",
+            "|---|---|---|",
+            f"| whole field | {whole['accuracy']:.3f} | {whole['not_a_cell']:.3f} |",
+            *[
+                f"| {n} | {r['accuracy']:.3f} | {r['not_a_cell']:.3f} |"
+                for n, r in record["framings"].items()
+            ],
+            "",
+        ]
     (out / "report.md").write_text("\n".join(lines))

@@ -16,14 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from model_training import cellcheck, metrics
+from model_training import metrics
 from model_training.data import Dataset
-from model_training.ood import OodStats
 from model_training.report import plot_confusion, table
+from wbc_core import cellcheck
+from wbc_core.ood import OodStats
 
 
-def answers(runner: Any, ds: Dataset, metadata: dict[str, Any],
-            ood: OodStats | None) -> dict[str, np.ndarray]:
+def answers(
+    runner: Any, ds: Dataset, metadata: dict[str, Any], ood: OodStats | None
+) -> dict[str, np.ndarray]:
     """What the service would answer for each crop of ``ds``: calibrated probabilities,
     review flags by reason, and whether the answer is released without review."""
     raw, features = runner.run(ds.x)
@@ -32,12 +34,19 @@ def answers(runner: Any, ds: Dataset, metadata: dict[str, Any],
     low = confidence < float(metadata.get("review_threshold", 0.9))
     check = cellcheck.CellCheck(metadata.get("cell_check"))
     not_cell = np.array([not check.is_cell(x, True) for x in ds.x], dtype=bool)
-    scores = (ood.score(features) if ood is not None and features is not None
-              else np.zeros(len(ds.y)))
+    scores = (
+        ood.score(features) if ood is not None and features is not None else np.zeros(len(ds.y))
+    )
     out_of_dist = scores > ood.threshold if ood is not None else np.zeros(len(ds.y), bool)
-    return {"probs": probs, "y": ds.y, "low_confidence": low, "not_a_cell": not_cell,
-            "ood_score": scores, "out_of_distribution": out_of_dist,
-            "released": ~(low | not_cell | out_of_dist)}
+    return {
+        "probs": probs,
+        "y": ds.y,
+        "low_confidence": low,
+        "not_a_cell": not_cell,
+        "ood_score": scores,
+        "out_of_distribution": out_of_dist,
+        "released": ~(low | not_cell | out_of_dist),
+    }
 
 
 def guard_stats(a: dict[str, np.ndarray]) -> dict[str, float]:
@@ -53,7 +62,8 @@ def guard_stats(a: dict[str, np.ndarray]) -> dict[str, float]:
         "wrong_share": float((~correct).mean()) if len(correct) else 0.0,
         "low_confidence_share": float(a["low_confidence"].mean()) if len(correct) else 0.0,
         "out_of_distribution_share": float(a["out_of_distribution"].mean())
-        if len(correct) else 0.0,
+        if len(correct)
+        else 0.0,
         "not_a_cell_share": float(a["not_a_cell"].mean()) if len(correct) else 0.0,
     }
 
@@ -73,17 +83,20 @@ def risk_coverage(a: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, flo
     return coverage, accuracy, area
 
 
-def reliability(probs: np.ndarray, y: np.ndarray, bins: int = 10
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reliability(
+    probs: np.ndarray, y: np.ndarray, bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per confidence bin: mean confidence, accuracy, count."""
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == y
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    conf = np.array([confidence[which == b].mean() if (which == b).any() else np.nan
-                     for b in range(bins)])
-    acc = np.array([correct[which == b].mean() if (which == b).any() else np.nan
-                    for b in range(bins)])
+    conf = np.array(
+        [confidence[which == b].mean() if (which == b).any() else np.nan for b in range(bins)]
+    )
+    acc = np.array(
+        [correct[which == b].mean() if (which == b).any() else np.nan for b in range(bins)]
+    )
     return conf, acc, np.bincount(which, minlength=bins)
 
 
@@ -117,11 +130,15 @@ def plot_risk_coverage(sets: dict[str, dict[str, np.ndarray]], title: str, path:
     fig, ax = plt.subplots(figsize=(5.2, 4.2))
     for name, a in sets.items():
         coverage, accuracy, area = risk_coverage(a)
-        line, = ax.plot(coverage, accuracy, label=f"{name} (area {area:.3f})")
+        (line,) = ax.plot(coverage, accuracy, label=f"{name} (area {area:.3f})")
         stats = guard_stats(a)
         if stats["released_accuracy"] is not None:
-            ax.plot([stats["released_share"]], [stats["released_accuracy"]], marker="o",
-                    color=line.get_color())
+            ax.plot(
+                [stats["released_share"]],
+                [stats["released_accuracy"]],
+                marker="o",
+                color=line.get_color(),
+            )
     ax.set_xlabel("share of cells released without review")
     ax.set_ylabel("accuracy of the released")
     ax.set_title(title)
@@ -134,27 +151,38 @@ def plot_risk_coverage(sets: dict[str, dict[str, np.ndarray]], title: str, path:
 
 def set_record(a: dict[str, np.ndarray]) -> dict[str, Any]:
     report = metrics.classification_report(a["y"], a["probs"])
-    return report | {"ece": metrics.expected_calibration_error(a["probs"], a["y"]),
-                     "guard": guard_stats(a), "risk_coverage_area": risk_coverage(a)[2]}
+    return report | {
+        "ece": metrics.expected_calibration_error(a["probs"], a["y"]),
+        "guard": guard_stats(a),
+        "risk_coverage_area": risk_coverage(a)[2],
+    }
 
 
-def write_site_report(out: Path, site: str, role: str, sets: dict[str, dict[str, np.ndarray]],
-                      metadata: dict[str, Any], command: str) -> dict[str, Any]:
+def write_site_report(
+    out: Path,
+    site: str,
+    role: str,
+    sets: dict[str, dict[str, np.ndarray]],
+    metadata: dict[str, Any],
+    command: str,
+) -> dict[str, Any]:
     """``out``/``<site>.md`` with its PNGs; returns the site's records by test set."""
     out.mkdir(parents=True, exist_ok=True)
     records = {name: set_record(a) for name, a in sets.items()}
-    parts = [f"# Site `{site}` ({role})\n", f"Produced by:\n\n    {command}\n",
-             f"Model `{metadata.get('name')}` version {metadata.get('version')}, trained on "
-             f"sites {', '.join(metadata.get('sites', {})) or 'kaggle'}; temperature "
-             f"{float(metadata.get('temperature', 1.0)):.3f}, review threshold "
-             f"{float(metadata.get('review_threshold', 0.9)):.2f}, out-of-distribution "
-             f"threshold {metadata.get('ood', {}).get('threshold', 'none')}.\n"]
+    parts = [
+        f"# Site `{site}` ({role})\n",
+        f"Produced by:\n\n    {command}\n",
+        f"Model `{metadata.get('name')}` version {metadata.get('version')}, trained on "
+        f"sites {', '.join(metadata.get('sites', {})) or 'kaggle'}; temperature "
+        f"{float(metadata.get('temperature', 1.0)):.3f}, review threshold "
+        f"{float(metadata.get('review_threshold', 0.9)):.2f}, out-of-distribution "
+        f"threshold {metadata.get('ood', {}).get('threshold', 'none')}.\n",
+    ]
     for name, rec in records.items():
         png = f"{site}_{name}_confusion.png"
         plot_confusion(rec["confusion_matrix"], f"{site} {name}", out / png)
         g = rec["guard"]
-        released_acc = ("n/a" if g["released_accuracy"] is None
-                        else f"{g['released_accuracy']:.4f}")
+        released_acc = "n/a" if g["released_accuracy"] is None else f"{g['released_accuracy']:.4f}"
         parts.append(
             f"## {name}\n\n{table(rec)}\n\nExpected calibration error **{rec['ece']:.4f}**.\n\n"
             f"Review: {g['released_share']:.1%} released without review, accuracy of the "
@@ -163,17 +191,20 @@ def write_site_report(out: Path, site: str, role: str, sets: dict[str, dict[str,
             f"{g['wrong_share']:.1%}). Flags: low confidence {g['low_confidence_share']:.1%}, "
             f"out of distribution {g['out_of_distribution_share']:.1%}, not a cell "
             f"{g['not_a_cell_share']:.1%}. Risk-coverage area "
-            f"{rec['risk_coverage_area']:.4f}.\n\n![confusion]({png})\n")
+            f"{rec['risk_coverage_area']:.4f}.\n\n![confusion]({png})\n"
+        )
     plot_reliability(sets, f"{site}: reliability", out / f"{site}_reliability.png")
     plot_risk_coverage(sets, f"{site}: risk-coverage", out / f"{site}_risk_coverage.png")
-    parts.append(f"![reliability]({site}_reliability.png) "
-                 f"![risk-coverage]({site}_risk_coverage.png)\n")
+    parts.append(
+        f"![reliability]({site}_reliability.png) ![risk-coverage]({site}_risk_coverage.png)\n"
+    )
     (out / f"{site}.md").write_text("\n".join(parts))
     return records
 
 
-def evaluate_model(model_dir: Path, sites: list[Any], cache: Path | None, out: Path,
-                   command: str) -> dict[str, Any]:
+def evaluate_model(
+    model_dir: Path, sites: list[Any], cache: Path | None, out: Path, command: str
+) -> dict[str, Any]:
     """Every site's report for an exported model (validation cells too for the sites it was
     trained on); returns the records by site."""
     from model_training.export import SavedModelRunner
@@ -191,8 +222,10 @@ def evaluate_model(model_dir: Path, sites: list[Any], cache: Path | None, out: P
         sets = {n: answers(runner, ds, metadata, stats) for n, ds in named}
         role = "trained on" if trained else "held out"
         records = write_site_report(Path(out), site.name, role, sets, metadata, command)
-        results[site.name] = {n: {k: r[k] for k in ("accuracy", "macro_f1", "n", "ece",
-                                                    "guard")} for n, r in records.items()}
+        results[site.name] = {
+            n: {k: r[k] for k in ("accuracy", "macro_f1", "n", "ece", "guard")}
+            for n, r in records.items()
+        }
     return results
 
 

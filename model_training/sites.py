@@ -56,8 +56,11 @@ class SiteData:
     tests: dict[str, Dataset] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
-        return {"train": len(self.train.y), "val": len(self.val.y),
-                **{name: len(ds.y) for name, ds in self.tests.items()}}
+        return {
+            "train": len(self.train.y),
+            "val": len(self.val.y),
+            **{name: len(ds.y) for name, ds in self.tests.items()},
+        }
 
 
 def parse_site(spec: str) -> Site:
@@ -87,8 +90,9 @@ def split_path(name: str, splits_dir: Path | None = None) -> Path:
     return Path(splits_dir or SPLITS_DIR) / f"{name}.csv"
 
 
-def make_split(root: Path, seed: int = 0,
-               fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> list[tuple[str, str]]:
+def make_split(
+    root: Path, seed: int = 0, fractions: tuple[float, float, float] = SPLIT_FRACTIONS
+) -> list[tuple[str, str]]:
     """(``class/file``, split) for every image under ``root``: each class's files shuffled
     with ``seed`` and cut by ``fractions`` (stratified; the test share rounded up, so each
     class's test part is at least its fraction), sorted by file."""
@@ -105,8 +109,8 @@ def make_split(root: Path, seed: int = 0,
         n_test = math.ceil(fractions[2] * n - 1e-9)  # at least its share, rounding up
         n_val = round(fractions[1] * n)
         rows += [(f, "test") for f in files[:n_test]]
-        rows += [(f, "val") for f in files[n_test:n_test + n_val]]
-        rows += [(f, "train") for f in files[n_test + n_val:]]
+        rows += [(f, "val") for f in files[n_test : n_test + n_val]]
+        rows += [(f, "train") for f in files[n_test + n_val :]]
     return sorted(rows)
 
 
@@ -118,8 +122,10 @@ def write_split(rows: list[tuple[str, str]], path: Path, seed: int) -> None:
         raise DataError(f"{path} exists: a site's split is fixed after first use")
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
-        f.write(f"# seed {seed}; fractions {'/'.join(f'{x:g}' for x in SPLIT_FRACTIONS)}; "
-                "stratified by class; never changed after first use\n")
+        f.write(
+            f"# seed {seed}; fractions {'/'.join(f'{x:g}' for x in SPLIT_FRACTIONS)}; "
+            "stratified by class; never changed after first use\n"
+        )
         writer = csv.writer(f)
         writer.writerow(["file", "split"])
         writer.writerows(rows)
@@ -129,8 +135,10 @@ def read_split(path: Path) -> dict[str, str]:
     """``class/file`` -> split name, from a split file."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"no split file {path}: make it once with `python -m model_training "
-                        "split --data NAME=PATH`")
+        raise DataError(
+            f"no split file {path}: make it once with `python -m model_training "
+            "split --data NAME=PATH`"
+        )
     lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
     table: dict[str, str] = {}
     for row in csv.DictReader(lines):
@@ -145,15 +153,22 @@ def file_key(path: str | Path) -> str:
     return f"{path.parent.name.lower()}/{path.name}"
 
 
-def load_site(site: Site, cache: Path | None, seed: int = 42, balance: str = "white",
-              splits_dir: Path | None = None) -> SiteData:
+def load_site(
+    site: Site,
+    cache: Path | None,
+    seed: int = 42,
+    balance: str = "white",
+    splits_dir: Path | None = None,
+) -> SiteData:
     """One site's train / validation / test sets (see the module docstring)."""
     if site.publisher_split:
         full = load_folder(site.root / "TRAIN", cache, balance=balance)
         rest, held = grouped_split(full.groups, full.y, VAL_FRACTION, seed)
-        tests = {p.name: load_folder(p, cache, balance=balance)
-                 for p in sorted(site.root.iterdir())
-                 if p.is_dir() and p.name != "TRAIN" and not p.name.startswith(".")}
+        tests = {
+            p.name: load_folder(p, cache, balance=balance)
+            for p in sorted(site.root.iterdir())
+            if p.is_dir() and p.name != "TRAIN" and not p.name.startswith(".")
+        }
         train = full.subset(rest)
         train.skipped = full.skipped
         return SiteData(site, train, full.subset(held), tests)
@@ -162,8 +177,10 @@ def load_site(site: Site, cache: Path | None, seed: int = 42, balance: str = "wh
     keys = [file_key(p) for p in full.paths]
     missing = [k for k in keys if k not in table]
     if missing:
-        raise DataError(f"site {site.name}: {len(missing)} images not in "
-                        f"{split_path(site.name, splits_dir)}, e.g. {missing[:3]}")
+        raise DataError(
+            f"site {site.name}: {len(missing)} images not in "
+            f"{split_path(site.name, splits_dir)}, e.g. {missing[:3]}"
+        )
     which = np.array([table[k] for k in keys])
     parts = {name: full.subset(np.flatnonzero(which == name)) for name in SPLIT_NAMES}
     parts["train"].skipped = full.skipped

@@ -3,7 +3,7 @@
 The Kaggle folder's README says that files sharing split, class and ``k`` (``_<k>_<n>.jpeg``)
 are views of one cell. They are not: the views filed under one ``k`` show many different
 cells, and each cell's views are spread over every ``k`` of its class (see
-``reports/source-fields``). A split grouped by ``k`` therefore leaks views of one cell
+``reports/experiments/source-fields``). A split grouped by ``k`` therefore leaks views of one cell
 across it, as a random split does. The Kaggle images were made from the BCCD photographs
 (640x480, in ``../shared/data/bccd``) by resizing to 320x240 and a random flip, rotation and
 shift; this module finds, for each Kaggle image, the photograph it was made from.
@@ -19,7 +19,7 @@ its score and its margin over the runner-up are kept, so that doubtful matches a
 The photographs only name groups here; nothing is trained on them (their README forbids it).
 ``python -m model_training.source_fields --data ../shared/data/kaggle-blood-cells
 --bccd ../shared/data/bccd --out model_training/source_fields.csv.gz --report
-reports/source-fields`` writes the table that ``data.group_of`` reads.
+reports/experiments/source-fields`` writes the table that ``data.group_of`` reads.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from model_training.bccd import TABLE
 from model_training.data import list_samples
-from model_training.preprocessing import decode, locate
+from wbc_core.preprocessing import decode, locate
 
-TABLE = Path(__file__).with_name("source_fields.csv.gz")
 SIZE = (320, 240)  # Kaggle's image size: BCCD's 640x480 halved
 HALF = 90.0  # half side of the compared window, pixels at 320x240
 GRID = 45  # samples per side of that window (4 px apart)
@@ -72,8 +72,14 @@ def prepare(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     return band, valid, ((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2)
 
 
-def window(band: np.ndarray, valid: np.ndarray, centre: tuple[float, float],
-           theta: float = 0.0, flip: bool = False, shear: float = 0.0) -> np.ndarray:
+def window(
+    band: np.ndarray,
+    valid: np.ndarray,
+    centre: tuple[float, float],
+    theta: float = 0.0,
+    flip: bool = False,
+    shear: float = 0.0,
+) -> np.ndarray:
     """The unit-norm descriptor: the window around ``centre``, sampled through a shear by
     ``shear`` then a turn by ``theta`` (Keras's order), mirrored first with ``flip``."""
     gx = -GX if flip else GX
@@ -92,9 +98,15 @@ def photograph_windows(path: Path) -> np.ndarray:
     """A photograph's descriptors under both flips (a vertical flip is a horizontal one
     turned by 180 degrees), rotations and shears: [4 * len(THETAS) * len(SHEARS), GRID ** 2]."""
     band, valid, centre = prepare(path)
-    return np.stack([window(band, valid, centre, base + t, flip, shear)
-                     for flip in (False, True) for base in (0.0, np.pi) for t in THETAS
-                     for shear in SHEARS])
+    return np.stack(
+        [
+            window(band, valid, centre, base + t, flip, shear)
+            for flip in (False, True)
+            for base in (0.0, np.pi)
+            for t in THETAS
+            for shear in SHEARS
+        ]
+    )
 
 
 def view_windows(path: Path) -> np.ndarray:
@@ -115,9 +127,10 @@ def scores(views: np.ndarray, photographs: np.ndarray, chunk: int = 256) -> np.n
     flat = photographs.reshape(n_photo * n_var, dim).T
     out = np.empty((len(views), n_photo), np.float32)
     for start in range(0, len(views), chunk):
-        v = views[start:start + chunk]
-        out[start:start + chunk] = (v.reshape(-1, dim) @ flat).reshape(
-            len(v), -1, n_photo, n_var).max(axis=(1, 3))
+        v = views[start : start + chunk]
+        out[start : start + chunk] = (
+            (v.reshape(-1, dim) @ flat).reshape(len(v), -1, n_photo, n_var).max(axis=(1, 3))
+        )
     return out
 
 
@@ -127,8 +140,7 @@ def best_two(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return s.argmax(axis=1), top2[:, 1], top2[:, 1] - top2[:, 0]
 
 
-def match(views: np.ndarray, photographs: np.ndarray
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def match(views: np.ndarray, photographs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each view the photograph it matches best: (index, score, margin)."""
     return best_two(scores(views, photographs))
 
@@ -159,12 +171,25 @@ def build(data: Path, bccd: Path, workers: int = 2) -> list[dict]:
     files = [s.path for split in SPLITS for s in list_samples(data / split)]
     s = scores(_stack(view_windows, files, workers), photo_windows)
     # TEST_SIMPLE holds TEST's own photographs, unaugmented: one set with TEST
-    best, score, margin = assign(s, [f"{f.parent.parent.name.replace('TEST_SIMPLE', 'TEST')}"
-                                     f"/{f.parent.name.lower()}" for f in files])
-    return [{"split": f.parent.parent.name, "class": f.parent.name.lower(), "file": f.name,
-             "bytes": f.stat().st_size, "field": photos[b].stem,
-             "score": round(float(sc), 4), "margin": round(float(m), 4)}
-            for f, b, sc, m in zip(files, best, score, margin, strict=True)]
+    best, score, margin = assign(
+        s,
+        [
+            f"{f.parent.parent.name.replace('TEST_SIMPLE', 'TEST')}/{f.parent.name.lower()}"
+            for f in files
+        ],
+    )
+    return [
+        {
+            "split": f.parent.parent.name,
+            "class": f.parent.name.lower(),
+            "file": f.name,
+            "bytes": f.stat().st_size,
+            "field": photos[b].stem,
+            "score": round(float(sc), 4),
+            "margin": round(float(m), 4),
+        }
+        for f, b, sc, m in zip(files, best, score, margin, strict=True)
+    ]
 
 
 def write_table(rows: list[dict], out: Path) -> None:
@@ -174,26 +199,10 @@ def write_table(rows: list[dict], out: Path) -> None:
         writer.writerows(rows)
 
 
-def read_table(path: Path = TABLE) -> dict[tuple[str, str, str, int], str]:
-    """(split, class, file name, file size) -> BCCD photograph; empty when the table is
-    absent. The size keeps another tree's file of the same name from being taken for it."""
-    if not path.exists():
-        return {}
-    with gzip.open(path, "rt", newline="") as fh:
-        return {(r["split"], r["class"], r["file"], int(r["bytes"])): r["field"]
-                for r in csv.DictReader(fh)}
-
-
-def photograph_classes(split: str, path: Path = TABLE) -> dict[str, str]:
-    """BCCD photograph -> class of the cell ``split``'s images were made from (one class per
-    photograph, by construction of the table)."""
-    return {field: cls for (s, cls, _, _), field in sorted(read_table(path).items())
-            if s == split}
-
-
 def checks(rows: list[dict]) -> dict:
     """What the table must satisfy if the matching is right, and how the README's ``k``
     compares with it."""
+
     def by(split: str) -> list[dict]:
         return [r for r in rows if r["split"] == split]
 
@@ -204,15 +213,18 @@ def checks(rows: list[dict]) -> dict:
     out: dict = {
         "TEST_SIMPLE images on distinct photographs": f"{len(simple_fields)} of {len(simple)}",
         "TEST images on a TEST_SIMPLE photograph of their class": sum(
-            (r["class"], r["field"]) in {(s["class"], s["field"]) for s in simple}
-            for r in test),
+            (r["class"], r["field"]) in {(s["class"], s["field"]) for s in simple} for r in test
+        ),
         "TEST images": len(test),
-        "TRAIN images on a TEST photograph": sum(r["field"] in simple_fields
-                                                 for r in by("TRAIN")),
+        "TRAIN images on a TEST photograph": sum(r["field"] in simple_fields for r in by("TRAIN")),
         "TRAIN photographs": len(train_fields),
         "TRAIN photographs shared by two classes": len(
-            {f for f in train_fields
-             if len({r["class"] for r in by("TRAIN") if r["field"] == f}) > 1}),
+            {
+                f
+                for f in train_fields
+                if len({r["class"] for r in by("TRAIN") if r["field"] == f}) > 1
+            }
+        ),
     }
     for split in ("TRAIN", "TEST"):
         ks: dict[tuple[str, str], set[str]] = {}
@@ -221,15 +233,21 @@ def checks(rows: list[dict]) -> dict:
             ks.setdefault((r["class"], k), set()).add(r["field"])
         sizes = [len(v) for v in ks.values()]
         out[f"{split}: photographs per README 'k' group (median, max)"] = (
-            int(np.median(sizes)), max(sizes))
+            int(np.median(sizes)),
+            max(sizes),
+        )
         fields: dict[str, int] = {}
         for r in by(split):
             fields[r["field"]] = fields.get(r["field"], 0) + 1
         out[f"{split}: images per photograph (min, median, max)"] = (
-            min(fields.values()), int(np.median(list(fields.values()))), max(fields.values()))
+            min(fields.values()),
+            int(np.median(list(fields.values()))),
+            max(fields.values()),
+        )
         out[f"{split}: photographs per class"] = {
             c: len({r["field"] for r in by(split) if r["class"] == c})
-            for c in sorted({r["class"] for r in by(split)})}
+            for c in sorted({r["class"] for r in by(split)})
+        }
     scores = np.array([r["score"] for r in rows if r["split"] != "TEST_SIMPLE"])
     margins = np.array([r["margin"] for r in rows if r["split"] != "TEST_SIMPLE"])
     out["augmented images: score median"] = round(float(np.median(scores)), 3)
@@ -237,8 +255,15 @@ def checks(rows: list[dict]) -> dict:
     return out
 
 
-def plot_k_group(rows: list[dict], data: Path, out: Path, split: str = "TRAIN",
-                 cls: str = "monocyte", k: str = "0", count: int = 12) -> None:
+def plot_k_group(
+    rows: list[dict],
+    data: Path,
+    out: Path,
+    split: str = "TRAIN",
+    cls: str = "monocyte",
+    k: str = "0",
+    count: int = 12,
+) -> None:
     """The first ``count`` images filed under one README ``k``, each titled with the
     photograph it was made from: a person sees at a glance that ``k`` is not one cell."""
     import matplotlib
@@ -246,19 +271,26 @@ def plot_k_group(rows: list[dict], data: Path, out: Path, split: str = "TRAIN",
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    group = [r for r in rows if r["split"] == split and r["class"] == cls
-             and r["file"].split("_")[1] == k]
+    group = [
+        r
+        for r in rows
+        if r["split"] == split and r["class"] == cls and r["file"].split("_")[1] == k
+    ]
     picked = group[:count]
     cols = 6
-    fig, axes = plt.subplots(-(-len(picked) // cols), cols, figsize=(2.4 * cols, 2.2 * 2),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        -(-len(picked) // cols), cols, figsize=(2.4 * cols, 2.2 * 2), squeeze=False
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for ax, r in zip(axes.ravel(), picked, strict=False):
         ax.imshow(Image.open(data / split / cls.upper() / r["file"]))
         ax.set_title(f"{r['file']}\nfrom {r['field']}", fontsize=7)
-    fig.suptitle(f"{split}/{cls.upper()}: the {len(group)} files named _{k}_<n> come from "
-                 f"{len({r['field'] for r in group})} photographs", fontsize=9)
+    fig.suptitle(
+        f"{split}/{cls.upper()}: the {len(group)} files named _{k}_<n> come from "
+        f"{len({r['field'] for r in group})} photographs",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)

@@ -24,9 +24,17 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, kaggle_like: Path) -> P
     from model_training.train import Augmentation, train
 
     out = tmp_path_factory.mktemp("models") / "wbc-classifier"
-    train("official", kaggle_like, out, arch="tiny", epochs=1, batch_size=8,
-          cache_dir=None, report_dir=tmp_path_factory.mktemp("report"),
-          aug=Augmentation(scale=0.1))
+    train(
+        "official",
+        kaggle_like,
+        out,
+        arch="tiny",
+        epochs=1,
+        batch_size=8,
+        cache_dir=None,
+        report_dir=tmp_path_factory.mktemp("report"),
+        aug=Augmentation(scale=0.1),
+    )
     return out
 
 

@@ -14,8 +14,12 @@ CYTOPLASM = (205, 185, 225)
 CLASS_FOLDERS = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
 
 
-def field(size: tuple[int, int] = (320, 240), cells: list[tuple[int, int, int]] | None = None,
-          seed: int = 0, lobes: int = 1) -> Image.Image:
+def field(
+    size: tuple[int, int] = (320, 240),
+    cells: list[tuple[int, int, int]] | None = None,
+    seed: int = 0,
+    lobes: int = 1,
+) -> Image.Image:
     """A field with red cells and white cells at (cx, cy, radius) drawn as violet nuclei."""
     rng = np.random.default_rng(seed)
     image = Image.new("RGB", size, BACKGROUND)
@@ -29,8 +33,10 @@ def field(size: tuple[int, int] = (320, 240), cells: list[tuple[int, int, int]] 
         nr = int(r * 0.7)
         for k in range(lobes):
             dx = int((k - (lobes - 1) / 2) * nr * 0.6)
-            draw.ellipse((cx + dx - nr // lobes - 4, cy - nr, cx + dx + nr // lobes + 4,
-                          cy + nr), fill=NUCLEUS)
+            draw.ellipse(
+                (cx + dx - nr // lobes - 4, cy - nr, cx + dx + nr // lobes + 4, cy + nr),
+                fill=NUCLEUS,
+            )
     noise = rng.normal(0, 3, (h, w, 3))
     return Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8))
 
@@ -42,8 +48,13 @@ def class_image(label: int, seed: int) -> Image.Image:
     return field(cells=[(cx, cy, 28 + 6 * (label % 2))], seed=seed, lobes=label + 1)
 
 
-def write_class_tree(root: Path, per_class: int = 6, groups: int = 3, seed: int = 0,
-                     names: tuple[str, ...] = CLASS_FOLDERS) -> Path:
+def write_class_tree(
+    root: Path,
+    per_class: int = 6,
+    groups: int = 3,
+    seed: int = 0,
+    names: tuple[str, ...] = CLASS_FOLDERS,
+) -> Path:
     """``root/<CLASS>/_<k>_<n>.jpeg`` files: ``groups`` source cells per class."""
     for label, name in enumerate(names):
         folder = root / name
@@ -51,7 +62,8 @@ def write_class_tree(root: Path, per_class: int = 6, groups: int = 3, seed: int 
         for i in range(per_class):
             k = i % groups
             class_image(label, seed * 1000 + label * 100 + i).save(
-                folder / f"_{k}_{seed * 1000 + i}.jpeg", quality=92)
+                folder / f"_{k}_{seed * 1000 + i}.jpeg", quality=92
+            )
     return root
 
 

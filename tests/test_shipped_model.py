@@ -29,8 +29,9 @@ def test_shipped_model_accuracy_on_test_simple(data_dir: Path) -> None:
     correct = 0
     with TestClient(app) as client:
         for s in samples:
-            r = client.post("/predict", files={"file": (s.path.name, s.path.read_bytes(),
-                                                        "image/jpeg")})
+            r = client.post(
+                "/predict", files={"file": (s.path.name, s.path.read_bytes(), "image/jpeg")}
+            )
             assert r.status_code == 200, r.text
             correct += r.json()["label"] == CLASSES[s.label]
         served = client.get("/v1/models/wbc-classifier").json()
@@ -48,19 +49,22 @@ def test_shipped_model_calls_generated_non_cells_unknown() -> None:
     app = create_app(Settings(model_dir=SHIPPED))
     with TestClient(app) as client:
         for name, image in not_cells().items():
-            r = client.post("/predict", files={"file": (f"{name}.png", encode(image, "PNG"),
-                                                        "image/png")})
+            r = client.post(
+                "/predict", files={"file": (f"{name}.png", encode(image, "PNG"), "image/png")}
+            )
             assert r.status_code == 200
             assert r.json()["label"] == "unknown", (name, r.json())
 
 
-@pytest.mark.parametrize("look", ["hue +0.05", "saturation x1.5", "brightness x1.2",
-                                  "gamma 1.4", "cast warm"])
-def test_shipped_model_classifies_cells_that_look_like_another_labs(data_dir: Path,
-                                                                    look: str) -> None:
+@pytest.mark.parametrize(
+    "look", ["hue +0.05", "saturation x1.5", "brightness x1.2", "gamma 1.4", "cast warm"]
+)
+def test_shipped_model_classifies_cells_that_look_like_another_labs(
+    data_dir: Path, look: str
+) -> None:
     """Another lab's stain, lamp or camera: the service still answers with a cell type,
     not "unknown" (model v4's not-a-cell check turned away 100% of TEST_SIMPLE under a 20%
-    brighter lamp, reports/official-v4/robustness), and mostly the right one."""
+    brighter lamp, reports/experiments/official-v4/robustness), and mostly the right one."""
     from model_training.robustness import PERTURBATIONS
     from tests.app.conftest import encode
 
@@ -70,8 +74,9 @@ def test_shipped_model_classifies_cells_that_look_like_another_labs(data_dir: Pa
     with TestClient(app) as client:
         for s in samples:
             image = PERTURBATIONS[look](Image.open(s.path).convert("RGB"))
-            r = client.post("/predict", files={"file": ("cell.png", encode(image, "PNG"),
-                                                        "image/png")})
+            r = client.post(
+                "/predict", files={"file": ("cell.png", encode(image, "PNG"), "image/png")}
+            )
             assert r.status_code == 200, r.text
             labels.append(r.json()["label"])
     assert labels.count("unknown") <= 1, (look, labels.count("unknown"))
@@ -79,12 +84,12 @@ def test_shipped_model_classifies_cells_that_look_like_another_labs(data_dir: Pa
     assert correct / len(samples) >= 0.85, (look, correct)
 
 
-def test_shipped_model_classifies_both_white_cells_of_real_smear_fields(
-        bccd_dir: Path) -> None:
+def test_shipped_model_classifies_both_white_cells_of_real_smear_fields(bccd_dir: Path) -> None:
     """The BCCD test fields with two white-cell boxes, posted whole to /predict/cells: each
     true box gets its own classified cell. (BCCD has no class per box, so only finding and
     answering is checked; nothing is trained or chosen on these fields.)"""
-    from model_training.localise_eval import iou, wbc_boxes
+    from model_training.bccd import wbc_boxes
+    from model_training.localise_eval import iou
 
     names = (bccd_dir / "ImageSets/Main/test.txt").read_text().split()
     fields = [n for n in names if len(wbc_boxes(bccd_dir / "Annotations" / f"{n}.xml")) == 2]
@@ -93,10 +98,12 @@ def test_shipped_model_classifies_both_white_cells_of_real_smear_fields(
     with TestClient(app) as client:
         for name in fields:
             data = (bccd_dir / "JPEGImages" / f"{name}.jpg").read_bytes()
-            cells = client.post("/predict/cells", content=data,
-                                headers={"content-type": "image/jpeg"}).json()["cells"]
-            one = client.post("/predict", content=data,
-                              headers={"content-type": "image/jpeg"}).json()
+            cells = client.post(
+                "/predict/cells", content=data, headers={"content-type": "image/jpeg"}
+            ).json()["cells"]
+            one = client.post(
+                "/predict", content=data, headers={"content-type": "image/jpeg"}
+            ).json()
             assert len(cells) == 2, (name, cells)
             assert one["cell_box"] == cells[0]["cell_box"]
             assert one["other_cells"] == [cells[1]["cell_box"]]
@@ -109,18 +116,20 @@ def test_shipped_model_on_the_original_photographs_of_test_cells(bccd_dir: Path)
     """BCCD's 640x480 photographs that Kaggle's TEST images were made from, posted whole:
     the cell found is the annotated white cell, and the accuracy is the one the robustness
     report gives for them (the same cells as TEST with twice the pixels each)."""
-    from model_training.localise_eval import iou, wbc_boxes
+    from model_training.bccd import wbc_boxes
+    from model_training.localise_eval import iou
     from model_training.robustness import PHOTOGRAPHS, source_photographs
 
     photographs = source_photographs(bccd_dir)
     assert len(photographs.paths) == 71  # every TEST cell's field holds one white cell
-    reported = json.loads((PROJECT / "reports/robustness/robustness.json").read_text())
+    reported = json.loads((PROJECT / "reports/experiments/robustness/robustness.json").read_text())
     app = create_app(Settings(model_dir=SHIPPED))
     correct = 0
     with TestClient(app) as client:
         for path, label in zip(photographs.paths, photographs.y, strict=True):
-            r = client.post("/predict", content=Path(path).read_bytes(),
-                            headers={"content-type": "image/jpeg"})
+            r = client.post(
+                "/predict", content=Path(path).read_bytes(), headers={"content-type": "image/jpeg"}
+            )
             assert r.status_code == 200, r.text
             body = r.json()
             truth = wbc_boxes(bccd_dir / "Annotations" / f"{Path(path).stem}.xml")[0]
@@ -138,15 +147,16 @@ def test_shipped_model_on_test_cells_cut_as_single_cell_images(bccd_dir: Path) -
     from tests.app.conftest import encode
 
     photographs = source_photographs(bccd_dir)
-    reported = json.loads((PROJECT / "reports/robustness/robustness.json").read_text())
+    reported = json.loads((PROJECT / "reports/experiments/robustness/robustness.json").read_text())
     app = create_app(Settings(model_dir=SHIPPED))
     correct = 0
     with TestClient(app) as client:
         cut = framed(sources(photographs.paths), photographs.boxes, 1.25)
         for image, label in zip(cut, photographs.y, strict=True):
             assert image.width == image.height
-            r = client.post("/predict", files={"file": ("cell.png", encode(image, "PNG"),
-                                                        "image/png")})
+            r = client.post(
+                "/predict", files={"file": ("cell.png", encode(image, "PNG"), "image/png")}
+            )
             assert r.status_code == 200, r.text
             assert r.json()["is_cell"] and r.json()["localised"], r.json()
             correct += r.json()["label"] == CLASSES[label]

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from app.errors import ServiceError
+from app.lifecycle import load_model
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -19,10 +20,9 @@ class ReloadFailed(ServiceError):
 @router.post("/reload")
 async def reload_model(request: Request) -> dict[str, Any]:
     """Reload from WBC_MODEL_DIR; the old model keeps serving if the new one fails."""
-    from app.main import load_model
-
     ok = await load_model(request.app, request.app.state.settings)
     if not ok:
-        raise ReloadFailed(f"reload failed, still serving the previous model: "
-                           f"{request.app.state.load_error}")
+        raise ReloadFailed(
+            f"reload failed, still serving the previous model: {request.app.state.load_error}"
+        )
     return {"status": "reloaded", "model": request.app.state.classifier.model_info()}

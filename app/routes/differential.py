@@ -27,19 +27,26 @@ def domain_warnings(classified: list[dict[str, Any]], max_share: float) -> tuple
     validated on: another stain, camera or scale; its counts are not to be trusted)."""
     if not classified:
         return 0.0, []
-    share = sum("out_of_distribution" in r.get("review_reasons", []) for r in classified
-                ) / len(classified)
+    share = sum("out_of_distribution" in r.get("review_reasons", []) for r in classified) / len(
+        classified
+    )
     if share <= max_share:
         return share, []
-    return share, [{"code": OUTSIDE_DOMAIN,
-                    "message": f"{share:.0%} of the cells are unlike the images this model was "
-                               f"trained and validated on (limit {max_share:.0%}): the "
-                               "specimen is outside the validated domain; review every cell",
-                    "share": round(share, 4), "limit": max_share}]
+    return share, [
+        {
+            "code": OUTSIDE_DOMAIN,
+            "message": f"{share:.0%} of the cells are unlike the images this model was "
+            f"trained and validated on (limit {max_share:.0%}): the "
+            "specimen is outside the validated domain; review every cell",
+            "share": round(share, 4),
+            "limit": max_share,
+        }
+    ]
 
 
-def summarise(results: list[dict[str, Any]], classifier: Classifier,
-              max_ood_share: float = 1.0) -> dict[str, Any]:
+def summarise(
+    results: list[dict[str, Any]], classifier: Classifier, max_ood_share: float = 1.0
+) -> dict[str, Any]:
     classes = classifier.predictor.classes
     classified = [r for r in results if "error" not in r and r["label"] in classes]
     unknown = [r for r in results if "error" not in r and r["label"] not in classes]
@@ -54,16 +61,30 @@ def summarise(results: list[dict[str, Any]], classifier: Classifier,
     ood_share, warnings = domain_warnings(classified, max_ood_share)
     return {
         "classified": total,
-        "counts": {c: {"count": n, "percent": round(100 * n / total, 1) if total else 0.0}
-                   for c, n in counts.items()},
-        "flagged": [{"filename": r["filename"], **({"cell": r["cell"]} if "cell" in r else {}),
-                     "label": r["label"], "review_reasons": r.get("review_reasons", []),
-                     "confidence": r["confidence"], "probabilities": r["probabilities"]}
-                    for r in classified if r["needs_review"]],
-        "rejected": {"count": len(errors) + len(unknown), "reasons": reasons,
-                     "files": [{"filename": r["filename"], "error": r.get("error",
-                                                                        "not a white blood cell")}
-                               for r in errors + unknown]},
+        "counts": {
+            c: {"count": n, "percent": round(100 * n / total, 1) if total else 0.0}
+            for c, n in counts.items()
+        },
+        "flagged": [
+            {
+                "filename": r["filename"],
+                **({"cell": r["cell"]} if "cell" in r else {}),
+                "label": r["label"],
+                "review_reasons": r.get("review_reasons", []),
+                "confidence": r["confidence"],
+                "probabilities": r["probabilities"],
+            }
+            for r in classified
+            if r["needs_review"]
+        ],
+        "rejected": {
+            "count": len(errors) + len(unknown),
+            "reasons": reasons,
+            "files": [
+                {"filename": r["filename"], "error": r.get("error", "not a white blood cell")}
+                for r in errors + unknown
+            ],
+        },
         "review_threshold": classifier.threshold,
         "out_of_distribution_share": round(ood_share, 4),
         "validated_domain": not warnings,
@@ -73,15 +94,20 @@ def summarise(results: list[dict[str, Any]], classifier: Classifier,
 
 
 @router.post("/differential", responses=ERRORS, openapi_extra=image_body("files", many=True))
-async def differential(request: Request, classifier: ClassifierDep, settings: SettingsDep,
-                       format: str = Query("json", pattern="^(json|fhir)$"),
-                       cells: str = CELLS) -> JSONResponse:
+async def differential(
+    request: Request,
+    classifier: ClassifierDep,
+    settings: SettingsDep,
+    format: str = Query("json", pattern="^(json|fhir)$"),
+    cells: str = CELLS,
+) -> JSONResponse:
     """Differential count of one specimen's cell images (multipart `files`, optional form
     fields `specimen_id` and `patient`). `?format=fhir` or `Accept: application/fhir+json`
     returns a FHIR R4 Bundle. `?cells=all` counts every white cell of each image (smear
     fields), not only the most prominent."""
-    uploads = await read_files(request, "files", settings.max_differential,
-                               settings.max_image_bytes)
+    uploads = await read_files(
+        request, "files", settings.max_differential, settings.max_image_bytes
+    )
     form = await request.form()
     results = await run_in_threadpool(classify_many, classifier, uploads, cells == "all")
     diff = summarise(results, classifier, settings.ood_specimen_share)

@@ -26,10 +26,13 @@ def _explain(request: Request, classifier: Classifier, data: bytes) -> tuple[byt
     return png, classifier.predictor.classes[info["class_index"]]
 
 
-@router.post("/explain", responses={200: {"content": {"image/png": {}}}, **ERRORS},
-             response_class=Response, openapi_extra=image_body("file", many=False))
-async def explain(request: Request, classifier: ClassifierDep,
-                  settings: SettingsDep) -> Response:
+@router.post(
+    "/explain",
+    responses={200: {"content": {"image/png": {}}}, **ERRORS},
+    response_class=Response,
+    openapi_extra=image_body("file", many=False),
+)
+async def explain(request: Request, classifier: ClassifierDep, settings: SettingsDep) -> Response:
     """One image in, a PNG out: Grad-CAM of the predicted class on the cell crop."""
     upload = await read_single(request, settings.max_image_bytes)
     png, label = await run_in_threadpool(_explain, request, classifier, upload.data)

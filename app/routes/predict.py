@@ -18,10 +18,15 @@ from app.uploads import Upload, read_files, read_single
 router = APIRouter(tags=["classification"])
 
 
-@router.post("/predict", response_model=Prediction, responses=ERRORS,
-             openapi_extra=image_body("file", many=False))
-async def predict(request: Request, classifier: ClassifierDep,
-                  settings: SettingsDep) -> JSONResponse:
+@router.post(
+    "/predict",
+    response_model=Prediction,
+    responses=ERRORS,
+    openapi_extra=image_body("file", many=False),
+)
+async def predict(
+    request: Request, classifier: ClassifierDep, settings: SettingsDep
+) -> JSONResponse:
     """Classify one white-cell image (multipart field `file`, or a raw image/* body)."""
     upload = await read_single(request, settings.max_image_bytes)
     try:
@@ -38,10 +43,15 @@ async def predict(request: Request, classifier: ClassifierDep,
         raise
 
 
-@router.post("/predict/cells", response_model=CellsResponse, responses=ERRORS,
-             openapi_extra=image_body("file", many=False))
-async def predict_cells(request: Request, classifier: ClassifierDep,
-                        settings: SettingsDep) -> JSONResponse:
+@router.post(
+    "/predict/cells",
+    response_model=CellsResponse,
+    responses=ERRORS,
+    openapi_extra=image_body("file", many=False),
+)
+async def predict_cells(
+    request: Request, classifier: ClassifierDep, settings: SettingsDep
+) -> JSONResponse:
     """Classify every white cell of one image (a smear field with several), the most
     prominent first; multipart field `file`, or a raw image/* body."""
     upload = await read_single(request, settings.max_image_bytes)
@@ -53,13 +63,17 @@ async def predict_cells(request: Request, classifier: ClassifierDep,
         raise
 
 
-CELLS = Query("first", pattern="^(first|all)$",
-              description="`all`: an entry for every white cell of each file (smear fields), "
-                          "with its index in `cell`; `first`: the most prominent cell only")
+CELLS = Query(
+    "first",
+    pattern="^(first|all)$",
+    description="`all`: an entry for every white cell of each file (smear fields), "
+    "with its index in `cell`; `first`: the most prominent cell only",
+)
 
 
-def classify_many(classifier: Any, uploads: list[Upload],
-                  every_cell: bool = False) -> list[dict[str, Any]]:
+def classify_many(
+    classifier: Any, uploads: list[Upload], every_cell: bool = False
+) -> list[dict[str, Any]]:
     """Per-file results in input order; a bad file gets an error entry, the rest go on.
     ``every_cell``: one entry per white cell of each file (``cell``: its index), each
     file's cells classified before the next file is read (its crops are not all held)."""
@@ -67,16 +81,22 @@ def classify_many(classifier: Any, uploads: list[Upload],
     results: list[dict[str, Any]] = []
     for upload in uploads:
         try:
-            crops = (classifier.prepare_cells(upload.data) if every_cell else
-                     [classifier.prepare(upload.data)])
+            crops = (
+                classifier.prepare_cells(upload.data)
+                if every_cell
+                else [classifier.prepare(upload.data)]
+            )
         except ServiceError as exc:
             REJECTED.labels(str(exc.status_code)).inc()
-            results.append({"filename": upload.filename, "error": exc.detail,
-                            "status": exc.status_code})
+            results.append(
+                {"filename": upload.filename, "error": exc.detail, "status": exc.status_code}
+            )
             continue
         if every_cell:
-            results += [{"filename": upload.filename, "cell": i, **cell}
-                        for i, cell in enumerate(classifier.classify(crops))]
+            results += [
+                {"filename": upload.filename, "cell": i, **cell}
+                for i, cell in enumerate(classifier.classify(crops))
+            ]
         else:
             prepared += crops
             results.append({"filename": upload.filename})
@@ -87,11 +107,16 @@ def classify_many(classifier: Any, uploads: list[Upload],
     return results
 
 
-@router.post("/predict/batch", response_model=BatchResponse, response_model_exclude_none=True,
-             responses=ERRORS, openapi_extra=image_body("files", many=True))
-async def predict_batch(request: Request, classifier: ClassifierDep, settings: SettingsDep,
-                        cells: str = CELLS) -> dict[str, Any]:
+@router.post(
+    "/predict/batch",
+    response_model=BatchResponse,
+    response_model_exclude_none=True,
+    responses=ERRORS,
+    openapi_extra=image_body("files", many=True),
+)
+async def predict_batch(
+    request: Request, classifier: ClassifierDep, settings: SettingsDep, cells: str = CELLS
+) -> dict[str, Any]:
     """Classify up to `WBC_MAX_BATCH` images (multipart field `files`), in input order."""
     uploads = await read_files(request, "files", settings.max_batch, settings.max_image_bytes)
-    return {"results": await run_in_threadpool(classify_many, classifier, uploads,
-                                               cells == "all")}
+    return {"results": await run_in_threadpool(classify_many, classifier, uploads, cells == "all")}

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from app.classifier import Classifier
 from app.deps import ClassifierDep
 from app.errors import BadImage, MissingField
-from model_training.metrics import apply_temperature
+from wbc_core.calibration import apply_temperature
 
 MODEL = "wbc-classifier"
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
@@ -53,30 +53,54 @@ async def v2_metadata(classifier: ClassifierDep) -> dict[str, Any]:
     meta = classifier.predictor.metadata
     size = meta.get("input", {}).get("size", [150, 150, 3])
     return {
-        "name": MODEL, "versions": [str(meta.get("version"))],
+        "name": MODEL,
+        "versions": [str(meta.get("version"))],
         "platform": "tensorflow_savedmodel",
         "inputs": [
             {"name": "image", "datatype": "FP32", "shape": [-1, *size]},
-            {"name": "image_bytes", "datatype": "BYTES", "shape": [-1],
-             "parameters": {"content": "base64-encoded image files"}}],
-        "outputs": [{"name": "probabilities", "datatype": "FP32",
-                     "shape": [-1, len(classifier.predictor.classes)]},
-                    {"name": "label", "datatype": "BYTES", "shape": [-1]},
-                    {"name": "needs_review", "datatype": "BOOL", "shape": [-1]},
-                    {"name": "review_reasons", "datatype": "BYTES", "shape": [-1],
-                     "parameters": {"content": "comma-separated: low_confidence, "
-                                    "out_of_distribution, not_a_cell, cell_not_found"}},
-                    {"name": "ood_score", "datatype": "FP32", "shape": [-1],
-                     "parameters": {"content": "-1 when the guard is off"}}],
-        "parameters": {"classes": classifier.predictor.classes,
-                       "review_threshold": classifier.threshold,
-                       "ood_guard": classifier.ood_threshold is not None,
-                       "ood_threshold": classifier.ood_threshold},
+            {
+                "name": "image_bytes",
+                "datatype": "BYTES",
+                "shape": [-1],
+                "parameters": {"content": "base64-encoded image files"},
+            },
+        ],
+        "outputs": [
+            {
+                "name": "probabilities",
+                "datatype": "FP32",
+                "shape": [-1, len(classifier.predictor.classes)],
+            },
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "needs_review", "datatype": "BOOL", "shape": [-1]},
+            {
+                "name": "review_reasons",
+                "datatype": "BYTES",
+                "shape": [-1],
+                "parameters": {
+                    "content": "comma-separated: low_confidence, "
+                    "out_of_distribution, not_a_cell, cell_not_found"
+                },
+            },
+            {
+                "name": "ood_score",
+                "datatype": "FP32",
+                "shape": [-1],
+                "parameters": {"content": "-1 when the guard is off"},
+            },
+        ],
+        "parameters": {
+            "classes": classifier.predictor.classes,
+            "review_threshold": classifier.threshold,
+            "ood_guard": classifier.ood_threshold is not None,
+            "ood_threshold": classifier.ood_threshold,
+        },
     }
 
 
-def _infer(classifier: Classifier, tensor: TensorInput
-           ) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
+def _infer(
+    classifier: Classifier, tensor: TensorInput
+) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
     """Probabilities, labels and each image's review (``needs_review``, ``review_reasons``,
     ``ood_score``)."""
     classes = classifier.predictor.classes
@@ -97,16 +121,19 @@ def _infer(classifier: Classifier, tensor: TensorInput
     except (ValueError, TypeError) as exc:
         raise MissingField(f"FP32 data does not match shape {tensor.shape}: {exc}") from exc
     if list(batch.shape[1:]) != list(size) or not np.isfinite(batch).all():
-        raise MissingField(f"FP32 input must have shape [N, {', '.join(map(str, size))}] "
-                           "with finite values in 0..255")
+        raise MissingField(
+            f"FP32 input must have shape [N, {', '.join(map(str, size))}] "
+            "with finite values in 0..255"
+        )
     raw, features = classifier.predictor.infer(np.clip(batch, 0, 255))
     probs = apply_temperature(raw, classifier.temperature)
     scores = classifier.ood_scores([(raw, features)])
     reviews = []
     for row, score in zip(probs, scores, strict=True):  # crops given: no cell check to make
         reasons = classifier.review_reasons(float(row.max()), score, True, True)
-        reviews.append({"needs_review": bool(reasons), "review_reasons": reasons,
-                        "ood_score": score})
+        reviews.append(
+            {"needs_review": bool(reasons), "review_reasons": reasons, "ood_score": score}
+        )
     return probs, [classes[i] for i in probs.argmax(axis=1)], reviews
 
 
@@ -119,19 +146,41 @@ async def v2_infer(body: InferRequest, classifier: ClassifierDep) -> dict[str, A
     probs, labels, reviews = await run_in_threadpool(_infer, classifier, tensor)
     n = len(labels)
     return {
-        "model_name": MODEL, "model_version": classifier.model_info()["version"],
+        "model_name": MODEL,
+        "model_version": classifier.model_info()["version"],
         "id": body.id,
         "outputs": [
-            {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape),
-             "data": [round(float(v), 6) for v in probs.ravel()]},
+            {
+                "name": "probabilities",
+                "datatype": "FP32",
+                "shape": list(probs.shape),
+                "data": [round(float(v), 6) for v in probs.ravel()],
+            },
             {"name": "label", "datatype": "BYTES", "shape": [n], "data": labels},
-            {"name": "needs_review", "datatype": "BOOL", "shape": [n],
-             "data": [r["needs_review"] for r in reviews]},
-            {"name": "review_reasons", "datatype": "BYTES", "shape": [n],
-             "data": [",".join(r["review_reasons"]) for r in reviews]},
-            {"name": "ood_score", "datatype": "FP32", "shape": [n],
-             "data": [-1.0 if r["ood_score"] is None else round(float(r["ood_score"]), 4)
-                      for r in reviews]}],
-        "parameters": {"ood_threshold": classifier.ood_threshold,
-                       "review_threshold": classifier.threshold},
+            {
+                "name": "needs_review",
+                "datatype": "BOOL",
+                "shape": [n],
+                "data": [r["needs_review"] for r in reviews],
+            },
+            {
+                "name": "review_reasons",
+                "datatype": "BYTES",
+                "shape": [n],
+                "data": [",".join(r["review_reasons"]) for r in reviews],
+            },
+            {
+                "name": "ood_score",
+                "datatype": "FP32",
+                "shape": [n],
+                "data": [
+                    -1.0 if r["ood_score"] is None else round(float(r["ood_score"]), 4)
+                    for r in reviews
+                ],
+            },
+        ],
+        "parameters": {
+            "ood_threshold": classifier.ood_threshold,
+            "review_threshold": classifier.threshold,
+        },
     }

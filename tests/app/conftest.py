@@ -21,8 +21,9 @@ def make_settings(model_dir: Path, **overrides: object) -> Settings:
 
 @pytest.fixture(scope="module")
 def client(tiny_model: Path) -> Iterator[TestClient]:
-    app = create_app(make_settings(tiny_model, max_image_bytes=2_000_000, max_pixels=4_000_000,
-                                   max_batch=5))
+    app = create_app(
+        make_settings(tiny_model, max_image_bytes=2_000_000, max_pixels=4_000_000, max_batch=5)
+    )
     with TestClient(app) as test_client:
         yield test_client
 

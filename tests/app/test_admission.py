@@ -22,8 +22,9 @@ PATHS = ("/predict", "/differential")
 BULK = ("/predict/batch", "/differential")
 
 
-def call(app: Any, path: str, method: str = "POST", length: int | None = None
-         ) -> tuple[asyncio.Task, list[dict]]:
+def call(
+    app: Any, path: str, method: str = "POST", length: int | None = None
+) -> tuple[asyncio.Task, list[dict]]:
     """Start one request through ``app``; its task and the messages it sends."""
     sent: list[dict] = []
 
@@ -57,8 +58,13 @@ def held_app() -> tuple[Any, asyncio.Event]:
 def test_requests_over_the_count_are_refused_and_admitted_again_when_one_ends() -> None:
     async def scenario() -> None:
         inner, release = held_app()
-        app = AdmissionMiddleware(inner, max_pending=3, max_pending_bytes=10**9, paths=PATHS,
-                                  limits=BodyLimits(single=100, bulk=1000, bulk_paths=BULK))
+        app = AdmissionMiddleware(
+            inner,
+            max_pending=3,
+            max_pending_bytes=10**9,
+            paths=PATHS,
+            limits=BodyLimits(single=100, bulk=1000, bulk_paths=BULK),
+        )
         held = [call(app, "/predict")[0] for _ in range(3)]
         await asyncio.sleep(0.01)
         over, over_sent = call(app, "/predict/batch")
@@ -85,8 +91,13 @@ def test_requests_over_the_count_are_refused_and_admitted_again_when_one_ends() 
 def test_upload_bytes_are_bounded_but_a_request_alone_always_runs() -> None:
     async def scenario() -> None:
         inner, release = held_app()
-        app = AdmissionMiddleware(inner, max_pending=100, max_pending_bytes=1000, paths=PATHS,
-                                  limits=BodyLimits(single=100, bulk=5000, bulk_paths=BULK))
+        app = AdmissionMiddleware(
+            inner,
+            max_pending=100,
+            max_pending_bytes=1000,
+            paths=PATHS,
+            limits=BodyLimits(single=100, bulk=5000, bulk_paths=BULK),
+        )
         alone, _ = call(app, "/predict/batch", length=4000)  # over the budget, but alone
         await asyncio.sleep(0.01)
         assert not alone.done() and app.pending_bytes == 4000
@@ -123,8 +134,10 @@ async def burst(url: str, body: bytes, n: int) -> tuple[list[httpx.Response], in
     """``n`` requests at once on ``n`` connections, and a readiness probe among them."""
     limits = httpx.Limits(max_connections=n + 1, max_keepalive_connections=n + 1)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
-        posts = [http.post("/predict", content=body, headers={"content-type": "image/jpeg"})
-                 for _ in range(n)]
+        posts = [
+            http.post("/predict", content=body, headers={"content-type": "image/jpeg"})
+            for _ in range(n)
+        ]
 
         async def probe() -> int:
             await asyncio.sleep(0.2)
@@ -136,7 +149,8 @@ async def burst(url: str, body: bytes, n: int) -> tuple[list[httpx.Response], in
 
 @pytest.mark.parametrize("max_pending", [4, 0])
 def test_a_burst_over_the_limit_is_partly_refused_and_the_rest_served(
-        tiny_model: Path, max_pending: int) -> None:
+    tiny_model: Path, max_pending: int
+) -> None:
     body = big_jpeg()
     env = {"WBC_MODEL_DIR": str(tiny_model), "WBC_MAX_PENDING": str(max_pending)}
     with Server(env=env) as running:
@@ -146,8 +160,10 @@ def test_a_burst_over_the_limit_is_partly_refused_and_the_rest_served(
         refused = [r for r in responses if r.status_code == 503]
         if max_pending:
             assert set(codes) == {200, 503} and codes.count(200) >= max_pending
-            assert all(r.headers["retry-after"] == "1" and "server busy" in r.json()["detail"]
-                       for r in refused)
+            assert all(
+                r.headers["retry-after"] == "1" and "server busy" in r.json()["detail"]
+                for r in refused
+            )
         else:
             assert codes == [200] * len(codes)  # no bound: everything waits its turn
         with httpx.Client(base_url=running.url, timeout=60) as http:

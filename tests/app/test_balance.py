@@ -43,26 +43,32 @@ def test_publish_writes_this_workers_slot() -> None:
 
 
 def test_two_workers_end_up_holding_equal_shares_of_keep_alive_connections(
-        tiny_model: Path, cell_jpeg: bytes) -> None:
+    tiny_model: Path, cell_jpeg: bytes
+) -> None:
     """Three rounds of 16 fresh keep-alive clients: however the kernel first spread them
     (an even 8/8 by chance about one round in five), each round ends 8/8. Without the
     balancer all three rounds would start and stay even about once in a hundred runs."""
     running = Server(workers=2, env={"WBC_MODEL_DIR": str(tiny_model)}).start()
     try:
         for _ in range(3):
-            clients = [http.client.HTTPConnection("127.0.0.1", running.port, timeout=30)
-                       for _ in range(16)]
+            clients = [
+                http.client.HTTPConnection("127.0.0.1", running.port, timeout=30) for _ in range(16)
+            ]
             held: dict[int, int] = {}
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 for client in clients:  # a request on each; a closed one reconnects
-                    client.request("POST", "/predict", body=cell_jpeg,
-                                   headers={"content-type": "image/jpeg"})
+                    client.request(
+                        "POST", "/predict", body=cell_jpeg, headers={"content-type": "image/jpeg"}
+                    )
                     response = client.getresponse()
                     response.read()
                     assert response.status == 200
-                held = {pid: n for pid, n in established_per_process(
-                    running.port, running.pids()[1:]).items() if n}
+                held = {
+                    pid: n
+                    for pid, n in established_per_process(running.port, running.pids()[1:]).items()
+                    if n
+                }
                 if sorted(held.values()) == [8, 8]:
                     break
             for client in clients:

@@ -23,8 +23,9 @@ def test_400_undecodable(client: TestClient) -> None:
 
 
 def test_400_truncated(client: TestClient, cell_jpeg: bytes) -> None:
-    r = client.post("/predict", files={"file": ("t.jpg", cell_jpeg[: len(cell_jpeg) // 2],
-                                                "image/jpeg")})
+    r = client.post(
+        "/predict", files={"file": ("t.jpg", cell_jpeg[: len(cell_jpeg) // 2], "image/jpeg")}
+    )
     assert r.status_code == 400
     assert "corrupt or truncated" in r.json()["detail"]
 
@@ -36,25 +37,35 @@ def test_400_empty_body(client: TestClient) -> None:
 
 
 def test_413_body_over_byte_limit(client: TestClient) -> None:
-    r = client.post("/predict", content=b"\xff" * 2_200_000,
-                    headers={"content-type": "image/jpeg"})
+    r = client.post("/predict", content=b"\xff" * 2_200_000, headers={"content-type": "image/jpeg"})
     assert r.status_code == 413
     assert "limit" in r.json()["detail"]
 
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height, with one tiny compressed row: a bomb."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_413_decompression_bomb_refused_before_decoding(client: TestClient) -> None:
-    r = client.post("/predict", content=_png_header_only(50_000, 50_000),
-                    headers={"content-type": "image/png"})
+    r = client.post(
+        "/predict", content=_png_header_only(50_000, 50_000), headers={"content-type": "image/png"}
+    )
     assert r.status_code == 413
     assert "pixels" in r.json()["detail"]
 
@@ -94,13 +105,17 @@ def test_503_when_model_missing(tmp_path) -> None:  # type: ignore[no-untyped-de
 
 
 def test_tiny_image_is_classified(client: TestClient) -> None:
-    r = client.post("/predict", content=encode(Image.new("RGB", (1, 1), (90, 60, 170)), "PNG"),
-                    headers={"content-type": "image/png"})
+    r = client.post(
+        "/predict",
+        content=encode(Image.new("RGB", (1, 1), (90, 60, 170)), "PNG"),
+        headers={"content-type": "image/png"},
+    )
     assert r.status_code == 200
 
 
-def test_503_when_no_temporary_space_for_a_large_part(client: TestClient, cell_jpeg: bytes,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_503_when_no_temporary_space_for_a_large_part(
+    client: TestClient, cell_jpeg: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Multipart parts over 1 MB go to TMPDIR (a 256 MB tmpfs in the container): a full disk
     is a 503 to retry, not a 422 blaming the request; the server keeps serving."""
     import starlette.formparsers

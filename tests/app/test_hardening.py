@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from bench.server import Server
-from model_training.preprocessing import ImageError, preprocess_bytes
 from tests.app.conftest import encode
 from tests.app.test_errors import _png_header_only
 from tests.synthetic import field
+from wbc_core.preprocessing import ImageError, preprocess_bytes
 
 CELL = field(cells=[(150, 110, 30)], seed=11)
 
@@ -62,14 +62,20 @@ CORPUS: list[tuple[str, bytes, str, int, str]] = [
     ("multi-page tiff", _multipage_tiff(), "image/tiff", 200, ""),
     ("16-bit png", _sixteen_bit_png(), "image/png", 200, ""),
     ("cmyk jpeg", encode(CELL.convert("CMYK")), "image/jpeg", 200, ""),
-    ("pdf with image type", b"%PDF-1.4\n%\xe2\xe3\n1 0 obj<<>>endobj\n", "image/jpeg", 400,
-     "not a decodable"),
+    (
+        "pdf with image type",
+        b"%PDF-1.4\n%\xe2\xe3\n1 0 obj<<>>endobj\n",
+        "image/jpeg",
+        400,
+        "not a decodable",
+    ),
 ]
 
 
 @pytest.mark.parametrize("name,body,ctype,status,message", CORPUS, ids=[c[0] for c in CORPUS])
-def test_corpus_raw_body(client: TestClient, name: str, body: bytes, ctype: str, status: int,
-                         message: str) -> None:
+def test_corpus_raw_body(
+    client: TestClient, name: str, body: bytes, ctype: str, status: int, message: str
+) -> None:
     r = client.post("/predict", content=body, headers={"content-type": ctype})
     assert r.status_code == status, (name, r.text)
     if status != 200:
@@ -78,9 +84,9 @@ def test_corpus_raw_body(client: TestClient, name: str, body: bytes, ctype: str,
 
 
 def test_corpus_in_a_batch_never_fails_the_good_files(client: TestClient) -> None:
-    files = [("files", (name, body, "application/octet-stream"))
-             for name, body, *_ in CORPUS[:4]] + [("files", ("good.jpg", encode(CELL),
-                                                            "image/jpeg"))]
+    files = [
+        ("files", (name, body, "application/octet-stream")) for name, body, *_ in CORPUS[:4]
+    ] + [("files", ("good.jpg", encode(CELL), "image/jpeg"))]
     r = client.post("/predict/batch", files=files)
     assert r.status_code == 200
     results = r.json()["results"]
@@ -89,8 +95,10 @@ def test_corpus_in_a_batch_never_fails_the_good_files(client: TestClient) -> Non
 
 
 def test_filename_with_separators_and_control_characters(client: TestClient) -> None:
-    r = client.post("/predict/batch", files=[
-        ("files", ("../../etc/passwd\r\n\x00evil.jpg", encode(CELL), "image/jpeg"))])
+    r = client.post(
+        "/predict/batch",
+        files=[("files", ("../../etc/passwd\r\n\x00evil.jpg", encode(CELL), "image/jpeg"))],
+    )
     assert r.status_code == 200
     name = r.json()["results"][0]["filename"]
     assert "/" not in name and "\r" not in name and "\x00" not in name
@@ -122,8 +130,12 @@ def test_preprocessing_never_raises_anything_but_image_error(data: bytes) -> Non
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 400), st.integers(1, 400), st.sampled_from(["PNG", "JPEG", "BMP"]),
-       st.integers(0, 2**32 - 1))
+@given(
+    st.integers(1, 400),
+    st.integers(1, 400),
+    st.sampled_from(["PNG", "JPEG", "BMP"]),
+    st.integers(0, 2**32 - 1),
+)
 def test_preprocessing_any_valid_image(width: int, height: int, fmt: str, seed: int) -> None:
     rng = np.random.default_rng(seed)
     image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
@@ -152,8 +164,10 @@ def test_slow_client_gets_408_and_server_keeps_serving(short_timeout_server: int
     port = short_timeout_server
     body = encode(CELL)
     with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
-        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\ncontent-type: image/jpeg\r\n"
-                     + f"content-length: {len(body)}\r\n\r\n".encode())
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\ncontent-type: image/jpeg\r\n"
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+        )
         start = time.monotonic()
         reply = b""
         sock.settimeout(1.2)
@@ -170,6 +184,10 @@ def test_slow_client_gets_408_and_server_keeps_serving(short_timeout_server: int
                 break
         assert time.monotonic() - start < 8
     assert b" 408 " in reply.split(b"\r\n")[0], reply[:200]
-    r = httpx.post(f"http://127.0.0.1:{port}/predict", content=body,
-                   headers={"content-type": "image/jpeg"}, timeout=30)
+    r = httpx.post(
+        f"http://127.0.0.1:{port}/predict",
+        content=body,
+        headers={"content-type": "image/jpeg"},
+        timeout=30,
+    )
     assert r.status_code == 200

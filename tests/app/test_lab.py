@@ -17,8 +17,10 @@ from tests.synthetic import class_image, field
 
 
 def _cells(n: int) -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [("files", (f"cell{i}.jpg", encode(class_image(i % 4, 500 + i)), "image/jpeg"))
-            for i in range(n)]
+    return [
+        ("files", (f"cell{i}.jpg", encode(class_image(i % 4, 500 + i)), "image/jpeg"))
+        for i in range(n)
+    ]
 
 
 def not_cells() -> dict[str, Image.Image]:
@@ -27,8 +29,7 @@ def not_cells() -> dict[str, Image.Image]:
     text = Image.new("RGB", (400, 300), "white")
     draw = ImageDraw.Draw(text)
     for row in range(12):
-        draw.text((10, 10 + 22 * row), "Patient report: haemoglobin 13.2 g/dL " * 2,
-                  fill=(0, 0, 0))
+        draw.text((10, 10 + 22 * row), "Patient report: haemoglobin 13.2 g/dL " * 2, fill=(0, 0, 0))
     scan = Image.new("RGB", (300, 400), (245, 243, 236))
     d2 = ImageDraw.Draw(scan)
     for row in range(20):
@@ -41,16 +42,17 @@ def not_cells() -> dict[str, Image.Image]:
         "solid_violet": Image.new("RGB", (320, 240), (95, 60, 170)),
         "text": text,
         "document_scan": scan,
-        "gradient": Image.fromarray(np.tile(np.linspace(0, 255, 320, dtype=np.uint8)[None, :,
-                                                                                     None],
-                                            (240, 1, 3))),
+        "gradient": Image.fromarray(
+            np.tile(np.linspace(0, 255, 320, dtype=np.uint8)[None, :, None], (240, 1, 3))
+        ),
     }
 
 
 @pytest.mark.parametrize("name", sorted(not_cells()))
 def test_not_a_cell_is_unknown(client: TestClient, name: str) -> None:
-    r = client.post("/predict", files={"file": (f"{name}.png", encode(not_cells()[name], "PNG"),
-                                                "image/png")})
+    r = client.post(
+        "/predict", files={"file": (f"{name}.png", encode(not_cells()[name], "PNG"), "image/png")}
+    )
     assert r.status_code == 200
     body = r.json()
     assert body["label"] == "unknown", (name, body)
@@ -58,10 +60,14 @@ def test_not_a_cell_is_unknown(client: TestClient, name: str) -> None:
 
 
 def test_differential_json(client: TestClient) -> None:
-    files = [*_cells(4), ("files", ("bad.jpg", b"nope", "image/jpeg")),
-             ("files", ("noise.png", encode(not_cells()["noise"], "PNG"), "image/png"))]
-    r = client.post("/differential", files=files,
-                    data={"specimen_id": "SP-1", "patient": "Patient/123"})
+    files = [
+        *_cells(4),
+        ("files", ("bad.jpg", b"nope", "image/jpeg")),
+        ("files", ("noise.png", encode(not_cells()["noise"], "PNG"), "image/png")),
+    ]
+    r = client.post(
+        "/differential", files=files, data={"specimen_id": "SP-1", "patient": "Patient/123"}
+    )
     assert r.status_code == 200
     body = r.json()
     assert body["classified"] == 4
@@ -101,8 +107,10 @@ def test_differential_fhir_bundle_validates(client: TestClient, how: str) -> Non
     observations = resources[1:]
     codes = {o.code.coding[0].code for o in observations}
     assert codes == {code for code, _ in LOINC_CODES.values()}
-    assert all(o.valueQuantity.code == "%" and o.valueQuantity.system ==
-               "http://unitsofmeasure.org" for o in observations)
+    assert all(
+        o.valueQuantity.code == "%" and o.valueQuantity.system == "http://unitsofmeasure.org"
+        for o in observations
+    )
     assert sum(float(o.valueQuantity.value) for o in observations) == pytest.approx(100, abs=0.5)
     flagged = client.post("/differential", files=_cells(4)).json()["flagged"]
     assert report.status == ("preliminary" if flagged else "final")
@@ -120,8 +128,10 @@ def test_explain_returns_png(client: TestClient, cell_jpeg: bytes) -> None:
     image = Image.open(io.BytesIO(r.content))
     assert image.size == (300, 300)
     assert r.headers["x-predicted-label"] in LOINC_CODES
-    assert client.post("/explain", content=b"junk",
-                       headers={"content-type": "image/png"}).status_code == 400
+    assert (
+        client.post("/explain", content=b"junk", headers={"content-type": "image/png"}).status_code
+        == 400
+    )
 
 
 def test_v2_protocol(client: TestClient, cell_jpeg: bytes) -> None:
@@ -129,21 +139,40 @@ def test_v2_protocol(client: TestClient, cell_jpeg: bytes) -> None:
     meta = client.get("/v2/models/wbc-classifier").json()
     assert meta["inputs"][0]["shape"] == [-1, 150, 150, 3]
     b64 = base64.b64encode(cell_jpeg).decode()
-    r = client.post("/v2/models/wbc-classifier/infer", json={"id": "r1", "inputs": [
-        {"name": "image_bytes", "shape": [2], "datatype": "BYTES", "data": [b64, b64]}]})
+    r = client.post(
+        "/v2/models/wbc-classifier/infer",
+        json={
+            "id": "r1",
+            "inputs": [
+                {"name": "image_bytes", "shape": [2], "datatype": "BYTES", "data": [b64, b64]}
+            ],
+        },
+    )
     assert r.status_code == 200, r.text
     out = {o["name"]: o for o in r.json()["outputs"]}
     assert out["probabilities"]["shape"] == [2, 4] and r.json()["id"] == "r1"
     single = client.post("/predict", files={"file": ("c.jpg", cell_jpeg, "image/jpeg")}).json()
     assert out["probabilities"]["data"][:4] == list(single["probabilities"].values())
     tensor = np.full((1, 150, 150, 3), 128.0).tolist()
-    r = client.post("/v2/models/wbc-classifier/infer", json={"inputs": [
-        {"name": "image", "shape": [1, 150, 150, 3], "datatype": "FP32", "data": tensor}]})
+    r = client.post(
+        "/v2/models/wbc-classifier/infer",
+        json={
+            "inputs": [
+                {"name": "image", "shape": [1, 150, 150, 3], "datatype": "FP32", "data": tensor}
+            ]
+        },
+    )
     assert r.status_code == 200
     assert sum(r.json()["outputs"][0]["data"]) == pytest.approx(1, abs=1e-4)
-    bad = client.post("/v2/models/wbc-classifier/infer", json={"inputs": [
-        {"name": "image", "shape": [1, 10], "datatype": "FP32", "data": [1.0] * 10}]})
+    bad = client.post(
+        "/v2/models/wbc-classifier/infer",
+        json={
+            "inputs": [{"name": "image", "shape": [1, 10], "datatype": "FP32", "data": [1.0] * 10}]
+        },
+    )
     assert bad.status_code == 422
-    bad64 = client.post("/v2/models/wbc-classifier/infer", json={"inputs": [
-        {"name": "x", "shape": [1], "datatype": "BYTES", "data": ["***"]}]})
+    bad64 = client.post(
+        "/v2/models/wbc-classifier/infer",
+        json={"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["***"]}]},
+    )
     assert bad64.status_code == 400

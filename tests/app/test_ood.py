@@ -45,8 +45,9 @@ def test_far_image_is_out_of_distribution_and_needs_review(client: TestClient) -
 def test_in_distribution_images_mostly_pass_the_guard(client: TestClient) -> None:
     flagged = []
     for seed in range(900, 908):
-        body = client.post("/predict", files={"file": ("c.jpg", in_distribution(seed),
-                                                       "image/jpeg")}).json()
+        body = client.post(
+            "/predict", files={"file": ("c.jpg", in_distribution(seed), "image/jpeg")}
+        ).json()
         assert body["ood_score"] is not None
         assert body["needs_review"] == bool(body["review_reasons"])
         flagged.append("out_of_distribution" in body["review_reasons"])
@@ -54,17 +55,29 @@ def test_in_distribution_images_mostly_pass_the_guard(client: TestClient) -> Non
 
 
 def test_reasons_on_cells_batch_and_v2(client: TestClient) -> None:
-    cells = client.post("/predict/cells", files={"file": ("x.jpg", recoloured(78),
-                                                          "image/jpeg")}).json()["cells"]
+    cells = client.post(
+        "/predict/cells", files={"file": ("x.jpg", recoloured(78), "image/jpeg")}
+    ).json()["cells"]
     assert "out_of_distribution" in cells[0]["review_reasons"]
-    batch = client.post("/predict/batch", files=[("files", ("x.jpg", recoloured(79),
-                                                            "image/jpeg"))]).json()
+    batch = client.post(
+        "/predict/batch", files=[("files", ("x.jpg", recoloured(79), "image/jpeg"))]
+    ).json()
     assert "out_of_distribution" in batch["results"][0]["review_reasons"]
     import base64
 
-    r = client.post("/v2/models/wbc-classifier/infer", json={"inputs": [{
-        "name": "image_bytes", "shape": [1], "datatype": "BYTES",
-        "data": [base64.b64encode(recoloured(80)).decode()]}]})
+    r = client.post(
+        "/v2/models/wbc-classifier/infer",
+        json={
+            "inputs": [
+                {
+                    "name": "image_bytes",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "data": [base64.b64encode(recoloured(80)).decode()],
+                }
+            ]
+        },
+    )
     outputs = {o["name"]: o for o in r.json()["outputs"]}
     assert "out_of_distribution" in outputs["review_reasons"]["data"][0]
     assert outputs["needs_review"]["data"] == [True]
@@ -92,8 +105,7 @@ def test_specimen_mostly_out_of_distribution_is_outside_the_domain(client: TestC
 
 
 def test_specimen_in_distribution_has_no_warning(client: TestClient) -> None:
-    files = [("files", (f"c{i}.jpg", in_distribution(900 + i), "image/jpeg"))
-             for i in range(4)]
+    files = [("files", (f"c{i}.jpg", in_distribution(900 + i), "image/jpeg")) for i in range(4)]
     body = client.post("/differential", files=files).json()
     assert body["validated_domain"] is True and body["warnings"] == []
 
@@ -106,7 +118,8 @@ def test_metric_counts_out_of_distribution_by_version(client: TestClient) -> Non
 
 
 def test_model_without_statistics_serves_with_the_guard_reported_off(
-        tiny_model: Path, tmp_path: Path) -> None:
+    tiny_model: Path, tmp_path: Path
+) -> None:
     from app.main import create_app
 
     copy = tmp_path / "wbc-classifier"
@@ -135,10 +148,15 @@ def test_corrupt_statistics_fail_the_load_loudly(tiny_model: Path, tmp_path: Pat
 
 
 def test_empty_fp32_batch_leaves_the_runtime_working(client: TestClient) -> None:
-    r = client.post("/v2/models/wbc-classifier/infer", json={"inputs": [{
-        "name": "image", "shape": [0, 150, 150, 3], "datatype": "FP32", "data": [[]]}]})
+    r = client.post(
+        "/v2/models/wbc-classifier/infer",
+        json={
+            "inputs": [
+                {"name": "image", "shape": [0, 150, 150, 3], "datatype": "FP32", "data": [[]]}
+            ]
+        },
+    )
     assert r.status_code in (200, 400, 422), r.text
     for _ in range(4):  # every work thread's interpreter still answers a batch
-        files = [("files", (f"c{i}.jpg", in_distribution(910 + i), "image/jpeg"))
-                 for i in range(3)]
+        files = [("files", (f"c{i}.jpg", in_distribution(910 + i), "image/jpeg")) for i in range(3)]
         assert client.post("/predict/batch", files=files).status_code == 200

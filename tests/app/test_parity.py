@@ -15,15 +15,15 @@ from model_training.data import load_folder
 
 def classifier_for(balance: str) -> Classifier:
     predictor = Predictor(Path("unused"))
-    predictor.metadata = {"input": {"white_balance": balance != "none",
-                                    "stain_balance": balance == "stain"}}
+    predictor.metadata = {
+        "input": {"white_balance": balance != "none", "stain_balance": balance == "stain"}
+    }
     return Classifier(predictor, max_pixels=40_000_000)
 
 
 @pytest.mark.parametrize("balance", ["white", "none", "stain"])
 def test_service_and_training_arrays_are_identical(kaggle_like: Path, balance: str) -> None:
-    trained = load_folder(kaggle_like / "TEST_SIMPLE", cache_dir=None, workers=1,
-                          balance=balance)
+    trained = load_folder(kaggle_like / "TEST_SIMPLE", cache_dir=None, workers=1, balance=balance)
     classifier = classifier_for(balance)
     for path, array in zip(trained.paths, trained.x, strict=True):
         served = classifier.prepare(Path(path).read_bytes()).array

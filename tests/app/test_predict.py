@@ -50,11 +50,26 @@ def test_predict_raw_body_matches_multipart(client: TestClient, cell_jpeg: bytes
 BASE = field(cells=[(150, 110, 30)], seed=9)
 
 
-@pytest.mark.parametrize("fmt,mode", [
-    ("JPEG", "RGB"), ("JPEG", "L"), ("JPEG", "CMYK"), ("PNG", "RGB"), ("PNG", "RGBA"),
-    ("PNG", "P"), ("PNG", "L"), ("PNG", "LA"), ("PNG", "I;16"), ("BMP", "RGB"),
-    ("TIFF", "RGB"), ("TIFF", "CMYK"), ("TIFF", "I;16"), ("WEBP", "RGB"), ("GIF", "P"),
-])
+@pytest.mark.parametrize(
+    "fmt,mode",
+    [
+        ("JPEG", "RGB"),
+        ("JPEG", "L"),
+        ("JPEG", "CMYK"),
+        ("PNG", "RGB"),
+        ("PNG", "RGBA"),
+        ("PNG", "P"),
+        ("PNG", "L"),
+        ("PNG", "LA"),
+        ("PNG", "I;16"),
+        ("BMP", "RGB"),
+        ("TIFF", "RGB"),
+        ("TIFF", "CMYK"),
+        ("TIFF", "I;16"),
+        ("WEBP", "RGB"),
+        ("GIF", "P"),
+    ],
+)
 def test_every_mode_and_format(client: TestClient, fmt: str, mode: str) -> None:
     if mode == "I;16":
         gray = np.asarray(BASE.convert("L"), dtype=np.uint16) * 257
@@ -62,8 +77,10 @@ def test_every_mode_and_format(client: TestClient, fmt: str, mode: str) -> None:
         assert image.mode.startswith("I;16")
     else:
         image = BASE.convert(mode)
-    r = client.post("/predict", files={"file": (f"x.{fmt.lower()}", encode(image, fmt),
-                                                "application/octet-stream")})
+    r = client.post(
+        "/predict",
+        files={"file": (f"x.{fmt.lower()}", encode(image, fmt), "application/octet-stream")},
+    )
     assert r.status_code == 200, (fmt, mode, r.text)
     assert_prediction(r.json())
 
@@ -74,17 +91,20 @@ def test_exif_orientation_is_honoured(client: TestClient) -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: the viewer rotates 90 degrees clockwise
     upright = client.post("/predict", files={"file": ("a.jpg", encode(image), "image/jpeg")})
-    tagged = client.post("/predict", files={"file": ("b.jpg", encode(rotated, exif=exif),
-                                                     "image/jpeg")})
+    tagged = client.post(
+        "/predict", files={"file": ("b.jpg", encode(rotated, exif=exif), "image/jpeg")}
+    )
     assert tagged.status_code == 200
     a, b = upright.json()["cell_box"], tagged.json()["cell_box"]
     assert all(abs(p - q) <= 4 for p, q in zip(a, b, strict=True)), (a, b)
 
 
 def test_batch_in_order_with_a_failing_file(client: TestClient, cell_jpeg: bytes) -> None:
-    files = [("files", ("one.jpg", cell_jpeg, "image/jpeg")),
-             ("files", ("bad.jpg", b"not an image", "image/jpeg")),
-             ("files", ("three.png", encode(BASE, "PNG"), "image/png"))]
+    files = [
+        ("files", ("one.jpg", cell_jpeg, "image/jpeg")),
+        ("files", ("bad.jpg", b"not an image", "image/jpeg")),
+        ("files", ("three.png", encode(BASE, "PNG"), "image/png")),
+    ]
     r = client.post("/predict/batch", files=files)
     assert r.status_code == 200
     results = r.json()["results"]
@@ -105,8 +125,9 @@ TWO_CELLS = field(size=(480, 320), cells=[(100, 100, 26), (360, 220, 30)], seed=
 
 
 def several_cells(client: TestClient) -> float:
-    found = re.search(r"^wbc_images_several_cells_total ([0-9.e+]+)$",
-                      client.get("/metrics").text, re.M)
+    found = re.search(
+        r"^wbc_images_several_cells_total ([0-9.e+]+)$", client.get("/metrics").text, re.M
+    )
     assert found
     return float(found.group(1))
 
@@ -132,18 +153,25 @@ def test_a_field_with_two_white_cells(client: TestClient, cell_jpeg: bytes) -> N
     assert single["other_cells"] == []
     r = client.post("/predict/cells", files={"file": ("c.jpg", cell_jpeg, "image/jpeg")})
     assert [c["cell_box"] for c in r.json()["cells"]] == [single["cell_box"]]
-    bad = client.post("/predict/cells", content=b"not an image",
-                      headers={"content-type": "image/jpeg"})
+    bad = client.post(
+        "/predict/cells", content=b"not an image", headers={"content-type": "image/jpeg"}
+    )
     assert bad.status_code == 400 and "detail" in bad.json()
 
 
 def test_batch_every_cell(client: TestClient, cell_jpeg: bytes) -> None:
-    files = [("files", ("field.jpg", encode(TWO_CELLS), "image/jpeg")),
-             ("files", ("bad.jpg", b"not an image", "image/jpeg")),
-             ("files", ("one.jpg", cell_jpeg, "image/jpeg"))]
+    files = [
+        ("files", ("field.jpg", encode(TWO_CELLS), "image/jpeg")),
+        ("files", ("bad.jpg", b"not an image", "image/jpeg")),
+        ("files", ("one.jpg", cell_jpeg, "image/jpeg")),
+    ]
     results = client.post("/predict/batch?cells=all", files=files).json()["results"]
     assert [(x["filename"], x.get("cell")) for x in results] == [
-        ("field.jpg", 0), ("field.jpg", 1), ("bad.jpg", None), ("one.jpg", 0)]
+        ("field.jpg", 0),
+        ("field.jpg", 1),
+        ("bad.jpg", None),
+        ("one.jpg", 0),
+    ]
     assert results[2]["status"] == 400
     first = client.post("/predict/batch", files=files).json()["results"]
     assert [x["filename"] for x in first] == ["field.jpg", "bad.jpg", "one.jpg"]
@@ -153,7 +181,7 @@ def test_batch_every_cell(client: TestClient, cell_jpeg: bytes) -> None:
 
 def test_many_crops_are_classified_in_chunks_as_one_by_one(client: TestClient) -> None:
     from app.classifier import CHUNK
-    from model_training.preprocessing import prepare
+    from wbc_core.preprocessing import prepare
 
     classifier = client.app.state.classifier
     crops = [prepare(field(cells=[(160, 120, 20 + i % 12)], seed=i)) for i in range(CHUNK + 6)]

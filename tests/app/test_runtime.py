@@ -24,8 +24,9 @@ def test_tflite_matches_tensorflow_on_tiny_model(tiny_model: Path, kaggle_like: 
     data = load_folder(kaggle_like / "TEST", cache_dir=None, workers=1)
     tf_runtime, tflite_runtime = _both(tiny_model)
     assert tflite_runtime.runtime == "tflite" and tf_runtime.runtime == "tensorflow"
-    np.testing.assert_allclose(tflite_runtime.predict(data.x), tf_runtime.predict(data.x),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        tflite_runtime.predict(data.x), tf_runtime.predict(data.x), atol=1e-4
+    )
     single = np.stack([tflite_runtime.predict(x[None])[0] for x in data.x[:4]])
     np.testing.assert_allclose(single, tf_runtime.predict(data.x[:4]), atol=1e-4)
 
@@ -35,12 +36,14 @@ def test_tflite_matches_tensorflow_on_shipped_model(data_dir: Path) -> None:
 
     data = load_folder(data_dir / "TEST_SIMPLE", cache_dir=None, workers=1)
     tf_runtime, tflite_runtime = _both(PROJECT / "models" / "wbc-classifier")
-    np.testing.assert_allclose(tflite_runtime.predict(data.x), tf_runtime.predict(data.x),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        tflite_runtime.predict(data.x), tf_runtime.predict(data.x), atol=1e-4
+    )
 
 
-def test_work_threads_setting_bounds_the_worker_thread_pool(tiny_model: Path,
-                                                            cell_jpeg: bytes) -> None:
+def test_work_threads_setting_bounds_the_worker_thread_pool(
+    tiny_model: Path, cell_jpeg: bytes
+) -> None:
     """WBC_WORK_THREADS caps the threads that decode and classify; requests beyond it
     queue and are still answered."""
     import anyio.to_thread
@@ -52,17 +55,26 @@ def test_work_threads_setting_bounds_the_worker_thread_pool(tiny_model: Path,
     app = create_app(make_settings(tiny_model, work_threads=3, inline_max_pixels=0))
     with TestClient(app) as client:
         tokens = client.portal.call(
-            lambda: anyio.to_thread.current_default_thread_limiter().total_tokens)
+            lambda: anyio.to_thread.current_default_thread_limiter().total_tokens
+        )
         assert tokens == 3
         with ThreadPoolExecutor(8) as pool:
-            statuses = list(pool.map(lambda _: client.post(
-                "/predict", content=cell_jpeg, headers={"content-type": "image/jpeg"}
-            ).status_code, range(16)))
+            statuses = list(
+                pool.map(
+                    lambda _: (
+                        client.post(
+                            "/predict", content=cell_jpeg, headers={"content-type": "image/jpeg"}
+                        ).status_code
+                    ),
+                    range(16),
+                )
+            )
         assert statuses == [200] * 16
 
 
 def test_small_images_are_classified_on_the_event_loop_large_ones_in_work_threads(
-        tiny_model: Path, cell_jpeg: bytes) -> None:
+    tiny_model: Path, cell_jpeg: bytes
+) -> None:
     """WBC_INLINE_MAX_PIXELS: a cell image skips the hop to a work thread (it costs more
     than it saves); a larger image goes to the work threads. Same answer either way."""
     import threading
@@ -89,8 +101,9 @@ def test_small_images_are_classified_on_the_event_loop_large_ones_in_work_thread
                 return plain(upload)
 
             classifier.classify_one = recording
-            response = client.post("/predict", content=cell_jpeg,
-                                   headers={"content-type": "image/jpeg"})
+            response = client.post(
+                "/predict", content=cell_jpeg, headers={"content-type": "image/jpeg"}
+            )
             assert response.status_code == 200, response.text
             assert len(seen) == 1
             answers[limit] = (seen[0] == loop_thread, response.json()["probabilities"])
@@ -108,15 +121,16 @@ def test_a_model_trained_on_other_crops_is_refused(tiny_model: Path, tmp_path: P
     import pytest
 
     from app.predictor import ModelLoadError
-    from model_training import localise
-    from model_training.preprocessing import crop_mismatch
+    from wbc_core import localise
+    from wbc_core.preprocessing import crop_mismatch
 
     meta = json.loads((tiny_model / "1" / "metadata.json").read_text())
     assert meta["input"]["crop_context"] == localise.CROP_CONTEXT
     assert crop_mismatch(meta) is None
     # models that record no crop were made at 1.15 x (model v5 and before)
     assert (crop_mismatch({"input": {}}) is None) == (
-        localise.CROP_CONTEXT == localise.LEGACY_CROP_CONTEXT)
+        localise.CROP_CONTEXT == localise.LEGACY_CROP_CONTEXT
+    )
     other = tmp_path / "m"
     shutil.copytree(tiny_model, other)
     meta["input"]["crop_context"] = localise.CROP_CONTEXT + 0.4

@@ -24,8 +24,23 @@ def test_no_server_errors_under_schema_fuzzing(tiny_model: Path) -> None:
         pytest.skip("schemathesis is not installed")
     with Server(env={"WBC_MODEL_DIR": str(tiny_model)}) as server:
         result = subprocess.run(
-            [cli, "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error",
-             "--max-examples", "25", "--request-timeout", "20", "--workers", "1"],
-            capture_output=True, text=True, timeout=240, cwd=PROJECT)
+            [
+                cli,
+                "run",
+                f"{server.url}/openapi.json",
+                "--checks",
+                "not_a_server_error",
+                "--max-examples",
+                "25",
+                "--request-timeout",
+                "20",
+                "--workers",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            cwd=PROJECT,
+        )
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
         assert httpx.get(f"{server.url}/health/ready", timeout=5).status_code == 200

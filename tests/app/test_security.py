@@ -16,8 +16,14 @@ from tests.app.conftest import make_settings
 def locked(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     key_file = tmp_path_factory.mktemp("keys") / "keys.txt"
     key_file.write_text("# lab keys\nsecond-key\n")
-    app = create_app(make_settings(tiny_model, api_key="first-key", api_key_file=key_file,
-                                   cors_origins=["https://lis.example.org"]))
+    app = create_app(
+        make_settings(
+            tiny_model,
+            api_key="first-key",
+            api_key_file=key_file,
+            cors_origins=["https://lis.example.org"],
+        )
+    )
     with TestClient(app) as c:
         yield c
 
@@ -27,11 +33,19 @@ def test_health_routes_stay_open(locked: TestClient) -> None:
         assert locked.get(path).status_code == 200
 
 
-@pytest.mark.parametrize("path,method", [("/predict", "post"), ("/predict/batch", "post"),
-                                         ("/differential", "post"), ("/explain", "post"),
-                                         ("/v1/models/wbc-classifier", "get"),
-                                         ("/v2/models/wbc-classifier", "get"),
-                                         ("/metrics", "get"), ("/admin/reload", "post")])
+@pytest.mark.parametrize(
+    "path,method",
+    [
+        ("/predict", "post"),
+        ("/predict/batch", "post"),
+        ("/differential", "post"),
+        ("/explain", "post"),
+        ("/v1/models/wbc-classifier", "get"),
+        ("/v2/models/wbc-classifier", "get"),
+        ("/metrics", "get"),
+        ("/admin/reload", "post"),
+    ],
+)
 def test_everything_else_needs_a_key(locked: TestClient, path: str, method: str) -> None:
     r = getattr(locked, method)(path)
     assert r.status_code == 401
@@ -42,8 +56,9 @@ def test_everything_else_needs_a_key(locked: TestClient, path: str, method: str)
 
 def test_keys_from_env_and_file(locked: TestClient, cell_jpeg: bytes) -> None:
     for headers in ({"X-API-Key": "first-key"}, {"Authorization": "Bearer second-key"}):
-        r = locked.post("/predict", files={"file": ("a.jpg", cell_jpeg, "image/jpeg")},
-                        headers=headers)
+        r = locked.post(
+            "/predict", files={"file": ("a.jpg", cell_jpeg, "image/jpeg")}, headers=headers
+        )
         assert r.status_code == 200
 
 
@@ -58,18 +73,24 @@ def test_cors_allows_only_configured_origin(locked: TestClient, client: TestClie
 
 
 def test_request_id_echoed(client: TestClient) -> None:
-    assert client.get("/health/live", headers={"x-request-id": "abc-123"}).headers[
-        "x-request-id"] == "abc-123"
+    assert (
+        client.get("/health/live", headers={"x-request-id": "abc-123"}).headers["x-request-id"]
+        == "abc-123"
+    )
     generated = client.get("/health/live", headers={"x-request-id": "bad id\n"})
     assert generated.headers["x-request-id"] != "bad id\n"
 
 
-def test_logs_hold_no_image_bytes_or_filenames(client: TestClient, cell_jpeg: bytes,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_logs_hold_no_image_bytes_or_filenames(
+    client: TestClient, cell_jpeg: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.INFO):
         client.post("/predict", files={"file": ("patient-JONES.jpg", cell_jpeg, "image/jpeg")})
-        client.post("/differential", files={"files": ("x.jpg", b"junk", "image/jpeg")},
-                    data={"patient": "Patient/SECRET-42"})
+        client.post(
+            "/differential",
+            files={"files": ("x.jpg", b"junk", "image/jpeg")},
+            data={"patient": "Patient/SECRET-42"},
+        )
     text = caplog.text
     assert "JONES" not in text and "SECRET-42" not in text
     assert "request" in text

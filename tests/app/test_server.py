@@ -25,8 +25,9 @@ def server(tiny_model: Path) -> Iterator[str]:
 
 def test_bad_input_then_good_input(server: str, cell_jpeg: bytes) -> None:
     with httpx.Client(base_url=server, timeout=30) as http:
-        bad = http.post("/predict", content=b"\x89PNG\r\n\x1a\nbroken",
-                        headers={"content-type": "image/png"})
+        bad = http.post(
+            "/predict", content=b"\x89PNG\r\n\x1a\nbroken", headers={"content-type": "image/png"}
+        )
         assert bad.status_code == 400
         assert bad.json()["detail"]
         wrong = http.post("/predict", files={"upload": ("a.jpg", cell_jpeg, "image/jpeg")})
@@ -44,12 +45,16 @@ def test_bad_input_then_good_input(server: str, cell_jpeg: bytes) -> None:
 def _worker_pids(running: Server) -> list[int]:
     """The supervisor's worker processes, not multiprocessing's resource tracker (a helper
     that exits on its own a moment after the supervisor)."""
-    return [pid for pid in running.pids()[1:]
-            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    return [
+        pid
+        for pid in running.pids()[1:]
+        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
 
 
-def test_two_workers_each_listen_serve_and_stop_gracefully(tiny_model: Path,
-                                                           cell_jpeg: bytes) -> None:
+def test_two_workers_each_listen_serve_and_stop_gracefully(
+    tiny_model: Path, cell_jpeg: bytes
+) -> None:
     """WBC_WORKERS=2: a socket per worker (both serving once ready), answers on fresh
     connections, and SIGTERM to the supervisor stops every worker with exit code 0."""
     running = Server(workers=2, env={"WBC_MODEL_DIR": str(tiny_model)}).start()
@@ -67,8 +72,10 @@ def test_two_workers_each_listen_serve_and_stop_gracefully(tiny_model: Path,
         assert running.proc.wait(60) == 0
     assert listening_sockets(running.port) == 0
     for pid in workers:
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
-            f"/proc/{pid}/status").read_text().lower()
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        )
 
 
 def _predict_on_fresh_connections(url: str, image: bytes, count: int) -> None:
@@ -84,8 +91,10 @@ def _scrape(url: str) -> str:
 
 
 def _classified(metrics: str) -> float:
-    return sum(float(v) for v in re.findall(
-        r'^wbc_images_classified_total\{[^}]*\} ([0-9.e+]+)$', metrics, re.M))
+    return sum(
+        float(v)
+        for v in re.findall(r"^wbc_images_classified_total\{[^}]*\} ([0-9.e+]+)$", metrics, re.M)
+    )
 
 
 def test_metrics_add_up_over_both_workers(tiny_model: Path, cell_jpeg: bytes) -> None:
@@ -96,11 +105,12 @@ def test_metrics_add_up_over_both_workers(tiny_model: Path, cell_jpeg: bytes) ->
         for _ in range(4):
             text = _scrape(running.url)
             assert _classified(text) == 12, text
-            assert re.search(r'^wbc_model_ready(\{[^}]*\})? 1\.0$', text, re.M), text
+            assert re.search(r"^wbc_model_ready(\{[^}]*\})? 1\.0$", text, re.M), text
 
 
-def test_a_killed_worker_is_replaced_and_its_counts_are_kept(tiny_model: Path,
-                                                             cell_jpeg: bytes) -> None:
+def test_a_killed_worker_is_replaced_and_its_counts_are_kept(
+    tiny_model: Path, cell_jpeg: bytes
+) -> None:
     """WBC_WORKERS=2: SIGKILL one worker; the supervisor starts a new one, both listen
     again, and /metrics still counts what the dead worker classified."""
     with Server(workers=2, env={"WBC_MODEL_DIR": str(tiny_model)}) as running:
@@ -126,7 +136,7 @@ def _raw_request(url: str, head: bytes, body: bytes = b"", piece: int = 0) -> by
     host, port = url.removeprefix("http://").split(":")
     data = head + b"\r\n\r\n" + body
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        chunks = [data[i:i + piece] for i in range(0, len(data), piece)] if piece else [data]
+        chunks = [data[i : i + piece] for i in range(0, len(data), piece)] if piece else [data]
         try:
             for chunk in chunks:
                 sock.sendall(chunk)
@@ -150,25 +160,30 @@ def test_oversized_headers_get_431_and_the_server_keeps_serving(server: str) -> 
     whether they arrive at once or dribble in; ordinary and large-body requests pass."""
     ok = _raw_request(server, b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 8000)
     assert ok.startswith(b"HTTP/1.1 200")
-    at_once = _raw_request(server, b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Pad: "
-                           + b"a" * 100_000)
+    at_once = _raw_request(
+        server, b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100_000
+    )
     assert at_once.startswith(b"HTTP/1.1 431")
     assert b"over the limit of 65536 bytes" in at_once
     url = _raw_request(server, b"GET /health/live?" + b"q" * 100_000 + b" HTTP/1.1\r\nHost: x")
     assert url.startswith(b"HTTP/1.1 431")
-    dribbled = _raw_request(server, b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Pad: "
-                            + b"a" * 400_000, piece=4096)
+    dribbled = _raw_request(
+        server, b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 400_000, piece=4096
+    )
     assert dribbled.startswith(b"HTTP/1.1 431")
     big_body = b"\xff" * 1_500_000  # not an image: the app must see it and say so (400)
-    post = _raw_request(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg"
-                        b"\r\nContent-Length: " + str(len(big_body)).encode(), big_body)
+    post = _raw_request(
+        server,
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg"
+        b"\r\nContent-Length: " + str(len(big_body)).encode(),
+        big_body,
+    )
     assert post.startswith(b"HTTP/1.1 400")
     with httpx.Client(base_url=server, timeout=30) as http:
         assert http.get("/health/live").status_code == 200
 
 
-def test_headers_that_never_arrive_get_408_but_idle_keep_alive_is_kept(
-        tiny_model: Path) -> None:
+def test_headers_that_never_arrive_get_408_but_idle_keep_alive_is_kept(tiny_model: Path) -> None:
     """WBC_HEADER_TIMEOUT_S=1: a connection that sends nothing, or starts a request and
     stalls, gets 408 and is closed; a kept-alive connection idle between requests is not
     (uvicorn's keep-alive timeout governs that)."""

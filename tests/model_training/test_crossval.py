@@ -39,20 +39,27 @@ def test_cell_votes_take_the_majority_of_views() -> None:
     assert truth.tolist() == [2, 0] and voted.tolist() == [2, 1]
 
 
-def test_cross_validation_classifies_every_image_once(kaggle_like: Path, tmp_path: Path
-                                                      ) -> None:
-    record = cross_validate(kaggle_like, folds=2, arch="tiny", epochs=1, batch_size=8,
-                            aug=Augmentation(scale=0.1, stain=1.0, gamma=0.3),
-                            cache_dir=None)
+def test_cross_validation_classifies_every_image_once(kaggle_like: Path, tmp_path: Path) -> None:
+    record = cross_validate(
+        kaggle_like,
+        folds=2,
+        arch="tiny",
+        epochs=1,
+        batch_size=8,
+        aug=Augmentation(scale=0.1, stain=1.0, gamma=0.3),
+        cache_dir=None,
+    )
     full = load_folder(kaggle_like / "TRAIN")
     assert record["views"]["n"] == len(full.y)  # every TRAIN image, once
     assert record["cells"]["n"] == len(np.unique(full.groups))
     assert sum(f["images"] for f in record["per_fold"]) == len(full.y)
     assert sum(f["cells"] for f in record["per_fold"]) == record["cells"]["n"]
     assert sum(f["cells_right"] for f in record["per_fold"]) == round(
-        record["cells"]["accuracy"] * record["cells"]["n"])
-    assert len(record["cells_wrong"]) == round((1 - record["cells"]["accuracy"])
-                                               * record["cells"]["n"])
+        record["cells"]["accuracy"] * record["cells"]["n"]
+    )
+    assert len(record["cells_wrong"]) == round(
+        (1 - record["cells"]["accuracy"]) * record["cells"]["n"]
+    )
     assert list(record["perturbed"]) == list(PERTURBATIONS)
     assert all(0 <= a <= 1 for a in record["perturbed"].values())
     write(tmp_path, record, "python -m model_training cv --folds 2")
@@ -68,7 +75,8 @@ def test_cross_validation_classifies_every_image_once(kaggle_like: Path, tmp_pat
 
 
 def test_excluded_cells_are_left_out_of_training_but_still_scored(
-        kaggle_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kaggle_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from model_training import crossval
     from model_training.data import DataError
 
@@ -85,8 +93,16 @@ def test_excluded_cells_are_left_out_of_training_but_still_scored(
         return real(train_ds, *args, **kwargs)
 
     monkeypatch.setattr(crossval, "fit_members", spy)
-    record = cross_validate(kaggle_like, folds=2, arch="tiny", epochs=1, batch_size=8,
-                            aug=Augmentation(), cache_dir=None, exclude=listed)
+    record = cross_validate(
+        kaggle_like,
+        folds=2,
+        arch="tiny",
+        epochs=1,
+        batch_size=8,
+        aug=Augmentation(),
+        cache_dir=None,
+        exclude=listed,
+    )
     assert len(trained_on) == 2 and not any(set(exclude) & t for t in trained_on)
     assert set.union(*trained_on) == set(cells) - set(exclude)  # nothing else left out
     assert record["views"]["n"] == len(full.y)  # the excluded cells are still scored
@@ -96,13 +112,11 @@ def test_excluded_cells_are_left_out_of_training_but_still_scored(
     assert "2 cells left out of training (scored)" in (tmp_path / "report/report.md").read_text()
     listed.write_text("neutrophil/no-such-cell\n")
     with pytest.raises(DataError, match="not in the data"):
-        cross_validate(kaggle_like, folds=2, arch="tiny", epochs=1, cache_dir=None,
-                       exclude=listed)
+        cross_validate(kaggle_like, folds=2, arch="tiny", epochs=1, cache_dir=None, exclude=listed)
 
 
 def test_ensemble_is_compared_with_its_first_member(kaggle_like: Path, tmp_path: Path) -> None:
-    args = dict(folds=2, arch="tiny", epochs=1, batch_size=8, aug=Augmentation(),
-                cache_dir=None)
+    args = dict(folds=2, arch="tiny", epochs=1, batch_size=8, aug=Augmentation(), cache_dir=None)
     single = cross_validate(kaggle_like, **args)
     pair = cross_validate(kaggle_like, members=2, **args)
     assert "first_member" not in single
@@ -123,7 +137,8 @@ def test_ensemble_is_compared_with_its_first_member(kaggle_like: Path, tmp_path:
 
 
 def test_cv_compare_lines_up_the_cells_each_report_got_wrong(
-        kaggle_like: Path, tmp_path: Path, capsys) -> None:
+    kaggle_like: Path, tmp_path: Path, capsys
+) -> None:
     """The cells wrong in every report come first, with the class each report gave them;
     the sheet draws those, each by the view its last report was surest was wrong."""
     from model_training.__main__ import main
@@ -131,19 +146,35 @@ def test_cv_compare_lines_up_the_cells_each_report_got_wrong(
     full = load_folder(kaggle_like / "TRAIN", None)
     cells = list(dict.fromkeys(full.groups))  # file order
     probs = np.full((len(full.y), 4), 0.25, np.float32)
-    for name, wrong in (("a", {cells[0]: "monocyte", cells[1]: "lymphocyte"}),
-                        ("b", {cells[0]: "neutrophil", cells[2]: "eosinophil"})):
+    for name, wrong in (
+        ("a", {cells[0]: "monocyte", cells[1]: "lymphocyte"}),
+        ("b", {cells[0]: "neutrophil", cells[2]: "eosinophil"}),
+    ):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "metrics.json").write_text(json.dumps(
-            {"cells_wrong": [f"{c} -> {k}" for c, k in wrong.items()]}))
+        (tmp_path / name / "metrics.json").write_text(
+            json.dumps({"cells_wrong": [f"{c} -> {k}" for c, k in wrong.items()]})
+        )
         np.savez_compressed(tmp_path / name / "out_of_fold.npz", probs=probs, y=full.y)
-    main(["cv-compare", str(tmp_path / "a"), str(tmp_path / "b"), "--data", str(kaggle_like),
-          "--cache", str(tmp_path / "cache"), "--sheet", str(tmp_path / "sheet.png")])
+    main(
+        [
+            "cv-compare",
+            str(tmp_path / "a"),
+            str(tmp_path / "b"),
+            "--data",
+            str(kaggle_like),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--sheet",
+            str(tmp_path / "sheet.png"),
+        ]
+    )
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "| cell | a | b | wrong in |"
     assert out[2] == f"| {cells[0]} | monocyte | neutrophil | 2 of 2 |"
-    assert sorted(out[3:5]) == sorted([f"| {cells[1]} | lymphocyte |  | 1 of 2 |",
-                                       f"| {cells[2]} |  | eosinophil | 1 of 2 |"])
-    assert out[-1] == "3 cells wrong in at least one report, 1 in all 2; wrong cells per " \
-                      "report: 2, 2"
+    assert sorted(out[3:5]) == sorted(
+        [f"| {cells[1]} | lymphocyte |  | 1 of 2 |", f"| {cells[2]} |  | eosinophil | 1 of 2 |"]
+    )
+    assert (
+        out[-1] == "3 cells wrong in at least one report, 1 in all 2; wrong cells per report: 2, 2"
+    )
     assert (tmp_path / "sheet.png").stat().st_size > 5000

@@ -21,8 +21,9 @@ from tests.synthetic import write_class_tree
 
 
 def test_class_folders_are_case_insensitive_and_ordered(tmp_path: Path) -> None:
-    write_class_tree(tmp_path, per_class=2,
-                     names=("eosinophil", "Lymphocyte", "MONOCYTE", "NeUtRoPhIl"))
+    write_class_tree(
+        tmp_path, per_class=2, names=("eosinophil", "Lymphocyte", "MONOCYTE", "NeUtRoPhIl")
+    )
     samples = list_samples(tmp_path)
     assert sorted({s.label for s in samples}) == [0, 1, 2, 3]
     assert [CLASSES[s.label] for s in samples][::2] == list(CLASSES)
@@ -42,8 +43,9 @@ def test_groups_come_from_the_source_cell_index(tmp_path: Path) -> None:
     assert len(groups) == 8
 
 
-def test_corrupt_file_is_skipped_and_counted(tmp_path: Path,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupt_file_is_skipped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     write_class_tree(tmp_path, per_class=2)
     bad = tmp_path / "MONOCYTE" / "_9_1.jpeg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
@@ -64,8 +66,8 @@ def test_cache_is_reused(tmp_path: Path) -> None:
 def test_a_new_cache_replaces_the_same_folders_older_preprocessing(tmp_path: Path) -> None:
     """Each change to the preprocessing re-keys the cache (a TRAIN cache is 0.7 GB); the
     stale file of the same folder and variant goes, other folders and variants stay."""
-    from model_training import localise
     from model_training.data import _files_key
+    from wbc_core import localise
 
     root = write_class_tree(tmp_path / "data", per_class=1)
     cache = tmp_path / "cache"
@@ -85,8 +87,9 @@ def test_a_new_cache_replaces_the_same_folders_older_preprocessing(tmp_path: Pat
 
 
 def test_a_wider_crop_context_is_cached_apart_and_shows_more(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from model_training import localise
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wbc_core import localise
 
     root = write_class_tree(tmp_path / "data", per_class=1)
     cache = tmp_path / "cache"
@@ -100,10 +103,14 @@ def test_a_wider_crop_context_is_cached_apart_and_shows_more(
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 30)), min_size=4, max_size=300),
-       st.floats(0.05, 0.5), st.integers(0, 10_000))
-def test_grouped_split_never_puts_a_group_on_both_sides(pairs: list[tuple[int, int]],
-                                                        fraction: float, seed: int) -> None:
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 30)), min_size=4, max_size=300),
+    st.floats(0.05, 0.5),
+    st.integers(0, 10_000),
+)
+def test_grouped_split_never_puts_a_group_on_both_sides(
+    pairs: list[tuple[int, int]], fraction: float, seed: int
+) -> None:
     labels = np.array([label for label, _ in pairs])
     groups = np.array([f"{CLASSES[label]}/{k}" for label, k in pairs])
     rest, held = grouped_split(groups, labels, fraction, seed)
@@ -120,7 +127,8 @@ def test_random_split_is_the_papers_80_10_10() -> None:
 
 
 def test_kaggle_views_are_grouped_by_their_source_photograph(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The table's photograph names the group, not the ``k`` of the file name; a file of
     the same name but another size (another tree) is not taken for the Kaggle one."""
     from model_training import data
@@ -128,9 +136,11 @@ def test_kaggle_views_are_grouped_by_their_source_photograph(
     root = write_class_tree(tmp_path / "TRAIN", per_class=4, groups=2)
     views = sorted((root / "MONOCYTE").iterdir())  # k = 0, 0, 1, 1
     size = [v.stat().st_size for v in views]
-    table = {("TRAIN", "monocyte", views[0].name, size[0]): "BloodImage_00042",
-             ("TRAIN", "monocyte", views[2].name, size[2]): "BloodImage_00042",
-             ("TRAIN", "monocyte", views[1].name, size[1] + 1): "BloodImage_00007"}
+    table = {
+        ("TRAIN", "monocyte", views[0].name, size[0]): "BloodImage_00042",
+        ("TRAIN", "monocyte", views[2].name, size[2]): "BloodImage_00042",
+        ("TRAIN", "monocyte", views[1].name, size[1] + 1): "BloodImage_00007",
+    }
     monkeypatch.setattr(data, "_source_fields", lambda: table)
     groups = [data.group_of(v, 2) for v in views]
     assert [v.name.split("_")[1] for v in views] == ["0", "0", "1", "1"]

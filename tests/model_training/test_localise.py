@@ -12,8 +12,9 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 from scipy import ndimage
 
-from model_training.localise import close, find_cell, find_cells, percentile, square_crop
-from model_training.preprocessing import (
+from tests.synthetic import BACKGROUND, field
+from wbc_core.localise import close, find_cell, find_cells, percentile, square_crop
+from wbc_core.preprocessing import (
     IMAGE_SIZE,
     locate_cells,
     prepare,
@@ -21,15 +22,15 @@ from model_training.preprocessing import (
     preprocess_bytes,
     preprocess_cells,
 )
-from tests.synthetic import BACKGROUND, field
 
 
 def _inside(box, x: int, y: int) -> bool:
     return box.x0 <= x <= box.x1 and box.y0 <= y <= box.y1
 
 
-@pytest.mark.parametrize("cx,cy", [(160, 120), (30, 30), (290, 30), (30, 210), (290, 210),
-                                   (160, 12), (5, 120)])
+@pytest.mark.parametrize(
+    "cx,cy", [(160, 120), (30, 30), (290, 30), (30, 210), (290, 210), (160, 12), (5, 120)]
+)
 def test_finds_cell_at_known_places(cx: int, cy: int) -> None:
     box = find_cell(field(cells=[(cx, cy, 26)], seed=cx + cy))
     assert box.localised
@@ -116,26 +117,34 @@ def test_prepared_crop_is_centred_on_the_cell() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(mask=hnp.arrays(bool, hnp.array_shapes(min_dims=2, max_dims=2, max_side=40)),
-       iterations=st.integers(1, 3))
+@given(
+    mask=hnp.arrays(bool, hnp.array_shapes(min_dims=2, max_dims=2, max_side=40)),
+    iterations=st.integers(1, 3),
+)
 def test_fast_closing_equals_scipy(mask: np.ndarray, iterations: int) -> None:
     """The numpy closing on the request path is scipy's binary closing, bit for bit."""
-    expected = ndimage.binary_closing(mask, structure=np.ones((3, 3), dtype=bool),
-                                      iterations=iterations)
+    expected = ndimage.binary_closing(
+        mask, structure=np.ones((3, 3), dtype=bool), iterations=iterations
+    )
     np.testing.assert_array_equal(close(mask, iterations), expected)
 
 
 @settings(max_examples=300, deadline=None)
-@given(values=hnp.arrays(np.int16, hnp.array_shapes(min_dims=1, max_dims=2, max_side=300),
-                         elements=st.integers(-255, 255)),
-       q=st.sampled_from([0.0, 50.0, 99.0, 99.9, 100.0]))
+@given(
+    values=hnp.arrays(
+        np.int16,
+        hnp.array_shapes(min_dims=1, max_dims=2, max_side=300),
+        elements=st.integers(-255, 255),
+    ),
+    q=st.sampled_from([0.0, 50.0, 99.0, 99.9, 100.0]),
+)
 def test_fast_percentile_equals_numpy(values: np.ndarray, q: float) -> None:
     assert percentile(values, q) == float(np.percentile(values, q))
 
 
 def test_nucleus_threshold_follows_a_paler_stain_and_keeps_the_usual_one() -> None:
-    from model_training import localise
-    from model_training.localise import nucleus_threshold
+    from wbc_core import localise
+    from wbc_core.localise import nucleus_threshold
 
     ref, floor = localise.STAIN_REF, localise.SCORE_FLOOR
     for top in (ref, 133.0, 180.0, 255.0):  # the usual stain: the threshold as it always was
@@ -143,7 +152,8 @@ def test_nucleus_threshold_follows_a_paler_stain_and_keeps_the_usual_one() -> No
     for top in (60.0, 80.0, 99.0):  # paler: the threshold shrinks with the score, in step
         assert nucleus_threshold(top) == pytest.approx(localise.SCORE_MIN * top / ref)
         assert nucleus_threshold(0.6 * top) == pytest.approx(
-            max(0.6 * nucleus_threshold(top), floor))
+            max(0.6 * nucleus_threshold(top), floor)
+        )
     assert nucleus_threshold(5.0) == floor  # no stain to speak of: nothing is nucleus
     tops = np.linspace(0, 255, 512)
     assert np.all(np.diff([nucleus_threshold(t) for t in tops]) >= 0)  # never drops

@@ -21,8 +21,9 @@ def test_white_cell_found_in_every_test_field(bccd_dir: Path, balance: str) -> N
 
 
 @pytest.mark.parametrize("cast", [n for n in PERTURBATIONS if n.startswith("cast")])
-def test_white_balance_keeps_finding_the_cell_under_a_colour_cast(bccd_dir: Path,
-                                                                  cast: str) -> None:
+def test_white_balance_keeps_finding_the_cell_under_a_colour_cast(
+    bccd_dir: Path, cast: str
+) -> None:
     """Without white balance a warm cast loses the cell in 9 of 68 test fields."""
     names = (bccd_dir / "ImageSets/Main/test.txt").read_text().split()
     result = summary(evaluate_fields(bccd_dir, names, "white", PERTURBATIONS[cast]))
@@ -32,8 +33,7 @@ def test_white_balance_keeps_finding_the_cell_under_a_colour_cast(bccd_dir: Path
 def test_a_paler_stain_does_not_lose_the_cell(bccd_dir: Path) -> None:
     """Saturation x0.6: the localiser before nucleus_threshold found 63 of 68 test fields."""
     names = (bccd_dir / "ImageSets/Main/test.txt").read_text().split()
-    result = summary(evaluate_fields(bccd_dir, names, "white",
-                                     PERTURBATIONS["saturation x0.6"]))
+    result = summary(evaluate_fields(bccd_dir, names, "white", PERTURBATIONS["saturation x0.6"]))
     assert result["iou_ge_0.5"] >= 0.95, result
 
 

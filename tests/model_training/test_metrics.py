@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model_training import cellcheck, metrics
+from model_training import metrics
+from wbc_core import cellcheck
 
 
 def test_classification_report_matches_hand_counts() -> None:
@@ -31,8 +32,9 @@ def test_temperature_recovers_overconfidence() -> None:
     t = metrics.fit_temperature(overconfident, y)
     assert t == pytest.approx(3, rel=0.15)
     calibrated = metrics.apply_temperature(overconfident, t)
-    assert metrics.expected_calibration_error(calibrated, y) < \
-        metrics.expected_calibration_error(overconfident, y)
+    assert metrics.expected_calibration_error(calibrated, y) < metrics.expected_calibration_error(
+        overconfident, y
+    )
     np.testing.assert_allclose(calibrated.sum(1), 1, atol=1e-9)
 
 
@@ -122,5 +124,13 @@ def test_cell_breakdown_names_the_wrong_cells_and_their_weight() -> None:
     probs = np.eye(4)[[3, 3, 3, 2, 3, 3, 0, 3]]
     cells = metrics.cell_breakdown(y, groups, probs)
     assert cells["cells"] == 3 and cells["cells_right"] == 2
-    assert cells["wrong_cells"] == [{"cell": "m", "label": "monocyte", "voted": "neutrophil",
-                                     "views": 4, "views_wrong": 3, "share_of_views": 0.5}]
+    assert cells["wrong_cells"] == [
+        {
+            "cell": "m",
+            "label": "monocyte",
+            "voted": "neutrophil",
+            "views": 4,
+            "views_wrong": 3,
+            "share_of_views": 0.5,
+        }
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model_training.network import ARCHS, make_model
+from wbc_core.network import ARCHS, make_model
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -28,8 +28,10 @@ def test_fine_stem_sees_the_full_input_and_blocks_keep_their_resolution() -> Non
     assert _stem_side(coarse) == 38 and _stem_side(fine) == 75
     # Same weights' shapes, and every separable conv runs at the same size in both.
     assert [w.shape for w in coarse.weights] == [w.shape for w in fine.weights]
-    sides = [[layer.output.shape[1] for layer in m.layers
-              if type(layer).__name__ == "SeparableConv2D"] for m in (coarse, fine)]
+    sides = [
+        [layer.output.shape[1] for layer in m.layers if type(layer).__name__ == "SeparableConv2D"]
+        for m in (coarse, fine)
+    ]
     assert sides[0] == sides[1] == [38, 38, 19, 19, 10, 10, 5, 5]
 
 

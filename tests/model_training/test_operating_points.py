@@ -66,25 +66,50 @@ def test_no_threshold_when_only_a_handful_would_be_released() -> None:
 
 
 def test_operating_points_of_a_model_calibrated_on_a_cross_validation(
-        kaggle_like: Path, tmp_path: Path, tiny_model: Path) -> None:
+    kaggle_like: Path, tmp_path: Path, tiny_model: Path
+) -> None:
     from model_training.__main__ import main
     from model_training.crossval import cross_validate, write
     from model_training.train import Augmentation, train
 
     aug = Augmentation(scale=0.1)
-    record = cross_validate(kaggle_like, folds=2, arch="tiny", epochs=1, batch_size=8,
-                            aug=aug, cache_dir=None)
+    record = cross_validate(
+        kaggle_like, folds=2, arch="tiny", epochs=1, batch_size=8, aug=aug, cache_dir=None
+    )
     write(tmp_path / "cv", record, "python -m model_training cv --folds 2")
-    train("official", kaggle_like, tmp_path / "m", arch="tiny", epochs=1, batch_size=8,
-          cache_dir=None, aug=aug, refit=tmp_path / "cv", report_dir=tmp_path / "report")
+    train(
+        "official",
+        kaggle_like,
+        tmp_path / "m",
+        arch="tiny",
+        epochs=1,
+        batch_size=8,
+        cache_dir=None,
+        aug=aug,
+        refit=tmp_path / "cv",
+        report_dir=tmp_path / "report",
+    )
     out = tmp_path / "op"
-    main(["operating-points", "--model", str(tmp_path / "m" / "1"), "--data", str(kaggle_like),
-          "--cache", str(tmp_path / "cache"), "--out", str(out)])
+    main(
+        [
+            "operating-points",
+            "--model",
+            str(tmp_path / "m" / "1"),
+            "--data",
+            str(kaggle_like),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+        ]
+    )
     result = json.loads((out / "metrics.json").read_text())
     meta = json.loads((tmp_path / "m" / "1" / "metadata.json").read_text())
     assert result["out_of_fold"] == str(tmp_path / "cv")
-    assert result["rows"][0] == result["rows"][0] | {"target": None,
-                                                     "threshold": meta["review_threshold"]}
+    assert result["rows"][0] == result["rows"][0] | {
+        "target": None,
+        "threshold": meta["review_threshold"],
+    }
     assert [r["target"] for r in result["rows"][1:]] == [0.90, 0.95, 0.97, 0.99]
     for row in result["rows"]:
         if row["threshold"] is None:
@@ -99,5 +124,16 @@ def test_operating_points_of_a_model_calibrated_on_a_cross_validation(
     assert (out / "risk_coverage.png").stat().st_size > 10_000
     # a model not calibrated on a cross-validation needs --from
     with pytest.raises(ValueError, match="--from"):
-        main(["operating-points", "--model", str(tiny_model / "1"), "--data", str(kaggle_like),
-              "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "op2")])
+        main(
+            [
+                "operating-points",
+                "--model",
+                str(tiny_model / "1"),
+                "--data",
+                str(kaggle_like),
+                "--cache",
+                str(tmp_path / "cache"),
+                "--out",
+                str(tmp_path / "op2"),
+            ]
+        )

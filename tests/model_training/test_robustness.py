@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from model_training.preprocessing import IMAGE_SIZE, prepare
 from model_training.robustness import PERTURBATIONS, perturbed, summarise
 from tests.synthetic import field
+from wbc_core.preprocessing import IMAGE_SIZE, prepare
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +17,9 @@ def images() -> list[Image.Image]:
 
 
 @pytest.mark.parametrize("name", list(PERTURBATIONS))
-def test_perturbation_keeps_shape_and_changes_only_when_meant(images: list[Image.Image],
-                                                              name: str) -> None:
+def test_perturbation_keeps_shape_and_changes_only_when_meant(
+    images: list[Image.Image], name: str
+) -> None:
     clean = np.stack([prepare(im, balance="none").array for im in images])
     out = perturbed(images, name, balance="none")
     assert out.shape == clean.shape == (2, IMAGE_SIZE, IMAGE_SIZE, 3) and out.dtype == np.uint8

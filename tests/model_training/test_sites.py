@@ -45,8 +45,9 @@ def test_site_names_and_paths(two_sites: dict[str, Path]) -> None:
         sites.parse_sites([f"a={two_sites['alpha']}", f"a={two_sites['beta']}"])
 
 
-def test_split_is_stable_disjoint_stratified_and_fixed(two_sites: dict[str, Path],
-                                                       tmp_path: Path) -> None:
+def test_split_is_stable_disjoint_stratified_and_fixed(
+    two_sites: dict[str, Path], tmp_path: Path
+) -> None:
     rows = make_split(two_sites["beta"], seed=0)
     assert rows == make_split(two_sites["beta"], seed=0)  # the same every time
     assert rows != make_split(two_sites["beta"], seed=1)
@@ -73,8 +74,9 @@ def test_unknown_class_folder_in_any_site_is_named(tmp_path: Path) -> None:
         sites.load_site(parse_site(f"gamma={root}"), None)
 
 
-def test_image_missing_from_the_split_file_is_an_error(two_sites: dict[str, Path],
-                                                       tmp_path: Path) -> None:
+def test_image_missing_from_the_split_file_is_an_error(
+    two_sites: dict[str, Path], tmp_path: Path
+) -> None:
     rows = make_split(two_sites["beta"], seed=0)[1:]
     write_split(rows, tmp_path / "beta.csv", seed=0)
     with pytest.raises(DataError, match="not in"):
@@ -86,8 +88,12 @@ def test_site_balanced_sampling_draws_every_site_equally() -> None:
 
     def one_class(label: int, n: int) -> Dataset:
         x = np.full((n, 150, 150, 3), 200, np.uint8)
-        return Dataset(x, np.full(n, label), np.array([f"g{i}" for i in range(n)]),
-                       [f"{i}.jpg" for i in range(n)])
+        return Dataset(
+            x,
+            np.full(n, label),
+            np.array([f"g{i}" for i in range(n)]),
+            [f"{i}.jpg" for i in range(n)],
+        )
 
     stream = site_balanced([one_class(0, 200), one_class(1, 10)], 50, 0, SiteAugmentation())
     labels = np.concatenate([y.numpy().argmax(axis=1) for _, y in stream.take(8)])
@@ -95,18 +101,30 @@ def test_site_balanced_sampling_draws_every_site_equally() -> None:
     assert 0.35 < share < 0.65, share
 
 
-def test_train_sites_records_sites_and_reports_each(two_sites: dict[str, Path],
-                                                    use_splits: None, tmp_path: Path) -> None:
+def test_train_sites_records_sites_and_reports_each(
+    two_sites: dict[str, Path], use_splits: None, tmp_path: Path
+) -> None:
     from model_training.multisite import train_sites
 
     specs = [parse_site(f"alpha={two_sites['alpha']}"), parse_site(f"beta={two_sites['beta']}")]
-    summary = train_sites(specs, tmp_path / "models", arch="tiny", epochs=1, batch_size=8,
-                          steps_per_epoch=3, cache=None, report_dir=tmp_path / "report",
-                          command="test")
+    summary = train_sites(
+        specs,
+        tmp_path / "models",
+        arch="tiny",
+        epochs=1,
+        batch_size=8,
+        steps_per_epoch=3,
+        cache=None,
+        report_dir=tmp_path / "report",
+        command="test",
+    )
     metadata = json.loads((tmp_path / "models" / "1" / "metadata.json").read_text())
     assert set(metadata["sites"]) == {"alpha", "beta"}
-    assert metadata["sites"]["beta"]["counts"]["test"] == summary["sites"]["beta"]["counts"][
-        "test"] > 0
+    assert (
+        metadata["sites"]["beta"]["counts"]["test"]
+        == summary["sites"]["beta"]["counts"]["test"]
+        > 0
+    )
     assert metadata["sites"]["beta"]["split"].endswith("beta.csv")
     assert set(metadata["test_metrics"]) == {"alpha", "beta"}
     assert set(metadata["test_metrics"]["alpha"]) == {"TEST", "TEST_SIMPLE"}
@@ -117,14 +135,32 @@ def test_train_sites_records_sites_and_reports_each(two_sites: dict[str, Path],
         assert (tmp_path / "report" / f"{site}_reliability.png").stat().st_size > 0
 
 
-def test_cross_site_runs_end_to_end(two_sites: dict[str, Path], use_splits: None,
-                                    tmp_path: Path) -> None:
+def test_cross_site_runs_end_to_end(
+    two_sites: dict[str, Path], use_splits: None, tmp_path: Path
+) -> None:
     from model_training.__main__ import main
 
-    main(["cross-site", "--data", f"alpha={two_sites['alpha']}", "--data",
-          f"beta={two_sites['beta']}", "--arch", "tiny", "--epochs", "1",
-          "--steps-per-epoch", "2", "--batch-size", "8", "--cache", str(tmp_path / "cache"),
-          "--out", str(tmp_path / "cross")])
+    main(
+        [
+            "cross-site",
+            "--data",
+            f"alpha={two_sites['alpha']}",
+            "--data",
+            f"beta={two_sites['beta']}",
+            "--arch",
+            "tiny",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--batch-size",
+            "8",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "cross"),
+        ]
+    )
     record = json.loads((tmp_path / "cross" / "metrics.json").read_text())
     assert set(record) == {"alpha", "beta"}
     assert record["alpha"]["role"] == "held out"

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model_training import source_fields
+from model_training import bccd, source_fields
 from tests.synthetic import field
 
 
 def kaggle_view(image: Image.Image, degrees: float, shift: tuple[int, int]) -> Image.Image:
     """What the Kaggle augmentation did: mirror, turn about the centre, shift; black fill."""
     turned = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).rotate(
-        degrees, resample=Image.Resampling.BILINEAR, translate=shift, fillcolor=(0, 0, 0))
+        degrees, resample=Image.Resampling.BILINEAR, translate=shift, fillcolor=(0, 0, 0)
+    )
     return turned
 
 
@@ -32,7 +33,8 @@ def photographs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def test_each_view_is_matched_to_the_photograph_it_was_made_from(
-        photographs: list[Path], tmp_path: Path) -> None:
+    photographs: list[Path], tmp_path: Path
+) -> None:
     windows = np.stack([source_fields.photograph_windows(p) for p in photographs])
     views, truth = [], []
     for i, (degrees, shift) in enumerate([(15, (10, -8)), (-18, (-20, 12)), (5, (0, 0))]):
@@ -48,9 +50,19 @@ def test_each_view_is_matched_to_the_photograph_it_was_made_from(
 
 
 def test_the_table_round_trips_and_names_the_groups(tmp_path: Path) -> None:
-    rows = [{"split": "TRAIN", "class": "monocyte", "file": "_0_1.jpeg", "bytes": 123,
-             "field": "BloodImage_00007", "score": 0.6, "margin": 0.3}]
+    rows = [
+        {
+            "split": "TRAIN",
+            "class": "monocyte",
+            "file": "_0_1.jpeg",
+            "bytes": 123,
+            "field": "BloodImage_00007",
+            "score": 0.6,
+            "margin": 0.3,
+        }
+    ]
     source_fields.write_table(rows, tmp_path / "t.csv.gz")
-    assert source_fields.read_table(tmp_path / "t.csv.gz") == {
-        ("TRAIN", "monocyte", "_0_1.jpeg", 123): "BloodImage_00007"}
-    assert source_fields.read_table(tmp_path / "absent.csv.gz") == {}
+    assert bccd.read_table(tmp_path / "t.csv.gz") == {
+        ("TRAIN", "monocyte", "_0_1.jpeg", 123): "BloodImage_00007"
+    }
+    assert bccd.read_table(tmp_path / "absent.csv.gz") == {}

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from model_training.data import load_folder
-from model_training.localise import working_copy
-from model_training.preprocessing import (
+from tests.synthetic import BACKGROUND, CYTOPLASM, NUCLEUS, field
+from wbc_core.localise import working_copy
+from wbc_core.preprocessing import (
     BACKGROUND_LEVEL,
     STAIN_GAIN_LIMITS,
     STAIN_REFERENCE_OD,
@@ -26,7 +27,6 @@ from model_training.preprocessing import (
     surroundings_od,
     white_balance,
 )
-from tests.synthetic import BACKGROUND, CYTOPLASM, NUCLEUS, field
 
 
 def stained(image: Image.Image, gains: tuple[float, float, float]) -> Image.Image:
@@ -46,8 +46,10 @@ def red_cell_od(image: Image.Image) -> np.ndarray:
 
 SYNTHETIC = white_balance(field((320, 240), cells=[]))
 # a white-balanced field whose red cells have the reference stain's density
-FIELD = stained(white_balance(field((320, 240), cells=[(160, 120, 30)])),
-                tuple(np.asarray(STAIN_REFERENCE_OD) / red_cell_od(SYNTHETIC)))
+FIELD = stained(
+    white_balance(field((320, 240), cells=[(160, 120, 30)])),
+    tuple(np.asarray(STAIN_REFERENCE_OD) / red_cell_od(SYNTHETIC)),
+)
 
 
 @pytest.mark.parametrize("gains", [(1.4, 1.3, 1.2), (0.7, 0.75, 0.8), (1.2, 0.8, 1.0)])
@@ -81,6 +83,7 @@ def test_the_white_cell_does_not_set_the_balance() -> None:
     """Red granules in the white cell leave the measured stain alone (an eosinophil's
     colour is not balanced away as if it were the stain); the same red outside the cell's
     box moves it."""
+
     def painted(centres: list[tuple[int, int]]) -> Image.Image:
         out = FIELD.copy()
         for x, y in centres:
@@ -101,8 +104,9 @@ def test_black_borders_are_not_stain() -> None:
     framed[:, :40] = 0
     framed[:30] = 3
     assert locate(Image.fromarray(framed), "stain")[0] == locate(FIELD, "stain")[0]
-    np.testing.assert_allclose(surroundings(Image.fromarray(framed)), surroundings(FIELD),
-                               atol=0.03)
+    np.testing.assert_allclose(
+        surroundings(Image.fromarray(framed)), surroundings(FIELD), atol=0.03
+    )
 
 
 def test_without_surroundings_only_the_white_balance_applies() -> None:

@@ -48,9 +48,22 @@ def test_validation_cells_never_in_training(tiny_model: Path) -> None:
 
 def test_evaluate_cli_last_line_is_json(tiny_model: Path, kaggle_like: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "model_training", "evaluate", "--model", str(tiny_model / "1"),
-         "--data", str(kaggle_like / "TEST")],
-        capture_output=True, text=True, cwd=PROJECT, timeout=300, check=True)
+        [
+            sys.executable,
+            "-m",
+            "model_training",
+            "evaluate",
+            "--model",
+            str(tiny_model / "1"),
+            "--data",
+            str(kaggle_like / "TEST"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        timeout=300,
+        check=True,
+    )
     last = json.loads(result.stdout.strip().splitlines()[-1])
     assert 0 <= last["accuracy"] <= 1 and 0 <= last["macro_f1"] <= 1
     for name in CLASSES:
@@ -63,8 +76,9 @@ def test_evaluate_cli_last_line_is_json(tiny_model: Path, kaggle_like: Path) -> 
     assert f"{cells['cells_right']} of 8 source cells right" in result.stdout
 
 
-def test_evaluate_draws_the_misclassified_images(tiny_model: Path, kaggle_like: Path,
-                                                 tmp_path: Path) -> None:
+def test_evaluate_draws_the_misclassified_images(
+    tiny_model: Path, kaggle_like: Path, tmp_path: Path
+) -> None:
     from PIL import Image
 
     from model_training.evaluate import evaluate, plot_errors
@@ -79,13 +93,22 @@ def test_evaluate_draws_the_misclassified_images(tiny_model: Path, kaggle_like: 
 
 
 def test_refit_trains_on_all_of_train_with_the_validated_calibration(
-        tiny_model: Path, kaggle_like: Path, tmp_path: Path) -> None:
+    tiny_model: Path, kaggle_like: Path, tmp_path: Path
+) -> None:
     from model_training.train import train
 
     validated = json.loads((tiny_model / "1" / "metadata.json").read_text())
-    summary = train("official", kaggle_like, tmp_path / "wbc-classifier", arch="tiny", epochs=1,
-                    batch_size=8, cache_dir=None, report_dir=tmp_path / "report",
-                    refit=tiny_model / "1")
+    summary = train(
+        "official",
+        kaggle_like,
+        tmp_path / "wbc-classifier",
+        arch="tiny",
+        epochs=1,
+        batch_size=8,
+        cache_dir=None,
+        report_dir=tmp_path / "report",
+        refit=tiny_model / "1",
+    )
     meta = json.loads((tmp_path / "wbc-classifier" / "1" / "metadata.json").read_text())
     assert meta["data_fingerprint"]["train"]["n"] == 48  # every TRAIN file, validation's too
     assert "val" not in meta["data_fingerprint"]
@@ -96,11 +119,13 @@ def test_refit_trains_on_all_of_train_with_the_validated_calibration(
     assert summary["n_val"] == 0 and summary["val_accuracy_best"] is None
     report = (tmp_path / "report" / "report.md").read_text()
     assert "Refit on all of TRAIN" in report and "history.csv" in {
-        p.name for p in (tmp_path / "report").iterdir()}
+        p.name for p in (tmp_path / "report").iterdir()
+    }
 
 
 def test_calibrate_gives_a_refit_another_validated_runs_calibration(
-        tiny_model: Path, kaggle_like: Path, tmp_path: Path) -> None:
+    tiny_model: Path, kaggle_like: Path, tmp_path: Path
+) -> None:
     """A validated run on a corrected split recalibrates the shipped refit without
     retraining it: its temperature and review threshold, and the refit says where from."""
     import shutil
@@ -108,16 +133,38 @@ def test_calibrate_gives_a_refit_another_validated_runs_calibration(
     from model_training.__main__ import main
     from model_training.train import train
 
-    train("official", kaggle_like, tmp_path / "refit", arch="tiny", epochs=1, batch_size=8,
-          cache_dir=None, refit=tiny_model / "1", report_dir=tmp_path / "report")
+    train(
+        "official",
+        kaggle_like,
+        tmp_path / "refit",
+        arch="tiny",
+        epochs=1,
+        batch_size=8,
+        cache_dir=None,
+        refit=tiny_model / "1",
+        report_dir=tmp_path / "report",
+    )
     other = tmp_path / "validated"
     shutil.copytree(tiny_model / "1", other)
     meta = json.loads((other / "metadata.json").read_text())
     meta.update({"temperature": 0.5, "review_threshold": 0.77, "created": "another run"})
     (other / "metadata.json").write_text(json.dumps(meta))
     refit_dir, cache = tmp_path / "refit" / "1", str(tmp_path / "cache")
-    main(["calibrate", "--model", str(refit_dir), "--data", str(kaggle_like), "--cache", cache,
-          "--report", str(tmp_path / "report"), "--calibration-from", str(other)])
+    main(
+        [
+            "calibrate",
+            "--model",
+            str(refit_dir),
+            "--data",
+            str(kaggle_like),
+            "--cache",
+            cache,
+            "--report",
+            str(tmp_path / "report"),
+            "--calibration-from",
+            str(other),
+        ]
+    )
     refit = json.loads((refit_dir / "metadata.json").read_text())
     assert (refit["temperature"], refit["review_threshold"]) == (0.5, 0.77)
     assert refit["refit"]["calibration_from"]["created"] == "another run"
@@ -125,17 +172,37 @@ def test_calibrate_gives_a_refit_another_validated_runs_calibration(
     report = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert report["refit"]["calibration_from"]["created"] == "another run"  # not the old one
     with pytest.raises(ValueError, match="not a validated run"):
-        main(["calibrate", "--model", str(refit_dir), "--data", str(kaggle_like), "--cache",
-              cache, "--calibration-from", str(refit_dir)])
+        main(
+            [
+                "calibrate",
+                "--model",
+                str(refit_dir),
+                "--data",
+                str(kaggle_like),
+                "--cache",
+                cache,
+                "--calibration-from",
+                str(refit_dir),
+            ]
+        )
 
 
 def test_calibrate_fits_a_refit_on_its_recipes_out_of_fold_predictions(
-        tiny_model: Path, kaggle_like: Path, tmp_path: Path) -> None:
+    tiny_model: Path, kaggle_like: Path, tmp_path: Path
+) -> None:
     from model_training import metrics
     from model_training.train import refit_calibration, train
 
-    train("official", kaggle_like, tmp_path / "refit", arch="tiny", epochs=1, batch_size=8,
-          cache_dir=None, refit=tiny_model / "1")
+    train(
+        "official",
+        kaggle_like,
+        tmp_path / "refit",
+        arch="tiny",
+        epochs=1,
+        batch_size=8,
+        cache_dir=None,
+        refit=tiny_model / "1",
+    )
     refit_dir = tmp_path / "refit" / "1"
     meta = json.loads((refit_dir / "metadata.json").read_text())
     rng = np.random.default_rng(0)
@@ -153,7 +220,8 @@ def test_calibrate_fits_a_refit_on_its_recipes_out_of_fold_predictions(
     expected = metrics.fit_temperature(probs, y)
     assert calibration.temperature == expected
     assert calibration.review_threshold == metrics.choose_review_threshold(
-        metrics.apply_temperature(probs, expected), y)
+        metrics.apply_temperature(probs, expected), y
+    )
     assert "out-of-fold" in calibration.fitted_on
     assert made == {"path": str(cv), "command": "python -m cv"}
     (cv / "metrics.json").write_text(json.dumps(recipe | {"epochs": 99}))
@@ -166,23 +234,38 @@ def test_calibrate_fits_a_refit_on_its_recipes_out_of_fold_predictions(
     with pytest.raises(ValueError, match="another recipe \\(members\\)"):
         refit_calibration(meta, cv)
     with pytest.raises(ValueError, match="another recipe \\(members\\)"):  # before training
-        train("official", kaggle_like, tmp_path / "never", arch="tiny", epochs=1,
-              cache_dir=Path("/nonexistent"), refit=cv)
+        train(
+            "official",
+            kaggle_like,
+            tmp_path / "never",
+            arch="tiny",
+            epochs=1,
+            cache_dir=Path("/nonexistent"),
+            refit=cv,
+        )
     assert not (tmp_path / "never").exists()
 
 
-def test_refit_refuses_the_paper_recipe(tiny_model: Path, kaggle_like: Path,
-                                        tmp_path: Path) -> None:
+def test_refit_refuses_the_paper_recipe(
+    tiny_model: Path, kaggle_like: Path, tmp_path: Path
+) -> None:
     from model_training.train import train
 
     with pytest.raises(ValueError, match="fixed schedule"):
-        train("official", kaggle_like, tmp_path / "m", arch="paper", epochs=1,
-              cache_dir=None, refit=tiny_model / "1")
+        train(
+            "official",
+            kaggle_like,
+            tmp_path / "m",
+            arch="paper",
+            epochs=1,
+            cache_dir=None,
+            refit=tiny_model / "1",
+        )
 
 
-def test_refit_refuses_a_model_trained_without_white_balance(tiny_model: Path,
-                                                            kaggle_like: Path,
-                                                            tmp_path: Path) -> None:
+def test_refit_refuses_a_model_trained_without_white_balance(
+    tiny_model: Path, kaggle_like: Path, tmp_path: Path
+) -> None:
     """Its temperature was fitted on other inputs than the refit will see."""
     import shutil
 
@@ -194,17 +277,33 @@ def test_refit_refuses_a_model_trained_without_white_balance(tiny_model: Path,
     del meta["input"]["white_balance"]
     (old / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="balanced .none., this run.s .white."):
-        train("official", kaggle_like, tmp_path / "m", arch="tiny", epochs=1,
-              cache_dir=None, refit=old)
+        train(
+            "official",
+            kaggle_like,
+            tmp_path / "m",
+            arch="tiny",
+            epochs=1,
+            cache_dir=None,
+            refit=old,
+        )
 
 
-def test_time_budget_stops_after_the_epoch_that_spends_it(kaggle_like: Path,
-                                                          tmp_path: Path) -> None:
+def test_time_budget_stops_after_the_epoch_that_spends_it(
+    kaggle_like: Path, tmp_path: Path
+) -> None:
     from model_training.train import train
 
-    summary = train("official", kaggle_like, tmp_path / "m", arch="tiny", epochs=5,
-                    batch_size=8, cache_dir=None, report_dir=tmp_path / "report",
-                    max_minutes=1e-6)
+    summary = train(
+        "official",
+        kaggle_like,
+        tmp_path / "m",
+        arch="tiny",
+        epochs=5,
+        batch_size=8,
+        cache_dir=None,
+        report_dir=tmp_path / "report",
+        max_minutes=1e-6,
+    )
     assert summary["epochs_run"] == 1
     assert summary["stopped_by_time_budget"] == "1e-06 min"
     assert (tmp_path / "m" / "1" / "saved_model.pb").exists()
@@ -217,18 +316,39 @@ def test_time_budget_stops_after_the_epoch_that_spends_it(kaggle_like: Path,
     assert text.count("source cells right by majority of their views") == 3  # val, 2 tests
 
 
-def test_calibrate_keeps_a_refit_models_calibration(tiny_model: Path, kaggle_like: Path,
-                                                    tmp_path: Path) -> None:
+def test_calibrate_keeps_a_refit_models_calibration(
+    tiny_model: Path, kaggle_like: Path, tmp_path: Path
+) -> None:
     """A refit model trained on its validation cells: calibrate must not fit on them."""
     from model_training.__main__ import main
     from model_training.train import train
 
-    train("official", kaggle_like, tmp_path / "wbc-classifier", arch="tiny", epochs=1,
-          batch_size=8, cache_dir=None, report_dir=None, refit=tiny_model / "1")
+    train(
+        "official",
+        kaggle_like,
+        tmp_path / "wbc-classifier",
+        arch="tiny",
+        epochs=1,
+        batch_size=8,
+        cache_dir=None,
+        report_dir=None,
+        refit=tiny_model / "1",
+    )
     version = tmp_path / "wbc-classifier" / "1"
     before = json.loads((version / "metadata.json").read_text())
-    main(["calibrate", "--model", str(version), "--data", str(kaggle_like),
-          "--cache", str(tmp_path / "cache"), "--report", str(tmp_path / "none")])
+    main(
+        [
+            "calibrate",
+            "--model",
+            str(version),
+            "--data",
+            str(kaggle_like),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--report",
+            str(tmp_path / "none"),
+        ]
+    )
     after = json.loads((version / "metadata.json").read_text())
     assert after["temperature"] == before["temperature"]
     assert after["review_threshold"] == before["review_threshold"]
@@ -311,28 +431,40 @@ def test_training_batches_with_mixup_keep_shape_and_soft_labels(kaggle_like: Pat
     np.testing.assert_allclose(np.asarray(y).sum(axis=1), 1.0, atol=1e-6)
 
 
-def test_keras_model_rebuilt_from_the_savedmodel_answers_the_same(tiny_model: Path,
-                                                                  kaggle_like: Path) -> None:
+def test_keras_model_rebuilt_from_the_savedmodel_answers_the_same(
+    tiny_model: Path, kaggle_like: Path
+) -> None:
     """Grad-CAM's model: the arch from metadata.json, the SavedModel's own variables."""
-    from model_training.export import load_keras
+    from wbc_core.keras_model import load_keras
 
     x = load_folder(kaggle_like / "TEST", cache_dir=None, workers=1).x.astype(np.float32)
     rebuilt = load_keras(tiny_model / "1")
-    np.testing.assert_allclose(rebuilt.predict(x, verbose=0),
-                               SavedModelRunner(tiny_model / "1")(x), atol=1e-5)
+    np.testing.assert_allclose(
+        rebuilt.predict(x, verbose=0), SavedModelRunner(tiny_model / "1")(x), atol=1e-5
+    )
 
 
-def test_an_ensemble_exports_as_one_model_averaging_its_networks(kaggle_like: Path,
-                                                                 tmp_path: Path) -> None:
+def test_an_ensemble_exports_as_one_model_averaging_its_networks(
+    kaggle_like: Path, tmp_path: Path
+) -> None:
     """--members 2: two networks from other seeds, one SavedModel answering their mean; the
     Keras rebuild (Grad-CAM's) answers the same, and Grad-CAM draws one map from both."""
     from app.explain import GradCam
-    from model_training.export import load_keras
-    from model_training.network import members_of
     from model_training.train import train
+    from wbc_core.keras_model import load_keras
+    from wbc_core.network import members_of
 
-    summary = train("official", kaggle_like, tmp_path / "m", arch="tiny", epochs=1,
-                    batch_size=8, cache_dir=None, report_dir=tmp_path / "report", members=2)
+    summary = train(
+        "official",
+        kaggle_like,
+        tmp_path / "m",
+        arch="tiny",
+        epochs=1,
+        batch_size=8,
+        cache_dir=None,
+        report_dir=tmp_path / "report",
+        members=2,
+    )
     version = tmp_path / "m" / "1"
     assert json.loads((version / "metadata.json").read_text())["members"] == 2
     assert len(summary["last_train_accuracy"]) == 2
@@ -364,8 +496,9 @@ def test_training_is_reproducible(kaggle_like: Path) -> None:
     answers = []
     for _ in range(2):
         keras.utils.set_random_seed(7)
-        model, _ = fit_network(ds, None, "wbc", 2, 8, 7,
-                                   Augmentation(scale=0.15, stain=2.0, noise=4.0))
+        model, _ = fit_network(
+            ds, None, "wbc", 2, 8, 7, Augmentation(scale=0.15, stain=2.0, noise=4.0)
+        )
         answers.append(model.predict(probe, verbose=0))
         keras.backend.clear_session()
     assert np.array_equal(answers[0], answers[1]), np.abs(answers[0] - answers[1]).max()
@@ -374,10 +507,10 @@ def test_training_is_reproducible(kaggle_like: Path) -> None:
 def test_camera_gamma_on_a_crop_is_gamma_on_the_field_before_white_balance() -> None:
     """Training's gamma jitter stands for another camera's gamma (robustness's "gamma 1.4"),
     which acts on the whole field before the white balance."""
-    from model_training.preprocessing import white_balance
     from model_training.robustness import PERTURBATIONS
     from model_training.train import camera_gamma
     from tests.synthetic import field
+    from wbc_core.preprocessing import white_balance
 
     image = field((320, 240), cells=[(160, 120, 30)]).convert("RGB")
     for g in (0.7, 1.4):
@@ -391,8 +524,8 @@ def test_camera_gamma_on_a_crop_is_gamma_on_the_field_before_white_balance() -> 
 def test_gamma_jitter_keeps_the_background_and_varies_the_cell() -> None:
     import tensorflow as tf
 
-    from model_training.preprocessing import BACKGROUND_LEVEL
     from model_training.train import augment
+    from wbc_core.preprocessing import BACKGROUND_LEVEL
 
     tf.random.set_seed(0)
     tones = np.array([BACKGROUND_LEVEL, 110.0, 0.0], np.float32)  # background, cell, black
@@ -415,10 +548,16 @@ def test_augmentation_keeps_the_metadata_keys_models_were_exported_with() -> Non
     assert Augmentation().metadata() == {"scale_jitter": 0.0, "stain_jitter": 1.0}
     aug = Augmentation(scale=0.15, stain=2.0, gamma=0.5)
     assert aug.metadata() == {"scale_jitter": 0.15, "stain_jitter": 2.0, "gamma_jitter": 0.5}
-    assert aug.metadata(every=True) == {"scale_jitter": 0.15, "stain_jitter": 2.0,
-                                        "noise_jitter": 0.0, "mixup": 0.0, "gamma_jitter": 0.5,
-                                        "cutout": 0.0, "weight_decay": 0.0,
-                                        "robust_loss": 0.0}
+    assert aug.metadata(every=True) == {
+        "scale_jitter": 0.15,
+        "stain_jitter": 2.0,
+        "noise_jitter": 0.0,
+        "mixup": 0.0,
+        "gamma_jitter": 0.5,
+        "cutout": 0.0,
+        "weight_decay": 0.0,
+        "robust_loss": 0.0,
+    }
 
 
 def test_weight_decay_shrinks_the_kernels_only() -> None:
@@ -426,14 +565,15 @@ def test_weight_decay_shrinks_the_kernels_only() -> None:
     convolution and dense kernel shrinks by lr x decay; biases and batch norm stay."""
     import keras
 
-    from model_training.network import make_model
     from model_training.train import WBC_LR, compile_model
+    from wbc_core.network import make_model
 
     model = make_model("wbc")
     compile_model(model, "wbc", steps=100, epochs=1, validate=False, weight_decay=0.5)
     before = [v.numpy().copy() for v in model.trainable_variables]
     model.optimizer.apply_gradients(
-        [(keras.ops.zeros_like(v), v) for v in model.trainable_variables])
+        [(keras.ops.zeros_like(v), v) for v in model.trainable_variables]
+    )
     kernels = 0
     for v, old in zip(model.trainable_variables, before, strict=True):
         if v.path.endswith("kernel"):
@@ -444,8 +584,7 @@ def test_weight_decay_shrinks_the_kernels_only() -> None:
     assert kernels > 10
 
 
-def test_generalized_cross_entropy_is_cross_entropy_whose_pull_shrinks_with_confidence(
-        ) -> None:
+def test_generalized_cross_entropy_is_cross_entropy_whose_pull_shrinks_with_confidence() -> None:
     """q -> 0 gives the smoothed cross-entropy the recipe otherwise uses; with q, each
     class's gradient is cross-entropy's times p^q: a label given 5% pulls 0.05^q as hard."""
     import keras
@@ -454,13 +593,20 @@ def test_generalized_cross_entropy_is_cross_entropy_whose_pull_shrinks_with_conf
     from model_training.train import LABEL_SMOOTHING, GeneralizedCrossEntropy
 
     labels = tf.one_hot([0, 1, 2, 3], 4)
-    probs = tf.constant([[0.7, 0.1, 0.1, 0.1], [0.85, 0.05, 0.05, 0.05],
-                         [0.25, 0.25, 0.25, 0.25], [0.1, 0.2, 0.3, 0.4]])
-    ce = keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING,
-                                              reduction=None)
+    probs = tf.constant(
+        [
+            [0.7, 0.1, 0.1, 0.1],
+            [0.85, 0.05, 0.05, 0.05],
+            [0.25, 0.25, 0.25, 0.25],
+            [0.1, 0.2, 0.3, 0.4],
+        ]
+    )
+    ce = keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING, reduction=None)
     np.testing.assert_allclose(
         GeneralizedCrossEntropy(1e-3, reduction=None)(labels, probs).numpy(),
-        ce(labels, probs).numpy(), rtol=2e-3)
+        ce(labels, probs).numpy(),
+        rtol=2e-3,
+    )
 
     def grad(loss: keras.losses.Loss) -> np.ndarray:
         with tf.GradientTape() as tape:
@@ -470,8 +616,11 @@ def test_generalized_cross_entropy_is_cross_entropy_whose_pull_shrinks_with_conf
 
     smoothed = labels.numpy() * (1 - LABEL_SMOOTHING) + LABEL_SMOOTHING / 4
     cross_entropy_grad = -smoothed / probs.numpy()  # of -sum(y log p), per class
-    np.testing.assert_allclose(grad(GeneralizedCrossEntropy(0.5, reduction=None)),
-                               cross_entropy_grad * probs.numpy() ** 0.5, rtol=1e-4)
+    np.testing.assert_allclose(
+        grad(GeneralizedCrossEntropy(0.5, reduction=None)),
+        cross_entropy_grad * probs.numpy() ** 0.5,
+        rtol=1e-4,
+    )
 
 
 def test_cutout_paints_one_background_square_no_larger_than_asked() -> None:
@@ -479,8 +628,8 @@ def test_cutout_paints_one_background_square_no_larger_than_asked() -> None:
     background; the rest of the crop and the labels are untouched."""
     import tensorflow as tf
 
-    from model_training.preprocessing import BACKGROUND_LEVEL, IMAGE_SIZE
     from model_training.train import cutout
+    from wbc_core.preprocessing import BACKGROUND_LEVEL, IMAGE_SIZE
 
     images = tf.fill([64, IMAGE_SIZE, IMAGE_SIZE, 3], 30.0)
     labels = tf.one_hot(tf.range(64) % 4, 4)
@@ -497,21 +646,48 @@ def test_cutout_paints_one_background_square_no_larger_than_asked() -> None:
 
 
 def test_crop_context_option_trains_on_wider_crops_and_records_them(
-        kaggle_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    kaggle_like: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """... and ``recipe`` gives back every option of the run (``make train`` retrains the
     shipped model with them)."""
-    from model_training import localise
     from model_training.__main__ import main
+    from wbc_core import localise
 
     monkeypatch.setattr(localise, "CROP_CONTEXT", localise.CROP_CONTEXT)  # restored after
-    options = ["--arch=tiny", "--epochs=1", "--seed=7", "--members=1", "--scale-jitter=0.1",
-               "--stain-jitter=0.5", "--noise-jitter=0", "--mixup=0", "--gamma-jitter=0.2",
-               "--cutout=0.3", "--weight-decay=0.01", "--robust-loss=0.5",
-               "--crop-context=1.8"]
-    main(["train", "--data", str(kaggle_like), "--out", str(tmp_path / "m"), *options,
-          "--batch-size", "8", "--cache", str(tmp_path / "cache"),
-          "--report", str(tmp_path / "report")])
+    options = [
+        "--arch=tiny",
+        "--epochs=1",
+        "--seed=7",
+        "--members=1",
+        "--scale-jitter=0.1",
+        "--stain-jitter=0.5",
+        "--noise-jitter=0",
+        "--mixup=0",
+        "--gamma-jitter=0.2",
+        "--cutout=0.3",
+        "--weight-decay=0.01",
+        "--robust-loss=0.5",
+        "--crop-context=1.8",
+    ]
+    main(
+        [
+            "train",
+            "--data",
+            str(kaggle_like),
+            "--out",
+            str(tmp_path / "m"),
+            *options,
+            "--batch-size",
+            "8",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--report",
+            str(tmp_path / "report"),
+        ]
+    )
     meta = json.loads((tmp_path / "m" / "1" / "metadata.json").read_text())
     assert meta["input"]["crop_context"] == 1.8 == localise.CROP_CONTEXT
     assert all("-context1.8" in p.name for p in (tmp_path / "cache").iterdir())
@@ -528,39 +704,86 @@ def test_recipe_of_the_shipped_model_names_its_ensemble_and_augmentation() -> No
     assert f"--members={meta['members']}" in flags and f"--epochs={meta['epochs']}" in flags
     assert f"--stain-jitter={meta['stain_jitter']:g}" in flags
     assert recipe_flags({"arch": "wbc", "epochs": 14, "seed": 42}) == [  # a model before v5
-        "--arch=wbc", "--epochs=14", "--seed=42", "--members=1", "--scale-jitter=0",
-        "--stain-jitter=1", "--noise-jitter=0", "--mixup=0", "--gamma-jitter=0", "--cutout=0",
-        "--weight-decay=0", "--robust-loss=0"]
-    stained = recipe_flags({"arch": "wbc", "epochs": 14, "seed": 42,
-                            "input": {"white_balance": True, "stain_balance": True}})
+        "--arch=wbc",
+        "--epochs=14",
+        "--seed=42",
+        "--members=1",
+        "--scale-jitter=0",
+        "--stain-jitter=1",
+        "--noise-jitter=0",
+        "--mixup=0",
+        "--gamma-jitter=0",
+        "--cutout=0",
+        "--weight-decay=0",
+        "--robust-loss=0",
+    ]
+    stained = recipe_flags(
+        {
+            "arch": "wbc",
+            "epochs": 14,
+            "seed": 42,
+            "input": {"white_balance": True, "stain_balance": True},
+        }
+    )
     assert stained[-1] == "--stain-balance"
 
 
 def test_refit_takes_its_calibration_from_a_cross_validation_of_its_recipe(
-        kaggle_like: Path, tmp_path: Path) -> None:
+    kaggle_like: Path, tmp_path: Path
+) -> None:
     from model_training.crossval import cross_validate, write
     from model_training.train import Augmentation, train
 
     aug = Augmentation(scale=0.1)
-    record = cross_validate(kaggle_like, folds=2, arch="tiny", epochs=1, batch_size=8,
-                            aug=aug, cache_dir=None)
+    record = cross_validate(
+        kaggle_like, folds=2, arch="tiny", epochs=1, batch_size=8, aug=aug, cache_dir=None
+    )
     write(tmp_path / "cv", record, "python -m model_training cv --folds 2")
-    summary = train("official", kaggle_like, tmp_path / "m", arch="tiny", epochs=1,
-                    batch_size=8, cache_dir=None, aug=aug, refit=tmp_path / "cv")
+    summary = train(
+        "official",
+        kaggle_like,
+        tmp_path / "m",
+        arch="tiny",
+        epochs=1,
+        batch_size=8,
+        cache_dir=None,
+        aug=aug,
+        refit=tmp_path / "cv",
+    )
     meta = json.loads((tmp_path / "m" / "1" / "metadata.json").read_text())
     assert meta["refit"]["calibration_from"]["command"] == "python -m model_training cv --folds 2"
     assert meta["calibration"]["fitted_on"].startswith("out-of-fold predictions")
     assert summary["n_val"] == 0
     with pytest.raises(ValueError, match="another recipe"):  # cv'd with scale 0.1, not 0.2
-        train("official", kaggle_like, tmp_path / "m2", arch="tiny", epochs=1, batch_size=8,
-              cache_dir=None, aug=Augmentation(scale=0.2), refit=tmp_path / "cv")
+        train(
+            "official",
+            kaggle_like,
+            tmp_path / "m2",
+            arch="tiny",
+            epochs=1,
+            batch_size=8,
+            cache_dir=None,
+            aug=Augmentation(scale=0.2),
+            refit=tmp_path / "cv",
+        )
     with pytest.raises(ValueError, match="another recipe \\(balance\\)"):  # cv'd white only
-        train("official", kaggle_like, tmp_path / "m3", arch="tiny", epochs=1, batch_size=8,
-              cache_dir=None, aug=aug, refit=tmp_path / "cv", balance="stain")
+        train(
+            "official",
+            kaggle_like,
+            tmp_path / "m3",
+            arch="tiny",
+            epochs=1,
+            batch_size=8,
+            cache_dir=None,
+            aug=aug,
+            refit=tmp_path / "cv",
+            balance="stain",
+        )
 
 
 def test_a_refit_leaves_listed_cells_out_and_takes_its_calibration_from_a_cv_that_did(
-        kaggle_like: Path, tmp_path: Path) -> None:
+    kaggle_like: Path, tmp_path: Path
+) -> None:
     from model_training.__main__ import recipe_flags
     from model_training.crossval import cross_validate, write
     from model_training.data import load_folder
@@ -570,31 +793,47 @@ def test_a_refit_leaves_listed_cells_out_and_takes_its_calibration_from_a_cv_tha
     cell = str(full.groups[0])
     listed = tmp_path / "exclude.txt"
     listed.write_text(cell + "\n")
-    args = dict(folds=2, arch="tiny", epochs=1, batch_size=8, aug=Augmentation(),
-                cache_dir=None)
+    args = dict(folds=2, arch="tiny", epochs=1, batch_size=8, aug=Augmentation(), cache_dir=None)
     write(tmp_path / "cv", cross_validate(kaggle_like, exclude=listed, **args), "cv --exclude")
     write(tmp_path / "cv-all", cross_validate(kaggle_like, **args), "cv")
     refit = dict(arch="tiny", epochs=1, batch_size=8, cache_dir=None, aug=Augmentation())
-    summary = train("official", kaggle_like, tmp_path / "m", refit=tmp_path / "cv",
-                    exclude=listed, **refit)
+    summary = train(
+        "official", kaggle_like, tmp_path / "m", refit=tmp_path / "cv", exclude=listed, **refit
+    )
     assert summary["n_train"] == len(full.y) - int((full.groups == cell).sum())
     meta = json.loads((tmp_path / "m" / "1" / "metadata.json").read_text())
     assert meta["excluded_cells"] == [cell] and meta["excluded_cells_file"] == str(listed)
     assert recipe_flags(meta)[-1] == f"--exclude-cells={listed}"  # make train reproduces it
     with pytest.raises(ValueError, match="another recipe \\(excluded_cells\\)"):
-        train("official", kaggle_like, tmp_path / "m2", refit=tmp_path / "cv-all",
-              exclude=listed, **refit)
+        train(
+            "official",
+            kaggle_like,
+            tmp_path / "m2",
+            refit=tmp_path / "cv-all",
+            exclude=listed,
+            **refit,
+        )
 
 
-def test_a_stain_balanced_run_records_it_and_is_served_so(kaggle_like: Path,
-                                                          tmp_path: Path) -> None:
+def test_a_stain_balanced_run_records_it_and_is_served_so(
+    kaggle_like: Path, tmp_path: Path
+) -> None:
     from app.classifier import Classifier
     from app.predictor import Predictor
-    from model_training.preprocessing import balance_of, preprocess_file
     from model_training.train import train
+    from wbc_core.preprocessing import balance_of, preprocess_file
 
-    train("official", kaggle_like, tmp_path / "m", arch="tiny", epochs=1, batch_size=8,
-          cache_dir=None, balance="stain", report_dir=tmp_path / "report")
+    train(
+        "official",
+        kaggle_like,
+        tmp_path / "m",
+        arch="tiny",
+        epochs=1,
+        batch_size=8,
+        cache_dir=None,
+        balance="stain",
+        report_dir=tmp_path / "report",
+    )
     meta = json.loads((tmp_path / "m" / "1" / "metadata.json").read_text())
     assert meta["input"]["stain_balance"] is True and balance_of(meta) == "stain"
     predictor = Predictor(tmp_path / "m")
@@ -602,8 +841,16 @@ def test_a_stain_balanced_run_records_it_and_is_served_so(kaggle_like: Path,
     classifier = Classifier(predictor, max_pixels=40_000_000)
     assert classifier.balance == "stain"
     path = next((kaggle_like / "TEST_SIMPLE").rglob("*.jpeg"))
-    assert not np.array_equal(preprocess_file(path, balance="stain").array,
-                              preprocess_file(path, balance="white").array)
+    assert not np.array_equal(
+        preprocess_file(path, balance="stain").array, preprocess_file(path, balance="white").array
+    )
     with pytest.raises(ValueError, match="balance must be"):
-        train("official", kaggle_like, tmp_path / "m2", arch="tiny", epochs=1,
-              cache_dir=None, balance="none")
+        train(
+            "official",
+            kaggle_like,
+            tmp_path / "m2",
+            arch="tiny",
+            epochs=1,
+            cache_dir=None,
+            balance="none",
+        )

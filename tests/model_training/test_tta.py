@@ -20,8 +20,9 @@ def test_views_are_the_eight_distinct_flips_and_turns() -> None:
     assert len(keys) == 8  # an asymmetric image gives eight different views
     for o in outs.values():  # each is the same pixels rearranged within each image
         assert o.shape == batch.shape
-        assert np.array_equal(np.sort(o.reshape(2, -1), axis=1),
-                              np.sort(batch.reshape(2, -1), axis=1))
+        assert np.array_equal(
+            np.sort(o.reshape(2, -1), axis=1), np.sort(batch.reshape(2, -1), axis=1)
+        )
     assert np.array_equal(outs["rot90 mirrored"], np.rot90(batch, 1, axes=(1, 2))[:, :, ::-1])
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from model_training.preprocessing import BACKGROUND_LEVEL, GAIN_LIMITS, white_balance
 from tests.synthetic import BACKGROUND, field
+from wbc_core.preprocessing import BACKGROUND_LEVEL, GAIN_LIMITS, white_balance
 
 IMAGE = field((320, 240), cells=[(160, 120, 30)]).convert("RGB")
 SLIDE = np.abs(np.asarray(IMAGE, dtype=float) - BACKGROUND).max(axis=2) < 12  # no cell there

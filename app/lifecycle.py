@@ -1,0 +1,45 @@
+"""Loading a model version and swapping it in (at start, on POST /admin/reload, on SIGHUP)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from app.classifier import Classifier
+from app.config import Settings
+from app.observability import MODEL_LOAD_SECONDS, MODEL_READY
+from app.predictor import ModelLoadError, Predictor
+
+log = logging.getLogger("app")
+
+
+async def load_model(app: FastAPI, settings: Settings) -> bool:
+    """Load and warm up the newest model version, then swap it in. On failure keep what
+    is served (nothing, at start: up but not ready) and record a clear reason."""
+    predictor = Predictor(settings.model_dir, settings.device, settings.runtime)
+    try:
+        await run_in_threadpool(predictor.load)
+    except ModelLoadError as exc:
+        app.state.load_error = str(exc)
+        log.error("model not loaded: %s", exc)
+        return False
+    app.state.classifier = Classifier(predictor, settings.max_pixels, settings.review_threshold)
+    app.state.load_error = None
+    MODEL_LOAD_SECONDS.set(predictor.load_seconds)
+    MODEL_READY.set(1)
+    return True
+
+
+def install_reload_signal(app: FastAPI, settings: Settings) -> None:
+    """SIGHUP reloads the model, like POST /admin/reload."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(load_model(app, settings))
+        )
+    except (NotImplementedError, RuntimeError, ValueError):
+        log.warning("SIGHUP reload not available here")

@@ -1,0 +1,113 @@
+"""Does the localiser find the cell on another laboratory's single-cell images?
+
+PBC's images (CellaVision DM96, 360x363) hold one white cell centred in the field, larger
+than Kaggle's, with red cells around it, and come with no boxes. The cell counts as found
+when the first box is localised, contains the image centre, and its side is between
+``MIN_SIDE`` and ``MAX_SIDE`` of the image's (not a lobe, not the whole field). Every
+image is measured, through the service's own preprocessing (white balance first).
+
+    python -m model_training.localise_pbc --data ../shared/data/pbc --out reports/localisation
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from model_training.data import list_samples
+from wbc_core.classes import CLASSES
+from wbc_core.preprocessing import decode, locate_cells
+
+MIN_SIDE, MAX_SIDE = 0.2, 0.95  # box side / image side of a plausible single white cell
+
+
+def measure(path: Path) -> dict:
+    image = decode(path.read_bytes())
+    boxes, _ = locate_cells(image)
+    box, (w, h) = boxes[0], image.size
+    side = max(box.x1 - box.x0, box.y1 - box.y0) / max(w, h)
+    centred = box.x0 <= w / 2 <= box.x1 and box.y0 <= h / 2 <= box.y1
+    return {
+        "file": f"{path.parent.name}/{path.name}",
+        "localised": box.localised,
+        "centred": bool(centred),
+        "side": round(float(side), 3),
+        "cells": len(boxes),
+        "found": bool(box.localised and centred and MIN_SIDE <= side <= MAX_SIDE),
+        "box": box.as_list(),
+    }
+
+
+def draw(rows: list[dict], root: Path, out: Path, n: int = 40) -> None:
+    """A sheet of images with the box found: every miss first, then a sample."""
+    misses = [r for r in rows if not r["found"]]
+    rng = np.random.default_rng(0)
+    hits = [rows[i] for i in rng.choice(len(rows), size=min(n, len(rows)), replace=False)]
+    picked = (misses + [r for r in hits if r["found"]])[:n]
+    tile, cols = 140, 8
+    sheet = Image.new("RGB", (cols * tile, -(-len(picked) // cols) * tile), "white")
+    for i, r in enumerate(picked):
+        image = decode((root / r["file"]).read_bytes())
+        d = ImageDraw.Draw(image)
+        d.rectangle(r["box"], outline=(0, 200, 0) if r["found"] else (255, 0, 0), width=4)
+        sheet.paste(image.resize((tile - 4, tile - 4)), ((i % cols) * tile, (i // cols) * tile))
+    sheet.save(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/pbc"))
+    parser.add_argument("--out", type=Path, default=Path("reports/localisation"))
+    args = parser.parse_args(argv)
+    command = "python -m model_training.localise_pbc " + shlex.join(argv or sys.argv[1:])
+    rows = [measure(s.path) for s in list_samples(args.data)]
+    by_class = {}
+    for c in CLASSES:
+        sub = [r for r in rows if r["file"].startswith(c)]
+        by_class[c] = {"n": len(sub), "found": float(np.mean([r["found"] for r in sub]))}
+    sides = np.array([r["side"] for r in rows])
+    record = {
+        "command": command,
+        "images": len(rows),
+        "found": float(np.mean([r["found"] for r in rows])),
+        "localised": float(np.mean([r["localised"] for r in rows])),
+        "several_cells": float(np.mean([r["cells"] > 1 for r in rows])),
+        "box_side_share": {
+            q: float(np.percentile(sides, p)) for q, p in (("p5", 5), ("median", 50), ("p95", 95))
+        },
+        "by_class": by_class,
+        "missed": [r for r in rows if not r["found"]],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "pbc.json").write_text(json.dumps(record, indent=2) + "\n")
+    draw(rows, args.data, args.out / "pbc_boxes.png")
+    lines = [
+        "# White-cell localisation on PBC (another laboratory's single-cell images)\n",
+        f"Produced by `{command}`.\n",
+        "PBC has no boxes; each image holds one white cell centred in its field. A cell counts "
+        f"as found when the first box is localised, contains the image centre and its side "
+        f"is {MIN_SIDE:g}-{MAX_SIDE:g} of the image's. The Kaggle lab's figure, against "
+        "BCCD's annotated boxes, is in [report.md](report.md).\n",
+        f"**{record['found']:.1%} of {len(rows)} images found** (localised at all: "
+        f"{record['localised']:.1%}; a second white cell reported: "
+        f"{record['several_cells']:.1%}). Box side / image side: median "
+        f"{record['box_side_share']['median']:.2f} (5-95%: "
+        f"{record['box_side_share']['p5']:.2f}-{record['box_side_share']['p95']:.2f}).\n",
+        "| class | images | found |",
+        "|---|---|---|",
+        *[f"| {c} | {v['n']} | {v['found']:.1%} |" for c, v in by_class.items()],
+        "\nEvery miss (red) first, then a random sample (green):\n",
+        "![boxes](pbc_boxes.png)\n",
+    ]
+    (args.out / "pbc.md").write_text("\n".join(lines))
+    print(json.dumps({k: record[k] for k in ("images", "found", "localised", "several_cells")}))
+
+
+if __name__ == "__main__":
+    main()
