@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 
 from app.classifier import Classifier
 from app.config import Settings
-from app.errors import ModelNotReady
+from app.errors import ModelBroken, ModelNotReady
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -21,9 +21,12 @@ async def get_app_settings(request: Request) -> Settings:
 async def get_classifier(request: Request) -> Classifier:
     """Async on purpose: FastAPI runs sync dependencies in the thread pool, a hop per call."""
     classifier: Classifier | None = getattr(request.app.state, "classifier", None)
-    if classifier is None or not classifier.predictor.ready:
-        raise ModelNotReady("model is not loaded or not warmed up yet; retry shortly")
-    return classifier
+    if classifier is not None and classifier.predictor.ready:
+        return classifier
+    failed = getattr(request.app.state, "load_error", None)
+    if failed:  # retrying will not help until someone fixes the model folder
+        raise ModelBroken(f"the model failed to load and no model is served: {failed}")
+    raise ModelNotReady("the model is still loading; retry shortly")
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -38,7 +38,22 @@ class MissingField(ServiceError):
     status_code = 422
 
 
+class InvalidField(ServiceError):
+    """A field present but not acceptable (e.g. an identifier with control characters)."""
+
+    status_code = 422
+
+
 class ModelNotReady(ServiceError):
+    """Still loading: retry shortly."""
+
+    status_code = 503
+    headers = {"Retry-After": "2"}
+
+
+class ModelBroken(ServiceError):
+    """The model failed to load: no retry helps until the model folder is fixed."""
+
     status_code = 503
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -17,6 +19,14 @@ from app.predictor import ModelLoadError, Predictor
 log = logging.getLogger("app")
 
 
+def without_paths(reason: str, model_dir: Path) -> str:
+    """A load failure's reason as clients may read it: the server's folders replaced by
+    what they are (``WBC_MODEL_DIR``, a version of it)."""
+    folder = str(Path(model_dir))
+    reason = re.sub(re.escape(folder) + r"/(\d+)", r"model version \1", reason)
+    return reason.replace(folder, "WBC_MODEL_DIR")
+
+
 async def load_model(app: FastAPI, settings: Settings) -> bool:
     """Load and warm up the newest model version, then swap it in. On failure keep what
     is served (nothing, at start: up but not ready) and record a clear reason."""
@@ -24,8 +34,8 @@ async def load_model(app: FastAPI, settings: Settings) -> bool:
     try:
         await run_in_threadpool(predictor.load)
     except ModelLoadError as exc:
-        app.state.load_error = str(exc)
-        log.error("model not loaded: %s", exc)
+        app.state.load_error = without_paths(str(exc), settings.model_dir)
+        log.error("model not loaded: %s", exc)  # the operator's log keeps the full path
         return False
     app.state.classifier = Classifier(predictor, settings.max_pixels, settings.review_threshold)
     app.state.load_error = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from app.lifecycle import install_reload_signal, load_model
 from app.middleware import RequestContextMiddleware
 from app.observability import MODEL_READY, configure_logging
 from app.routes import admin, differential, explain, health, predict, v2
-from app.security import require_api_key
+from app.security import key_file_problem, require_api_key
 from app.uploads import MULTIPART_OVERHEAD, BodyLimitMiddleware, BodyLimits
 
 BULK_PATHS = ("/predict/batch", "/differential", "/v2/")  # many images per request
@@ -33,6 +34,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     sys.setswitchinterval(settings.gil_switch_interval_s)
     anyio.to_thread.current_default_thread_limiter().total_tokens = settings.work_threads
     app.state.classifier = None
+    if problem := key_file_problem(settings):
+        logging.getLogger("app").error(problem)
     await load_model(app, settings)
     install_reload_signal(app, settings)
     yield

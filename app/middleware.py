@@ -31,11 +31,17 @@ KNOWN_ROUTES = (
 )
 
 
-def route_label(path: str) -> str:
-    """Bounded label set for metrics: unknown paths do not create new series."""
+def route_label(path: str, route: object = None) -> str:
+    """Bounded label set for metrics and logs: the matched route's template (e.g.
+    ``/v2/models/{model_name}/infer``) when the router matched one, else the known prefix
+    the path falls under, else ``other``. A path a client makes up never becomes a label:
+    each new label value is a new Prometheus series held by every worker."""
+    template = getattr(route, "path", None)
+    if isinstance(template, str):
+        return template
     for known in KNOWN_ROUTES:
         if path == known or path.startswith(known + "/"):
-            return path if path.count("/") <= 4 and known.startswith("/v") else known
+            return known
     return "other"
 
 
@@ -70,7 +76,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - start
-            route = route_label(scope.get("path", ""))
+            route = route_label(scope.get("path", ""), scope.get("route"))
             REQUESTS.labels(scope.get("method", "?"), route, str(status)).inc()
             LATENCY.labels(route).observe(elapsed)
             log.info(

@@ -17,6 +17,7 @@ from app.errors import ServiceError
 
 class Unauthorized(ServiceError):
     status_code = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="wbc-classifier"'}
 
 
 def configured_keys(settings: Settings) -> list[bytes]:
@@ -24,6 +25,19 @@ def configured_keys(settings: Settings) -> list[bytes]:
     if settings.api_key_file:
         keys += _key_file(Path(settings.api_key_file), _mtime(settings.api_key_file))
     return [k.encode() for k in keys]
+
+
+def key_file_problem(settings: Settings) -> str | None:
+    """Why the configured key file lets nobody in (unreadable, or no key in it), or None."""
+    if not settings.api_key_file:
+        return None
+    keys = _key_file(Path(settings.api_key_file), _mtime(settings.api_key_file))
+    if keys and not keys[0].startswith("\0"):
+        return None
+    return (
+        "WBC_API_KEY_FILE is unreadable or holds no key: every protected route answers "
+        "401 until it names one"
+    )
 
 
 def _mtime(path: Path) -> float:
@@ -40,7 +54,9 @@ def _key_file(path: Path, mtime: float) -> list[str]:
         lines = path.read_text().splitlines()
     except OSError:
         return ["\0unreadable key file: nobody gets in\0"]
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    keys = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    # a key file that names no key is a mistake, not a wish for an open service: fail closed
+    return keys or ["\0key file holds no key: nobody gets in\0"]
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -56,10 +72,11 @@ async def require_api_key(
     keys = configured_keys(settings)
     if not keys:
         return
-    given = (bearer.credentials if bearer else header) or ""
+    given = [g.encode() for g in (bearer.credentials if bearer else None, header) if g]
     ok = False
     for key in keys:  # compare against every key: time does not tell which one matched
-        ok |= hmac.compare_digest(given.encode(), key)
+        for candidate in given:  # either header may carry the key; a wrong one beside it
+            ok |= hmac.compare_digest(candidate, key)  # does not hide a right one
     if not ok:
         raise Unauthorized(
             "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"

@@ -233,6 +233,12 @@ def train_sites(
     if report_dir:
         plot_curves(history, Path(report_dir) / "curves")
         site_eval.dump(Path(report_dir) / "metrics.json", summary)
+        site_eval.write_index(
+            Path(report_dir),
+            f"Model trained on {', '.join(s.name for s in sites)}",
+            summary["sites"],
+            command,
+        )
     return summary
 
 
@@ -252,6 +258,36 @@ def cross_site(sites: list[Site], out: Path, **kwargs: Any) -> dict[str, Any]:
                 held_out=[held],
                 **kwargs,
             )
-            results[held.name] = summary["sites"][held.name]
+            results[held.name] = summary["sites"][held.name] | {
+                "trained_on": [s.name for s in trained],
+                "command": summary["command"],
+            }
     site_eval.dump(Path(out) / "metrics.json", results)
+    write_cross_site_index(Path(out), results)
     return results
+
+
+def write_cross_site_index(out: Path, results: dict[str, Any]) -> None:
+    """``out``/README.md: each laboratory as seen by a model that never saw it."""
+    lines = [
+        "# Leave one lab out\n",
+        f"Produced by:\n\n    {next(iter(results.values()))['command']}\n",
+        "Each row: a model trained on the other site(s) only (same recipe as the shipped "
+        "model, fewer epochs), tested on this site's test sets. The nearest measure here of "
+        "how the model does in a laboratory it has never seen. Each direction's folder has "
+        "the held-out site's report (confusion matrices, reliability, risk-coverage).\n",
+        "| held-out site | trained on | set | images | accuracy | macro-F1 | ECE | released "
+        "| accuracy of released | wrong and released | out of distribution |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for site, rec in results.items():
+        for name, r in rec["sets"].items():
+            g = r["guard"]
+            rel = "n/a" if g["released_accuracy"] is None else f"{g['released_accuracy']:.3f}"
+            lines.append(
+                f"| [{site}](without-{site}/{site}.md) | {', '.join(rec['trained_on'])} | "
+                f"{name} | {r['n']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | "
+                f"{r['ece']:.3f} | {g['released_share']:.1%} | {rel} | "
+                f"{g['wrong_and_released_share']:.1%} | {g['out_of_distribution_share']:.1%} |"
+            )
+    (out / "README.md").write_text("\n".join(lines) + "\n")

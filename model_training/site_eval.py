@@ -229,6 +229,40 @@ def evaluate_model(
     return results
 
 
+def summary_rows(sites: dict[str, Any]) -> list[str]:
+    """One Markdown row per site and set: accuracy, macro-F1, ECE, and the review guard."""
+    rows = [
+        "| site | set | role | images | accuracy | macro-F1 | ECE | released | accuracy of "
+        "released | wrong and released |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for site, rec in sites.items():
+        for name, r in rec["sets"].items():
+            g = r["guard"]
+            rel = "n/a" if g["released_accuracy"] is None else f"{g['released_accuracy']:.3f}"
+            rows.append(
+                f"| [{site}]({site}.md) | {name} | {rec['role']} | {r['n']} | "
+                f"{r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['ece']:.3f} | "
+                f"{g['released_share']:.1%} | {rel} | {g['wrong_and_released_share']:.1%} |"
+            )
+    return rows
+
+
+def write_index(folder: Path, title: str, sites: dict[str, Any], command: str) -> None:
+    """``folder``/README.md: every site's figures side by side (one row per site and set,
+    never pooled), linking to each site's report."""
+    lines = [
+        f"# {title}\n",
+        f"Produced by:\n\n    {command}\n",
+        "Released: answered without a review flag (no low confidence, not out of distribution, "
+        "a cell). Each site's report has its per-class table, confusion matrices, reliability "
+        "diagram and risk-coverage curve.\n",
+        *summary_rows(sites),
+        "",
+    ]
+    (Path(folder) / "README.md").write_text("\n".join(lines))
+
+
 def dump(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, default=float) + "\n")

@@ -36,8 +36,7 @@ def test_every_relative_link_resolves() -> None:
 def test_link_checker_catches_a_broken_link(tmp_path: Path) -> None:
     md = tmp_path / "x.md"
     md.write_text("see [this](missing.md) and [ok](x.md)")
-    targets = [t for t in LINK.findall(md.read_text())
-               if not (md.parent / t).resolve().exists()]
+    targets = [t for t in LINK.findall(md.read_text()) if not (md.parent / t).resolve().exists()]
     assert targets == ["missing.md"]
 
 
@@ -55,6 +54,10 @@ def test_settings_table_is_generated_from_the_settings_class() -> None:
 
 
 def test_no_project_history_in_the_text() -> None:
-    found = subprocess.run(["git", "grep", "-n", "-i", "-E", r"sessions? [0-9]"],
-                           cwd=PROJECT, capture_output=True, text=True).stdout
+    found = subprocess.run(
+        ["git", "grep", "-n", "-i", "-E", r"sessions? [0-9]"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert found == "", found

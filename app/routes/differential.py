@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -10,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.classifier import Classifier
 from app.deps import ClassifierDep, SettingsDep
+from app.errors import InvalidField
 from app.fhir import differential_bundle
 from app.openapi import ERRORS, image_body
 from app.routes.predict import CELLS, classify_many
@@ -19,6 +21,25 @@ router = APIRouter(tags=["lab integration"])
 
 
 OUTSIDE_DOMAIN = "outside_validated_domain"
+# What the optional form fields may hold: they become FHIR references (Specimen/<id>,
+# Patient/<id>), whose ids are at most 64 letters, digits, '-' and '.' (FHIR's id type).
+IDENTIFIERS = {
+    "specimen_id": re.compile(r"^(Specimen/)?[A-Za-z0-9.-]{1,64}$"),
+    "patient": re.compile(r"^(Patient/)?[A-Za-z0-9.-]{1,64}$"),
+}
+
+
+def checked_identifier(key: str, value: object) -> str | None:
+    """A form field's identifier, or None when absent; 422 when it could not be a FHIR id
+    (control characters, '../', spaces, other resource types)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not IDENTIFIERS[key].match(value):
+        raise InvalidField(
+            f"{key} must be 1-64 letters, digits, '-' or '.'"
+            + (" (optionally after 'Patient/')" if key == "patient" else "")
+        )
+    return value
 
 
 def domain_warnings(classified: list[dict[str, Any]], max_share: float) -> tuple[float, list]:
@@ -109,11 +130,9 @@ async def differential(
         request, "files", settings.max_differential, settings.max_image_bytes
     )
     form = await request.form()
+    identifiers = {key: checked_identifier(key, form.get(key)) for key in IDENTIFIERS}
     results = await run_in_threadpool(classify_many, classifier, uploads, cells == "all")
-    diff = summarise(results, classifier, settings.ood_specimen_share)
-    for key in ("specimen_id", "patient"):
-        value = form.get(key)
-        diff[key] = value if isinstance(value, str) and value else None
+    diff = summarise(results, classifier, settings.ood_specimen_share) | identifiers
     wants_fhir = format == "fhir" or "application/fhir+json" in request.headers.get("accept", "")
     if wants_fhir:
         info = classifier.model_info()

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from app.classifier import Classifier
+from app.classifier import UNKNOWN, Classifier
 from app.deps import ClassifierDep, SettingsDep
 from app.explain import GradCam
 from app.openapi import ERRORS, image_body
@@ -23,6 +23,8 @@ def _explain(request: Request, classifier: Classifier, data: bytes) -> tuple[byt
         cam = (classifier, GradCam(classifier.predictor.version_dir))
         request.app.state.gradcam = cam
     png, info = cam[1].overlay_png(prepared.array)
+    if not classifier.cell_check.is_cell(prepared.array, prepared.box.localised):
+        return png, UNKNOWN  # the label /predict gives the same image
     return png, classifier.predictor.classes[info["class_index"]]
 
 

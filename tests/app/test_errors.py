@@ -101,7 +101,8 @@ def test_503_when_model_missing(tmp_path) -> None:  # type: ignore[no-untyped-de
         assert c.get("/health/live").status_code == 200
         r = c.post("/predict", content=encode(field()), headers={"content-type": "image/jpeg"})
         assert r.status_code == 503
-        assert "not loaded" in r.json()["detail"]
+        assert "failed to load" in r.json()["detail"]  # broken, not "retry shortly"
+        assert str(tmp_path) not in r.text + ready.text
 
 
 def test_tiny_image_is_classified(client: TestClient) -> None:

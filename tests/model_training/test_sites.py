@@ -133,6 +133,7 @@ def test_train_sites_records_sites_and_reports_each(
         text = (tmp_path / "report" / f"{site}.md").read_text()
         assert f"Site `{site}`" in text and "macro-F1" in text
         assert (tmp_path / "report" / f"{site}_reliability.png").stat().st_size > 0
+        assert f"| [{site}]({site}.md) |" in (tmp_path / "report" / "README.md").read_text()
 
 
 def test_cross_site_runs_end_to_end(
@@ -168,12 +169,14 @@ def test_cross_site_runs_end_to_end(
     assert set(record["beta"]["sets"]) == {"test"}
     assert (tmp_path / "cross" / "without-alpha" / "alpha_TEST_confusion.png").exists()
     assert (tmp_path / "cross" / "without-beta" / "beta_test_confusion.png").exists()
+    index = (tmp_path / "cross" / "README.md").read_text()
+    assert "| [alpha](without-alpha/alpha.md) | beta | TEST |" in index
 
 
 def test_committed_pbc_split_is_the_seeded_one() -> None:
     """The committed PBC split is what its command makes (it is never edited by hand)."""
-    root = Path(__file__).resolve().parents[2].parent / "shared/data/pbc"
-    if not (root / "monocyte").exists():
-        pytest.skip(f"PBC images not found at {root}")
+    from tests.conftest import real_data
+
+    root = real_data("WBC_PBC_DIR", "pbc", "monocyte")
     committed = read_split(sites.split_path("pbc"))
     assert committed == dict(make_split(root, seed=0))

@@ -1,0 +1,131 @@
+"""Defects a hostile probe found, each fixed: metric labels clients cannot multiply, a key
+file that names no key, a wrong Bearer beside a right X-API-Key, a broken model said to be
+broken, identifiers that cannot reach a FHIR reference, /explain's label for non-cells."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from tests.app.conftest import encode, make_settings
+
+
+def route_labels(metrics_text: str) -> set[str]:
+    return set(re.findall(r'wbc_http_requests_total\{[^}]*route="([^"]*)"', metrics_text))
+
+
+def test_made_up_paths_never_become_metric_labels(client: TestClient) -> None:
+    before = route_labels(client.get("/metrics").text)
+    for i in range(40):
+        client.get(f"/v2/models/model-{i}")
+        client.post(f"/v2/models/wbc-classifier/versions/{i}/infer", json={})
+        client.get(f"/v1/models/x{i}/y")
+        client.get(f"/nothing/{i}")
+    after = route_labels(client.get("/metrics").text)
+    assert len(after - before) <= 4, sorted(after - before)
+    assert not any(
+        part in label for label in after for part in ("model-", "/x", "versions", "/nothing/")
+    )
+
+
+def test_matched_routes_are_labelled_by_their_template(client: TestClient) -> None:
+    client.get("/v2/models/wbc-classifier")
+    assert "/v2/models/wbc-classifier" in route_labels(client.get("/metrics").text)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "# only a comment\n  # another\n"])
+def test_key_file_without_a_key_fails_closed(
+    tiny_model: Path,
+    tmp_path: Path,
+    content: str,
+    cell_jpeg: bytes,
+) -> None:
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("app").addHandler(handler)
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text(content)
+    with TestClient(create_app(make_settings(tiny_model, api_key_file=key_file))) as c:
+        r = c.post("/predict", files={"file": ("a.jpg", cell_jpeg, "image/jpeg")})
+        assert r.status_code == 401
+        assert c.get("/health/ready").status_code == 200
+    logging.getLogger("app").removeHandler(handler)
+    assert any("holds no key" in m for m in said)  # said loudly at start
+
+
+def test_a_wrong_bearer_does_not_hide_a_right_key(tiny_model: Path, cell_jpeg: bytes) -> None:
+    with TestClient(create_app(make_settings(tiny_model, api_key="right"))) as c:
+        r = c.post(
+            "/predict",
+            files={"file": ("a.jpg", cell_jpeg, "image/jpeg")},
+            headers={"Authorization": "Bearer wrong", "X-API-Key": "right"},
+        )
+        assert r.status_code == 200, r.text
+        r = c.get("/v1/models/wbc-classifier")
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_broken_model_is_said_to_be_broken_without_paths(tmp_path: Path, cell_jpeg: bytes) -> None:
+    version = tmp_path / "models" / "1"
+    version.mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"not a graph")
+    (version / "metadata.json").write_text('{"input": {"crop_context": 1.5}}')
+    with TestClient(create_app(make_settings(tmp_path / "models"))) as c:
+        ready = c.get("/health/ready")
+        r = c.post("/predict", files={"file": ("a.jpg", cell_jpeg, "image/jpeg")})
+    assert ready.status_code == 503 and r.status_code == 503
+    assert "failed to load" in r.json()["detail"]
+    assert "retry shortly" not in r.json()["detail"]
+    for body in (ready.text, r.text):
+        assert str(tmp_path) not in body, body
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("specimen_id", "SP-1\r\nX-Injected: 1"),
+        ("specimen_id", "../../Patient/1"),
+        ("patient", "Patient/../secret"),
+        ("patient", "Observation/1"),
+        ("specimen_id", "x" * 65),
+    ],
+)
+def test_identifiers_that_cannot_be_fhir_ids_are_refused(
+    client: TestClient, cell_jpeg: bytes, field: str, value: str
+) -> None:
+    r = client.post(
+        "/differential?format=fhir",
+        files=[("files", ("a.jpg", cell_jpeg, "image/jpeg"))],
+        data={field: value},
+    )
+    assert r.status_code == 422, r.text
+    assert field in r.json()["detail"]
+
+
+def test_good_identifiers_become_references(client: TestClient, cell_jpeg: bytes) -> None:
+    r = client.post(
+        "/differential?format=fhir",
+        files=[("files", ("a.jpg", cell_jpeg, "image/jpeg"))],
+        data={"specimen_id": "SP-2026.0042", "patient": "Patient/123"},
+    )
+    assert r.status_code == 200, r.text
+    report = r.json()["entry"][0]["resource"]
+    assert report["subject"] == {"reference": "Patient/123"}
+    assert report["specimen"] == [{"reference": "Specimen/SP-2026.0042"}]
+
+
+def test_explain_labels_a_non_cell_unknown_as_predict_does(client: TestClient) -> None:
+    from tests.app.test_lab import not_cells
+
+    image = encode(not_cells()["document_scan"], "PNG")
+    predicted = client.post("/predict", files={"file": ("d.png", image, "image/png")}).json()
+    explained = client.post("/explain", files={"file": ("d.png", image, "image/png")})
+    assert predicted["label"] == "unknown"
+    assert explained.headers["x-predicted-label"] == "unknown"
