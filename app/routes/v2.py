@@ -13,8 +13,9 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.classifier import Classifier
-from app.deps import ClassifierDep
-from app.errors import BadImage, MissingField
+from app.config import Settings
+from app.deps import ClassifierDep, SettingsDep
+from app.errors import BadImage, MissingField, PayloadTooLarge
 from wbc_core.calibration import apply_temperature
 
 MODEL = "wbc-classifier"
@@ -98,8 +99,17 @@ async def v2_metadata(classifier: ClassifierDep) -> dict[str, Any]:
     }
 
 
+def check_batch(tensor: TensorInput, settings: Settings) -> None:
+    """The batch limit of every other route (``WBC_MAX_BATCH``) applies here too."""
+    n = len(tensor.data) if tensor.datatype == "BYTES" else (tensor.shape or [0])[0]
+    if n > settings.max_batch:
+        raise PayloadTooLarge(
+            f"{n} images in one request; the limit is WBC_MAX_BATCH = {settings.max_batch}"
+        )
+
+
 def _infer(
-    classifier: Classifier, tensor: TensorInput
+    classifier: Classifier, tensor: TensorInput, max_image_bytes: int
 ) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
     """Probabilities, labels and each image's review (``needs_review``, ``review_reasons``,
     ``ood_score``)."""
@@ -107,6 +117,10 @@ def _infer(
     if tensor.datatype == "BYTES":
         prepared = []
         for i, item in enumerate(tensor.data):
+            if len(str(item)) > max_image_bytes * 4 // 3 + 4:
+                raise PayloadTooLarge(
+                    f"input {i} is over WBC_MAX_IMAGE_BYTES = {max_image_bytes} once decoded"
+                )
             try:
                 raw = base64.b64decode(str(item), validate=True)
             except (binascii.Error, ValueError) as exc:
@@ -138,12 +152,17 @@ def _infer(
 
 
 @router.post(f"/models/{MODEL}/infer")
-async def v2_infer(body: InferRequest, classifier: ClassifierDep) -> dict[str, Any]:
+async def v2_infer(
+    body: InferRequest, classifier: ClassifierDep, settings: SettingsDep
+) -> dict[str, Any]:
     """One input: BYTES (base64 images, preprocessed like /predict) or FP32 [N,150,150,3]."""
     tensor = body.inputs[0]
     if not tensor.data:
         raise MissingField("input has no data")
-    probs, labels, reviews = await run_in_threadpool(_infer, classifier, tensor)
+    check_batch(tensor, settings)
+    probs, labels, reviews = await run_in_threadpool(
+        _infer, classifier, tensor, settings.max_image_bytes
+    )
     n = len(labels)
     return {
         "model_name": MODEL,

@@ -129,3 +129,35 @@ def test_explain_labels_a_non_cell_unknown_as_predict_does(client: TestClient) -
     explained = client.post("/explain", files={"file": ("d.png", image, "image/png")})
     assert predicted["label"] == "unknown"
     assert explained.headers["x-predicted-label"] == "unknown"
+
+
+def test_v2_applies_the_batch_and_image_limits(client: TestClient, cell_jpeg: bytes) -> None:
+    import base64
+
+    one = base64.b64encode(cell_jpeg).decode()
+    r = client.post(  # the client fixture's WBC_MAX_BATCH is 5
+        "/v2/models/wbc-classifier/infer",
+        json={
+            "inputs": [
+                {"name": "image_bytes", "shape": [6], "datatype": "BYTES", "data": [one] * 6}
+            ]
+        },
+    )
+    assert r.status_code == 413 and "WBC_MAX_BATCH" in r.json()["detail"]
+    r = client.post(
+        "/v2/models/wbc-classifier/infer",
+        json={
+            "inputs": [
+                {"name": "image", "shape": [6, 150, 150, 3], "datatype": "FP32", "data": [0.0]}
+            ]
+        },
+    )
+    assert r.status_code == 413
+    big = base64.b64encode(b"\xff" * 2_100_000).decode()  # over the fixture's 2,000,000 bytes
+    r = client.post(
+        "/v2/models/wbc-classifier/infer",
+        json={
+            "inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": [big]}]
+        },
+    )
+    assert r.status_code == 413 and "WBC_MAX_IMAGE_BYTES" in r.json()["detail"]
