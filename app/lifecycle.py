@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.classifier import Classifier
 from app.config import Settings
-from app.observability import MODEL_LOAD_SECONDS, MODEL_READY
+from app.observability import MODEL_INFO, MODEL_LOAD_SECONDS, MODEL_READY
 from app.predictor import ModelLoadError, Predictor
 
 log = logging.getLogger("app")
@@ -41,6 +41,9 @@ async def load_model(app: FastAPI, settings: Settings) -> bool:
     app.state.load_error = None
     MODEL_LOAD_SECONDS.set(predictor.load_seconds)
     MODEL_READY.set(1)
+    info = app.state.classifier.model_info()
+    MODEL_INFO.clear()  # one version served at a time
+    MODEL_INFO.labels(info["name"], info["version"], str(predictor.ood is not None).lower()).set(1)
     return True
 
 

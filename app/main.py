@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
         title="WBC classifier",
-        version="1.0.0",
+        version="2.0.0",
         lifespan=lifespan,
         description="Classifies white-blood-cell images into eosinophil, lymphocyte,"
         " monocyte and neutrophil, with calibrated probabilities.",

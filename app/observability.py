@@ -14,9 +14,17 @@ import os
 import sys
 from contextvars import ContextVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    multiprocess,
+)
 
 REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)  # process_resident_memory_bytes and friends, to alert on
 REQUESTS = Counter(
     "wbc_http_requests_total",
     "HTTP requests by route and status",
@@ -81,6 +89,13 @@ MODEL_LOAD_SECONDS = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livemax",
 )
+MODEL_INFO = Gauge(
+    "wbc_model_info",
+    "1 for the model version served (name, version, whether its OOD guard is on)",
+    ["name", "version", "ood_guard"],
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
 MODEL_READY = Gauge(
     "wbc_model_ready",
     "1 when the model is loaded and warmed up (in every worker)",
@@ -95,6 +110,7 @@ def exposition_registry() -> CollectorRegistry:
         return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
+    ProcessCollector(registry=registry)  # the answering worker's own memory, CPU, files
     return registry
 
 

@@ -49,3 +49,26 @@ def test_compose_service() -> None:
     assert wbc["healthcheck"]["test"][-1].count("/health/ready") == 1
     assert any(v.endswith(":/srv/models:ro") for v in wbc["volumes"])
     assert wbc["mem_limit"] and wbc["cpus"] and wbc["restart"]
+
+
+def test_kubernetes_meets_the_restricted_pod_security_profile() -> None:
+    deployment = yaml.safe_load((K8S / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    context = container["securityContext"]
+    assert context["capabilities"]["drop"] == ["ALL"]
+    assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"]
+    assert not container["image"].endswith(":latest")
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["timeoutSeconds"] >= 5
+    kinds = {yaml.safe_load(p.read_text())["kind"] for p in K8S.glob("*.yaml")}
+    assert {"PodDisruptionBudget", "NetworkPolicy", "HorizontalPodAutoscaler"} <= kinds
+
+
+def test_compose_drops_privileges() -> None:
+    wbc = yaml.safe_load((PROJECT / "docker-compose.yml").read_text())["services"]["wbc"]
+    assert wbc["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in wbc["security_opt"]

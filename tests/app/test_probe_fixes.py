@@ -161,3 +161,9 @@ def test_v2_applies_the_batch_and_image_limits(client: TestClient, cell_jpeg: by
         },
     )
     assert r.status_code == 413 and "WBC_MAX_IMAGE_BYTES" in r.json()["detail"]
+
+
+def test_metrics_name_the_model_version_and_the_process_memory(client: TestClient) -> None:
+    text = client.get("/metrics").text
+    assert 'wbc_model_info{name="wbc-classifier",ood_guard="true",version="1"} 1.0' in text
+    assert "process_resident_memory_bytes" in text
