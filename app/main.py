@@ -17,7 +17,7 @@ from app.errors import ServiceError, service_error_handler
 from app.lifecycle import install_reload_signal, load_model
 from app.middleware import RequestContextMiddleware
 from app.observability import MODEL_READY, configure_logging
-from app.routes import admin, differential, explain, health, predict, v2
+from app.routes import admin, differential, docs, explain, health, predict, v2
 from app.security import key_file_problem, require_api_key
 from app.uploads import MULTIPART_OVERHEAD, BodyLimitMiddleware, BodyLimits
 
@@ -48,11 +48,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="WBC classifier",
         version="2.0.0",
         lifespan=lifespan,
+        docs_url=None,  # served from vendored assets by app.routes.docs
+        redoc_url=None,
         description="Classifies white-blood-cell images into eosinophil, lymphocyte,"
         " monocyte and neutrophil, with calibrated probabilities.",
     )
     app.state.settings = settings
     app.add_exception_handler(ServiceError, service_error_handler)
+    app.include_router(docs.router)
+    app.mount("/static", docs.static_files(), name="static")
     protected = [Depends(require_api_key)]
     app.include_router(health.router)
     app.include_router(v2.health_router)

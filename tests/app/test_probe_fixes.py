@@ -167,3 +167,13 @@ def test_metrics_name_the_model_version_and_the_process_memory(client: TestClien
     text = client.get("/metrics").text
     assert 'wbc_model_info{name="wbc-classifier",ood_guard="true",version="1"} 1.0' in text
     assert "process_resident_memory_bytes" in text
+
+
+def test_docs_load_nothing_from_the_internet(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sources and all(s.startswith("/") for s in sources), sources
+    for s in sources:
+        assert client.get(s).status_code == 200, s
+    assert client.get("/redoc").status_code == 404  # ReDoc would need a CDN
