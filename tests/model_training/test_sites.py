@@ -134,6 +134,12 @@ def test_train_sites_records_sites_and_reports_each(
         assert f"Site `{site}`" in text and "macro-F1" in text
         assert (tmp_path / "report" / f"{site}_reliability.png").stat().st_size > 0
         assert f"| [{site}]({site}.md) |" in (tmp_path / "report" / "README.md").read_text()
+    from model_training.site_eval import evaluate_model
+
+    again = evaluate_model(tmp_path / "models" / "1", specs, None, tmp_path / "again", "test")
+    for site in ("alpha", "beta"):  # the same model, evaluated again: the same figures
+        for name, rec in again[site].items():
+            assert rec["accuracy"] == summary["sites"][site]["sets"][name]["accuracy"]
 
 
 def test_cross_site_runs_end_to_end(
