@@ -158,6 +158,11 @@ def set_record(a: dict[str, np.ndarray]) -> dict[str, Any]:
     }
 
 
+def ood_threshold_text(metadata: dict[str, Any]) -> str:
+    threshold = metadata.get("ood", {}).get("threshold")
+    return "none (guard off)" if threshold is None else f"{float(threshold):.2f}"
+
+
 def write_site_report(
     out: Path,
     site: str,
@@ -176,7 +181,7 @@ def write_site_report(
         f"sites {', '.join(metadata.get('sites', {})) or 'kaggle'}; temperature "
         f"{float(metadata.get('temperature', 1.0)):.3f}, review threshold "
         f"{float(metadata.get('review_threshold', 0.9)):.2f}, out-of-distribution "
-        f"threshold {metadata.get('ood', {}).get('threshold', 'none')}.\n",
+        f"threshold {ood_threshold_text(metadata)}.\n",
     ]
     for name, rec in records.items():
         png = f"{site}_{name}_confusion.png"
