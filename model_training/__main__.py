@@ -448,14 +448,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     elif args.command == "calibrate":
         from model_training.data import concat
+        from model_training.postfit import Calibration, postfit, refit_calibration
         from model_training.report import write_report
-        from model_training.train import (
-            Calibration,
-            official_splits,
-            paper_splits,
-            postfit,
-            refit_calibration,
-        )
+        from model_training.train import official_splits, paper_splits
         from wbc_core.preprocessing import balance_of
 
         metadata = json.loads((args.model / "metadata.json").read_text())

@@ -1,9 +1,11 @@
-"""Augmentation for training across laboratories: what differs between one lab's cell
-images and another's, drawn at random for every training crop.
+"""Training augmentation. ``make_dataset`` and its batch functions serve the one-site
+recipes (``train``, ``cv``); ``SiteAugmentation``, ``augment_image`` and ``site_balanced``
+train across laboratories: what differs between one lab's cell images and another's,
+drawn at random for every training crop.
 
 - stain: optical-density jitter along a stain matrix (Tellez et al. 2018, "HED"
   augmentation: each stain's amount scaled and shifted), then hue, saturation,
-  brightness, contrast and a camera gamma (``train.augment``);
+  brightness, contrast and a camera gamma (``augment``);
 - optics and camera: Gaussian blur of random strength, sensor noise, JPEG re-compression
   at a random quality, an occasional grey image (colour cannot be all the network uses);
 - scale and framing: a random zoom of the crop (the cell fills from about 30% to 100% of
@@ -23,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from model_training.data import CLASSES, Dataset
+from model_training.recipe import Augmentation
 from wbc_core.preprocessing import BACKGROUND_LEVEL, IMAGE_SIZE
 
 # Stain vectors (optical density of one unit of each stain in R, G, B), Ruifrok and
@@ -34,13 +37,151 @@ RGB_FROM_HED = np.array(
 HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED).astype(np.float32)
 
 
+def augment(
+    image: tf.Tensor, label: tf.Tensor, stain: float = 1.0, gamma: float = 0.0
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Orientation (a cell has none), a camera's tone curve and stain/illumination jitter
+    (other labs, other stains); ``stain`` scales the jitter ranges (1: hue 0.04, saturation
+    0.75-1.3, brightness 0.08, contrast 0.8-1.2).
+
+    ``gamma``: another camera's gamma (``camera_gamma``), drawn log-uniformly in
+    [1/(1+gamma), 1+gamma]."""
+    image = tf.image.random_flip_left_right(image)
+    image = tf.image.random_flip_up_down(image)
+    image = tf.image.rot90(image, tf.random.uniform([], 0, 4, dtype=tf.int32))
+    image = tf.cast(image, tf.float32)
+    if gamma > 0:
+        image = camera_gamma(
+            image, tf.exp(tf.random.uniform([], -math.log1p(gamma), math.log1p(gamma)))
+        )
+    image = image / 255.0
+    if stain > 0:
+        image = tf.image.random_hue(image, min(0.5, 0.04 * stain))
+        image = tf.image.random_saturation(image, max(0.0, 1 - 0.25 * stain), 1 + 0.3 * stain)
+        image = tf.image.random_brightness(image, 0.08 * stain)
+        image = tf.image.random_contrast(image, max(0.0, 1 - 0.2 * stain), 1 + 0.2 * stain)
+    return tf.clip_by_value(image, 0.0, 1.0) * 255.0, label
+
+
+def camera_gamma(image: tf.Tensor, g: tf.Tensor | float) -> tf.Tensor:
+    """A white-balanced crop (float, 0..255) as it would be had the camera applied gamma
+    ``g`` to the whole field: whatever the field's own background level ``b``, gamma then
+    balance map ``x`` to ``L * ((x b / L) / 255) ** g / (b / 255) ** g = L * (x / L) ** g``
+    with ``L = BACKGROUND_LEVEL``. The background stays; the cell's tones darken (g > 1) or
+    lighten (g < 1)."""
+    return tf.minimum(BACKGROUND_LEVEL * tf.pow(image / BACKGROUND_LEVEL, g), 255.0)
+
+
+def scale_shift(images: tf.Tensor, labels: tf.Tensor, jitter: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """Random zoom in or out (cell size differs between microscopes and labs) and a small
+    shift (the localiser's box is not exact), on a batch; outside the image is black, as in
+    the rotated TRAIN views."""
+    n = tf.shape(images)[0]
+    side = tf.random.uniform([n], 1.0 - jitter, 1.0 + jitter)
+    centre = 0.5 + tf.random.uniform([n, 2], -jitter / 2, jitter / 2)
+    boxes = tf.stack(
+        [
+            centre[:, 0] - side / 2,
+            centre[:, 1] - side / 2,
+            centre[:, 0] + side / 2,
+            centre[:, 1] + side / 2,
+        ],
+        axis=1,
+    )
+    out = tf.image.crop_and_resize(
+        images, boxes, tf.range(n), [IMAGE_SIZE, IMAGE_SIZE], extrapolation_value=0.0
+    )
+    return out, labels
+
+
+def sensor_noise(
+    images: tf.Tensor, labels: tf.Tensor, sigma_max: float
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Camera noise of a random strength, standard deviation up to ``sigma_max`` (0..255
+    scale, in the crop), on a batch. Made at half resolution and enlarged: a crop is an
+    enlarged piece of the camera's image (about 2x for these cells), so its noise is coarser
+    than a pixel. (Gaussian noise of 8 on a whole Kaggle image comes out at about 5.4 in its
+    crop, after white balance and resizing: one-off measurement.)"""
+    n = tf.shape(images)[0]
+    sigma = tf.random.uniform([n, 1, 1, 1], 0.0, sigma_max)
+    half = IMAGE_SIZE // 2
+    noise = tf.image.resize(tf.random.normal([n, half, half, 3]), [IMAGE_SIZE, IMAGE_SIZE])
+    noise = noise / tf.math.reduce_std(noise)  # enlarging smooths it: back to 1 per pixel
+    return tf.clip_by_value(images + sigma * noise, 0.0, 255.0), labels
+
+
+def cutout(images: tf.Tensor, labels: tf.Tensor, side_max: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """Cutout (DeVries and Taylor 2017) on a batch: one square of each crop, side drawn
+    uniformly up to ``side_max`` x the crop's side and centred anywhere in it (so it may
+    hang over the edge), painted the slide-background grey. The network cannot lean on
+    one part of the cell (one nucleus lobe, one patch of granules) and must use all."""
+    n = tf.shape(images)[0]
+    half = tf.random.uniform([n, 1, 1], 0.0, side_max * IMAGE_SIZE / 2)
+    centre = tf.random.uniform([n, 2, 1, 1], 0.0, float(IMAGE_SIZE))
+    grid = tf.range(IMAGE_SIZE, dtype=tf.float32) + 0.5
+    inside_y = tf.abs(grid[None, :, None] - centre[:, 0]) < half
+    inside_x = tf.abs(grid[None, None, :] - centre[:, 1]) < half
+    erased = tf.logical_and(inside_y, inside_x)[..., None]
+    return tf.where(erased, BACKGROUND_LEVEL, images), labels
+
+
+def mixup(images: tf.Tensor, labels: tf.Tensor, alpha: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mixup (Zhang et al. 2018) on a batch: each image and its label become
+    ``lam * own + (1 - lam) * another's`` from the same batch, ``lam ~ Beta(alpha, alpha)``
+    per image (small ``alpha``: mostly near 0 or 1, i.e. mostly one cell). Trains the network
+    to move smoothly between classes instead of memorising the few source cells."""
+    n = tf.shape(images)[0]
+    a = tf.random.gamma([n], alpha)
+    b = tf.random.gamma([n], alpha)
+    lam = a / tf.maximum(a + b, 1e-12)
+    lam = tf.maximum(lam, 1.0 - lam)  # the image keeps its own label as the larger share
+    other = tf.random.shuffle(tf.range(n))
+    mixed = lam[:, None, None, None] * images + (1.0 - lam[:, None, None, None]) * tf.gather(
+        images, other
+    )
+    mixed_labels = lam[:, None] * labels + (1.0 - lam[:, None]) * tf.gather(labels, other)
+    return mixed, mixed_labels
+
+
+def make_dataset(
+    ds: Dataset, batch: int, training: bool, seed: int, aug: Augmentation = Augmentation()
+) -> tf.data.Dataset:
+    onehot = tf.one_hot(ds.y, len(CLASSES))
+    data = tf.data.Dataset.from_tensor_slices((ds.x, onehot))
+    if training:
+        data = data.shuffle(len(ds.y), seed=seed, reshuffle_each_iteration=True)
+        data = data.map(
+            lambda x, y: augment(x, y, aug.stain, aug.gamma), num_parallel_calls=tf.data.AUTOTUNE
+        ).batch(batch)
+        if aug.scale > 0:
+            data = data.map(
+                lambda x, y: scale_shift(x, y, aug.scale), num_parallel_calls=tf.data.AUTOTUNE
+            )
+        if aug.noise > 0:
+            data = data.map(
+                lambda x, y: sensor_noise(x, y, aug.noise), num_parallel_calls=tf.data.AUTOTUNE
+            )
+        if aug.cutout > 0:
+            data = data.map(
+                lambda x, y: cutout(x, y, aug.cutout), num_parallel_calls=tf.data.AUTOTUNE
+            )
+        if aug.mixup > 0:
+            data = data.map(
+                lambda x, y: mixup(x, y, aug.mixup), num_parallel_calls=tf.data.AUTOTUNE
+            )
+        return data.prefetch(tf.data.AUTOTUNE)
+    else:
+        data = data.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    return data.batch(batch).prefetch(tf.data.AUTOTUNE)
+
+
 @dataclass(frozen=True)
 class SiteAugmentation:
     """The ranges of ``augment_image`` / ``augment_batch`` (recorded in metadata.json)."""
 
     hed: float = 0.25  # each stain's optical density scaled by U(1 - hed, 1 + hed) ...
     hed_shift: float = 0.03  # ... and shifted by U(-hed_shift, hed_shift)
-    colour: float = 2.0  # train.augment's hue/saturation/brightness/contrast scale
+    colour: float = 2.0  # augment's hue/saturation/brightness/contrast scale
     gamma: float = 0.5  # camera gamma in [1/(1+g), 1+g]
     zoom: tuple[float, float] = (0.67, 2.2)  # crop side x this (log-uniform): the cell,
     # 1/1.5 of the crop as served, fills it at 0.67 and a third of it at 2.2
@@ -91,8 +232,6 @@ def augment_image(
     image: tf.Tensor, label: tf.Tensor, aug: SiteAugmentation
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """One training crop (uint8) to a float 0..255 crop as another lab might have made it."""
-    from model_training.train import augment  # flips, turns, gamma, hue/sat/brightness
-
     image = tf.cast(image, tf.float32)
     if aug.hed > 0:
         image = hed_jitter(image, aug.hed, aug.hed_shift)

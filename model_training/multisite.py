@@ -34,9 +34,10 @@ from model_training import machine, metrics, site_eval
 from model_training.augment import SiteAugmentation, site_balanced
 from model_training.data import CLASSES
 from model_training.export import SavedModelRunner, export_savedmodel
+from model_training.postfit import add_cell_check, add_ood_guard
 from model_training.report import plot_curves
 from model_training.sites import Site, SiteData, load_site, pooled, split_path
-from model_training.train import TimeBudget, add_cell_check, add_ood_guard, compile_model
+from model_training.train import TimeBudget, compile_model
 from wbc_core import localise
 from wbc_core.network import make_model
 from wbc_core.preprocessing import IMAGE_SIZE, RESIZE_METHOD

@@ -1,0 +1,212 @@
+"""After export, on the exported model itself: calibration (temperature, review threshold),
+the not-a-cell check, the out-of-distribution guard, test metrics, all written into the
+version's metadata.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from model_training import metrics
+from model_training.augment import augment
+from model_training.data import CLASSES, Dataset
+from model_training.export import SavedModelRunner
+from model_training.recipe import Augmentation
+from wbc_core import cellcheck, localise, ood
+from wbc_core.preprocessing import balance_of, crop_context_of
+
+
+class Calibration(NamedTuple):
+    temperature: float
+    review_threshold: float
+    fitted_on: str
+
+
+def calibration_of(validated: dict[str, Any]) -> Calibration:
+    """A validated run's temperature and review threshold (from its metadata), for a refit
+    of its recipe, which has no validation cells left to fit its own on."""
+    return Calibration(
+        validated["temperature"],
+        validated["review_threshold"],
+        f"validation of the validated run `{validated.get('command')}`",
+    )
+
+
+def refit_calibration(metadata: dict[str, Any], source: Path) -> tuple[Calibration, dict[str, Any]]:
+    """The calibration a refit model (its ``metadata``, or the recipe part of it) takes from
+    ``source``, and where from (for its metadata's ``refit.calibration_from``): a validated
+    run of its recipe (its temperature and review threshold), or a cross-validation report
+    of its recipe, checked to be the same (fitted here on the out-of-fold probabilities:
+    every TRAIN view classified by a model that never saw its cell)."""
+    oof = Path(source) / "out_of_fold.npz"
+    if oof.exists():
+        cv = json.loads((Path(source) / "metrics.json").read_text())
+        recipe = ("arch", "epochs", *Augmentation().metadata(every=True))
+        differ = [k for k in recipe if cv.get(k, 0.0) != metadata.get(k, 0.0)]
+        if cv.get("members", 1) != metadata.get("members", 1):
+            differ.append("members")
+        if cv.get("crop_context", localise.LEGACY_CROP_CONTEXT) != crop_context_of(metadata):
+            differ.append("crop_context")
+        if cv.get("balance", "white") != balance_of(metadata):
+            differ.append("balance")
+        if cv.get("excluded_cells", []) != metadata.get("excluded_cells", []):
+            differ.append("excluded_cells")
+        if differ:
+            raise ValueError(f"{source} cross-validated another recipe ({', '.join(differ)})")
+        with np.load(oof) as z:
+            probs, y = z["probs"], z["y"]
+        temperature = metrics.fit_temperature(probs, y)
+        threshold = metrics.choose_review_threshold(
+            metrics.apply_temperature(probs, temperature), y
+        )
+        calibration = Calibration(
+            temperature,
+            threshold,
+            f"out-of-fold predictions of the cross-validation `{cv.get('command')}`",
+        )
+        made = {"path": str(source), "command": cv.get("command")}
+    else:
+        validated = json.loads((Path(source) / "metadata.json").read_text())
+        if "refit" in validated or validated.get("protocol") != "official":
+            raise ValueError(f"{source} is not a validated run of the official protocol")
+        calibration = calibration_of(validated)
+        made = {
+            "path": str(source),
+            "command": validated.get("command"),
+            "created": validated.get("created"),
+        }
+    return calibration, made
+
+
+def report_with_cells(ds: Dataset, probs: np.ndarray) -> dict[str, Any]:
+    """Table I and the per-source-cell breakdown of one data set."""
+    return metrics.classification_report(ds.y, probs) | {
+        "cells": metrics.cell_breakdown(ds.y, ds.groups, probs)
+    }
+
+
+def postfit(
+    version_dir: Path,
+    train_ds: Dataset,
+    val_ds: Dataset,
+    tests: dict[str, Dataset],
+    kept: Calibration | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """On the exported model itself: temperature and review threshold fitted on validation
+    (or ``kept``: a refit model has no validation of its own), the not-a-cell check from
+    training crops, test metrics; all written to metadata.json. Returns the test reports,
+    the calibration and the validation report (None with ``kept``); each set runs once."""
+    runner = SavedModelRunner(version_dir)
+    metadata = runner.metadata
+    validation = None
+    if kept:
+        temperature, threshold, fitted_on = kept
+    else:
+        val_probs = runner(val_ds.x)
+        validation = report_with_cells(val_ds, val_probs)
+        temperature = metrics.fit_temperature(val_probs, val_ds.y)
+        threshold = metrics.choose_review_threshold(
+            metrics.apply_temperature(val_probs, temperature), val_ds.y
+        )
+        fitted_on = "validation"
+    probs = {name: runner(ds.x) for name, ds in tests.items()}
+    test_reports = {name: report_with_cells(ds, probs[name]) for name, ds in tests.items()}
+    first = next(iter(tests))
+    test_probs = probs[first]
+    calibrated = metrics.apply_temperature(test_probs, temperature)
+    calibration = {
+        "fitted_on": fitted_on,
+        "reported_on": first,
+        "temperature": temperature,
+        "ece_before": metrics.expected_calibration_error(test_probs, tests[first].y),
+        "ece_after": metrics.expected_calibration_error(calibrated, tests[first].y),
+        "review": metrics.review_stats(calibrated, tests[first].y, threshold),
+    }
+    metadata.update(
+        {
+            "temperature": temperature,
+            "review_threshold": threshold,
+            "calibration": calibration,
+            "test_metrics": {
+                name: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n": r["n"]}
+                for name, r in test_reports.items()
+            },
+        }
+    )
+    add_cell_check(metadata, train_ds, tests)
+    add_ood_guard(
+        metadata,
+        version_dir,
+        runner,
+        [train_ds],
+        [val_ds] if not kept and len(val_ds.y) else [train_ds],
+    )
+    (version_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    return test_reports, calibration, validation
+
+
+def stain_variants(
+    x: np.ndarray,
+    stain: float,
+    copies: int = 2,
+    seed: int = 0,
+    sample: int = 3000,
+    gamma: float = 0.0,
+) -> np.ndarray:
+    """A sample of training crops, each also as ``copies`` stain- (and gamma-) jittered
+    versions: the colours the network was trained to classify."""
+    picked = x[:: max(1, len(x) // sample)]
+    tf.random.set_seed(seed)  # before map: its random ops take their seeds when traced
+    data = tf.data.Dataset.from_tensor_slices(picked).repeat(copies)
+    data = data.map(lambda im: augment(im, 0, stain, gamma)[0]).batch(256)
+    jittered = np.concatenate([np.round(b.numpy()).astype(np.uint8) for b in data])
+    return np.concatenate([picked, jittered])
+
+
+def add_cell_check(metadata: dict[str, Any], train_ds: Dataset, tests: dict[str, Dataset]) -> None:
+    """Fit the not-a-cell gamut on the training crops and their stain-jittered versions, so
+    that a cell the network was trained to classify under another stain is not turned away;
+    record false rejections on tests."""
+    stain = float(metadata.get("stain_jitter", 1.0))
+    gamma = float(metadata.get("gamma_jitter", 0.0))
+    params = cellcheck.fit(stain_variants(train_ds.x, stain, gamma=gamma), originals=train_ds.x)
+    check = cellcheck.CellCheck(params)
+    # every Kaggle/BCCD field is localised (reports/localisation), so the gamut decides here
+    params["false_rejection"] = {
+        name: float(np.mean([not check.is_cell(x, True) for x in ds.x]))
+        for name, ds in tests.items()
+    }
+    metadata["cell_check"] = params
+
+
+def add_ood_guard(
+    metadata: dict[str, Any],
+    version_dir: Path,
+    runner: SavedModelRunner,
+    train_sets: list[Dataset],
+    val_sets: list[Dataset],
+) -> ood.OodStats | None:
+    """Fit the out-of-distribution guard (``ood``) on the training crops' features, its
+    threshold on each of ``val_sets`` (one per site), write ``ood.npz`` and record it in
+    ``metadata``. None (and nothing written) for a model that exports no features."""
+    if not runner.has_features:
+        return None
+    features = np.concatenate([runner.run(ds.x)[1] for ds in train_sets])
+    labels = np.concatenate([ds.y for ds in train_sets])
+    stats = ood.fit(features, labels, len(CLASSES))
+    stats = ood.with_threshold(stats, [stats.score(runner.run(ds.x)[1]) for ds in val_sets])
+    metadata["ood"] = {
+        "file": ood.FILENAME,
+        "sha256": stats.save(version_dir),
+        "threshold": stats.threshold,
+        "method": "Mahalanobis distance of the penultimate features to the nearest class "
+        "mean, one covariance shared by the classes",
+        "fitted_on": "the training crops",
+        "threshold_from": f"the {ood.VAL_QUANTILE:g} quantile of each validation set's "
+        "distances, the largest",
+    }
+    return stats
