@@ -22,6 +22,14 @@ class BadImage(ServiceError):
     status_code = 400
 
 
+class BadRequest(ServiceError):
+    status_code = 400
+
+
+class ModelVersionNotFound(ServiceError):
+    status_code = 404
+
+
 class RequestTimeout(ServiceError):
     status_code = 408
 
@@ -64,9 +72,36 @@ class TemporarilyUnavailable(ServiceError):
     headers = {"Retry-After": "1"}
 
 
+V2_PREFIX = "/v2"  # Open Inference Protocol routes answer errors as {"error": ...}
+
+
+def error_body(path: str, message: str) -> dict[str, str]:
+    """``{"detail": ...}`` (FastAPI's shape), or the Open Inference Protocol's
+    ``{"error": ...}`` under ``/v2``."""
+    return {"error": message} if path.startswith(V2_PREFIX) else {"detail": message}
+
+
 async def service_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(
+        error_body(request.url.path, exc.detail), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """422 for a malformed request: FastAPI's list of problems, or under ``/v2`` one
+    ``{"error": ...}`` message naming them."""
+    from fastapi.exception_handlers import request_validation_exception_handler
+    from fastapi.exceptions import RequestValidationError
+
+    assert isinstance(exc, RequestValidationError)
+    if not request.url.path.startswith(V2_PREFIX):
+        return await request_validation_exception_handler(request, exc)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}"
+        for e in exc.errors()
+    )
+    return JSONResponse({"error": f"malformed inference request: {problems}"}, status_code=422)
 
 
 async def send_error(

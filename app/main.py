@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.admission import AdmissionMiddleware
 from app.config import Settings, get_settings
-from app.errors import ServiceError, service_error_handler
+from app.errors import ServiceError, service_error_handler, validation_error_handler
 from app.lifecycle import install_reload_signal, load_model
 from app.middleware import RequestContextMiddleware
 from app.observability import MODEL_READY, configure_logging
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_exception_handler(ServiceError, service_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.include_router(docs.router)
     app.mount("/static", docs.static_files(), name="static")
     protected = [Depends(require_api_key)]

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.classifier import Classifier
 from app.config import Settings
 from app.deps import ClassifierDep, SettingsDep
-from app.errors import BadImage, MissingField, PayloadTooLarge
+from app.errors import (
+    BadImage,
+    BadRequest,
+    MissingField,
+    ModelVersionNotFound,
+    PayloadTooLarge,
+)
 from wbc_core.calibration import apply_temperature
 
 MODEL = "wbc-classifier"
+SERVER_VERSION = "2.0.0"
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 health_router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 
@@ -47,6 +56,28 @@ async def v2_ready(request: Request) -> JSONResponse:
 @health_router.get("/health/live")
 async def v2_live() -> dict[str, bool]:
     return {"live": True}
+
+
+@health_router.get("")
+async def v2_server_metadata() -> dict[str, Any]:
+    """Server metadata (Open Inference Protocol): name, version, extensions."""
+    return {"name": "wbc-classifier", "version": SERVER_VERSION, "extensions": []}
+
+
+@router.get(f"/models/{MODEL}/ready")
+async def v2_model_ready(request: Request) -> JSONResponse:
+    classifier = getattr(request.app.state, "classifier", None)
+    ready = classifier is not None and classifier.predictor.ready
+    return JSONResponse({"name": MODEL, "ready": ready}, status_code=200 if ready else 503)
+
+
+def served_version(classifier: Classifier, version: str) -> None:
+    """A versioned route names the served version, or it is 404."""
+    served = classifier.model_info()["version"]
+    if version != served:
+        raise ModelVersionNotFound(
+            f"model {MODEL} version {version} is not served (version {served} is)"
+        )
 
 
 @router.get(f"/models/{MODEL}")
@@ -151,11 +182,93 @@ def _infer(
     return probs, [classes[i] for i in probs.argmax(axis=1)], reviews
 
 
-@router.post(f"/models/{MODEL}/infer")
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "inputs": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 1,
+                            "items": TensorInput.model_json_schema(),
+                        },
+                        "parameters": {"type": "object"},
+                    },
+                },
+                "example": {
+                    "id": "r1",
+                    "inputs": [
+                        {
+                            "name": "image_bytes",
+                            "shape": [1],
+                            "datatype": "BYTES",
+                            "data": ["<base64 of a JPEG>"],
+                        }
+                    ],
+                },
+            }
+        },
+    }
+}
+
+
+async def infer_request(request: Request) -> InferRequest:
+    """The JSON body, whatever its Content-Type says (Triton's and KServe's clients send
+    none); the binary tensor data extension gets a clear 400."""
+    if "inference-header-content-length" in request.headers:
+        raise BadRequest(
+            "the binary tensor data extension is not supported: send the inputs as JSON "
+            "(tritonclient: binary_data=False on each input and requested output)"
+        )
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from exc
+    try:
+        return InferRequest.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+
+
+@router.post(f"/models/{MODEL}/infer", openapi_extra=INFER_BODY)
 async def v2_infer(
-    body: InferRequest, classifier: ClassifierDep, settings: SettingsDep
+    request: Request, classifier: ClassifierDep, settings: SettingsDep
 ) -> dict[str, Any]:
     """One input: BYTES (base64 images, preprocessed like /predict) or FP32 [N,150,150,3]."""
+    return await infer(await infer_request(request), classifier, settings)
+
+
+@router.post(f"/models/{MODEL}/versions/{{version}}/infer", openapi_extra=INFER_BODY)
+async def v2_infer_version(
+    version: str, request: Request, classifier: ClassifierDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """As the unversioned route, for the version served (404 for any other)."""
+    served_version(classifier, version)
+    return await infer(await infer_request(request), classifier, settings)
+
+
+@router.get(f"/models/{MODEL}/versions/{{version}}")
+async def v2_metadata_version(version: str, classifier: ClassifierDep) -> dict[str, Any]:
+    served_version(classifier, version)
+    return await v2_metadata(classifier)
+
+
+@router.get(f"/models/{MODEL}/versions/{{version}}/ready")
+async def v2_model_ready_version(version: str, request: Request) -> JSONResponse:
+    classifier = getattr(request.app.state, "classifier", None)
+    if classifier is not None:
+        served_version(classifier, version)
+    return await v2_model_ready(request)
+
+
+async def infer(body: InferRequest, classifier: Classifier, settings: Settings) -> dict[str, Any]:
     tensor = body.inputs[0]
     if not tensor.data:
         raise MissingField("input has no data")
