@@ -72,3 +72,25 @@ def test_compose_drops_privileges() -> None:
     wbc = yaml.safe_load((PROJECT / "docker-compose.yml").read_text())["services"]["wbc"]
     assert wbc["cap_drop"] == ["ALL"]
     assert "no-new-privileges:true" in wbc["security_opt"]
+
+
+def test_kubernetes_manifests_validate_against_the_api_schemas() -> None:
+    """kubernetes-validate checks every manifest against the Kubernetes OpenAPI schemas it
+    ships (no cluster needed); an unknown or misplaced field fails."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    cli = shutil.which("kubernetes-validate", path=str(Path(sys.executable).parent))
+    if cli is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("kubernetes-validate is not installed")
+        pytest.skip("kubernetes-validate is not installed")
+    manifests = sorted(str(p) for p in K8S.glob("*.yaml"))
+    out = subprocess.run([cli, "--strict", *manifests], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("passed") + out.stderr.count("passed") == len(manifests)
