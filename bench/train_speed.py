@@ -62,8 +62,8 @@ def speeds(steps: int, repeats: int, batch: int = 32) -> list[dict[str, Any]]:
 
 
 def real_runs(reports: Path = Path("reports/experiments")) -> list[dict[str, Any]]:
-    """Training throughput of the real runs behind reports/experiments/*/metrics.json: images seen per
-    second of training wall time (the epochs' validation passes included)."""
+    """Training throughput of the real runs behind reports/experiments/*/metrics.json:
+    images seen per second of training wall time (the epochs' validation passes included)."""
     rows = []
     for path in sorted(reports.glob("*/metrics.json")):
         m = json.loads(path.read_text())

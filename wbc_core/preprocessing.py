@@ -155,7 +155,7 @@ def balance_table(image: Image.Image | np.ndarray) -> np.ndarray:
 
     Cameras, lamps and stains give whole images a colour cast and a brightness of their
     own, and a network trained on one lab's images follows the cast (see the colour casts in
-    reports/experiments/robustness). The background between cells is colourless, so its colour in the
+    reports/robustness). The background between cells is colourless, so its colour in the
     image is the cast. It is estimated as the mean of the brightest ``BACKGROUND_SHARE`` of
     pixels of ``image`` (the localiser's reduced working copy: a fraction of a millisecond)."""
     rgb = np.asarray(image).reshape(-1, 3).astype(np.int16)
