@@ -283,12 +283,9 @@ def write_cross_site_index(out: Path, results: dict[str, Any]) -> None:
     ]
     for site, rec in results.items():
         for name, r in rec["sets"].items():
-            g = r["guard"]
-            rel = "n/a" if g["released_accuracy"] is None else f"{g['released_accuracy']:.3f}"
             lines.append(
                 f"| [{site}](without-{site}/{site}.md) | {', '.join(rec['trained_on'])} | "
-                f"{name} | {r['n']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | "
-                f"{r['ece']:.3f} | {g['released_share']:.1%} | {rel} | "
-                f"{g['wrong_and_released_share']:.1%} | {g['out_of_distribution_share']:.1%} |"
+                f"{name} | {r['n']} | {site_eval.figure_cells(r)} | "
+                f"{r['guard']['out_of_distribution_share']:.1%} |"
             )
     (out / "README.md").write_text("\n".join(lines) + "\n")

@@ -243,14 +243,21 @@ def summary_rows(sites: dict[str, Any]) -> list[str]:
     ]
     for site, rec in sites.items():
         for name, r in rec["sets"].items():
-            g = r["guard"]
-            rel = "n/a" if g["released_accuracy"] is None else f"{g['released_accuracy']:.3f}"
             rows.append(
-                f"| [{site}]({site}.md) | {name} | {rec['role']} | {r['n']} | "
-                f"{r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['ece']:.3f} | "
-                f"{g['released_share']:.1%} | {rel} | {g['wrong_and_released_share']:.1%} |"
+                f"| [{site}]({site}.md) | {name} | {rec['role']} | {r['n']} | {figure_cells(r)} |"
             )
     return rows
+
+
+def figure_cells(r: dict[str, Any]) -> str:
+    """A set's record as table cells: accuracy, macro-F1, ECE, released, accuracy of the
+    released, wrong and released."""
+    g = r["guard"]
+    rel = "n/a" if g["released_accuracy"] is None else f"{g['released_accuracy']:.3f}"
+    return (
+        f"{r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['ece']:.3f} | "
+        f"{g['released_share']:.1%} | {rel} | {g['wrong_and_released_share']:.1%}"
+    )
 
 
 def write_index(folder: Path, title: str, sites: dict[str, Any], command: str) -> None:
