@@ -219,3 +219,33 @@ def test_v2_errors_use_the_protocols_shape(client: TestClient) -> None:
     assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]
     # the JSON routes keep FastAPI's shape
     assert "detail" in client.post("/predict").json()
+
+
+def test_v2_refuses_multipart_and_binary_bodies_cleanly_and_logs_no_body(
+    client: TestClient,
+) -> None:
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(  # type: ignore[method-assign]
+        record.getMessage() + repr(record.__dict__)
+    )
+    logging.getLogger().addHandler(handler)
+    marker = "BODYMARKER" * 500
+    multipart = client.post(
+        "/v2/models/wbc-classifier/infer",
+        content=(
+            f'--x\r\nContent-Disposition: form-data; name="f"; filename="{marker}.jpg"\r\n\r\n'
+            f"{marker}\r\n--x--"
+        ).encode(),
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    )
+    binary = client.post(
+        "/v2/models/wbc-classifier/infer",
+        content=marker.encode() + b"\x00\x01",
+        headers={"content-type": "application/octet-stream"},
+    )
+    logging.getLogger().removeHandler(handler)
+    assert multipart.status_code == 400 and "not JSON" in multipart.json()["error"]
+    assert binary.status_code == 400
+    assert all("BODYMARKER" not in line for line in said)
+    assert client.get("/v2/models/wbc-classifier/ready").status_code == 200
