@@ -10,7 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wbc_core.preprocessing import IMAGE_SIZE
+from wbc_core import localise
+from wbc_core.preprocessing import IMAGE_SIZE, RESIZE_METHOD
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "image"
@@ -26,6 +27,21 @@ def features_model(model: keras.Model) -> keras.Model | None:
     except ValueError:
         return None
     return keras.Model(model.inputs, [model.output, layer.output])
+
+
+def input_contract(balance: str = "white") -> dict[str, Any]:
+    """What metadata.json says a model takes (the service prepares images by it): size, range,
+    colour, the crop around the cell and the balance the training images had."""
+    return {
+        "size": [IMAGE_SIZE, IMAGE_SIZE, 3],
+        "dtype": "float32",
+        "range": [0, 255],
+        "color": "RGB",
+        "resize_method": RESIZE_METHOD,
+        "white_balance": True,
+        "stain_balance": balance == "stain",
+        "crop_context": localise.CROP_CONTEXT,
+    }
 
 
 def export_savedmodel(model: keras.Model, version_dir: Path, metadata: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import math
 import shlex
@@ -33,16 +34,15 @@ import tensorflow as tf
 from model_training import machine, metrics, site_eval
 from model_training.augment import SiteAugmentation, site_balanced
 from model_training.data import CLASSES
-from model_training.export import SavedModelRunner, export_savedmodel
+from model_training.export import SavedModelRunner, export_savedmodel, input_contract
 from model_training.postfit import add_cell_check, add_ood_guard
 from model_training.report import plot_curves
 from model_training.sites import Site, SiteData, load_site, pooled, split_path
 from model_training.train import TimeBudget, compile_model
-from wbc_core import localise
 from wbc_core.network import make_model
-from wbc_core.preprocessing import IMAGE_SIZE, RESIZE_METHOD
 
 log = logging.getLogger(__name__)
+SUMMARY_KEYS = ("accuracy", "macro_f1", "n", "ece", "guard", "risk_coverage_area", "per_class")
 
 
 def site_record(d: SiteData) -> dict[str, Any]:
@@ -146,16 +146,7 @@ def train_sites(
         "name": "wbc-classifier",
         "version": str(version),
         "classes": list(CLASSES),
-        "input": {
-            "size": [IMAGE_SIZE, IMAGE_SIZE, 3],
-            "dtype": "float32",
-            "range": [0, 255],
-            "color": "RGB",
-            "resize_method": RESIZE_METHOD,
-            "white_balance": True,
-            "stain_balance": False,
-            "crop_context": localise.CROP_CONTEXT,
-        },
+        "input": input_contract("white"),
         "protocol": "sites",
         "arch": arch,
         "epochs": len(history.get("loss", [])),
@@ -191,46 +182,18 @@ def train_sites(
     }
     metadata["test_metrics"] = {}
     for d, role in [(d, "trained on") for d in data] + [(d, "held out") for d in others]:
-        sets = {
-            name: site_eval.answers(runner, ds, metadata, stats)
-            for name, ds in (
-                d.tests.items() if role == "held out" else [("validation", d.val), *d.tests.items()]
-            )
-        }
-        records = (
-            site_eval.write_site_report(
-                Path(report_dir), d.site.name, role, sets, metadata, command
-            )
-            if report_dir
-            else {n: site_eval.set_record(a) for n, a in sets.items()}
-        )
+        records = site_eval.report_site(runner, metadata, d, role, stats, report_dir, command)
         summary["sites"][d.site.name] = {
             "role": role,
             "counts": d.counts(),
-            "sets": {
-                n: {
-                    k: r[k]
-                    for k in (
-                        "accuracy",
-                        "macro_f1",
-                        "n",
-                        "ece",
-                        "guard",
-                        "risk_coverage_area",
-                        "per_class",
-                    )
-                }
-                for n, r in records.items()
-            },
+            "sets": {n: {k: r[k] for k in SUMMARY_KEYS} for n, r in records.items()},
         }
         metadata["test_metrics"][d.site.name] = {
             n: {k: r[k] for k in ("accuracy", "macro_f1", "n", "ece")}
             for n, r in records.items()
             if n != "validation"
         }
-    (version_dir / "metadata.json").write_text(
-        __import__("json").dumps(metadata, indent=2, default=float) + "\n"
-    )
+    (version_dir / "metadata.json").write_text(json.dumps(metadata, indent=2, default=float) + "\n")
     if report_dir:
         plot_curves(history, Path(report_dir) / "curves")
         site_eval.dump(Path(report_dir) / "metrics.json", summary)

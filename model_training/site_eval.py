@@ -207,6 +207,25 @@ def write_site_report(
     return records
 
 
+def report_site(
+    runner: Any,
+    metadata: dict[str, Any],
+    d: Any,
+    role: str,
+    stats: OodStats | None,
+    report_dir: Path | None,
+    command: str,
+) -> dict[str, Any]:
+    """One site's records by set (its validation cells too when the model trained on it),
+    and its report in ``report_dir`` when given. ``metadata``: the model's, calibration
+    included (a model being exported has it in hand before its file is rewritten)."""
+    named = ([("validation", d.val)] if role == "trained on" else []) + list(d.tests.items())
+    sets = {n: answers(runner, ds, metadata, stats) for n, ds in named}
+    if report_dir is None:
+        return {n: set_record(a) for n, a in sets.items()}
+    return write_site_report(Path(report_dir), d.site.name, role, sets, metadata, command)
+
+
 def evaluate_model(
     model_dir: Path, sites: list[Any], cache: Path | None, out: Path, command: str
 ) -> dict[str, Any]:
@@ -216,17 +235,14 @@ def evaluate_model(
     from model_training.sites import load_site
 
     runner = SavedModelRunner(Path(model_dir))
-    metadata = runner.metadata
     stats = OodStats.load(Path(model_dir))
-    seed = int(metadata.get("seed", 42))
+    seed = int(runner.metadata.get("seed", 42))
     results = {}
     for site in sites:
-        d = load_site(site, cache, seed)
-        trained = site.name in metadata.get("sites", {})
-        named = ([("validation", d.val)] if trained else []) + list(d.tests.items())
-        sets = {n: answers(runner, ds, metadata, stats) for n, ds in named}
-        role = "trained on" if trained else "held out"
-        records = write_site_report(Path(out), site.name, role, sets, metadata, command)
+        role = "trained on" if site.name in runner.metadata.get("sites", {}) else "held out"
+        records = report_site(
+            runner, runner.metadata, load_site(site, cache, seed), role, stats, out, command
+        )
         results[site.name] = {
             n: {k: r[k] for k in ("accuracy", "macro_f1", "n", "ece", "guard")}
             for n, r in records.items()

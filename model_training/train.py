@@ -29,15 +29,12 @@ from model_training.data import (
     random_split,
     without_cells,
 )
-from model_training.export import export_savedmodel
+from model_training.export import export_savedmodel, input_contract
 from model_training.postfit import postfit, refit_calibration
 from model_training.recipe import Augmentation
 from model_training.report import write_report
-from wbc_core import localise
 from wbc_core.network import make_ensemble, make_model
 from wbc_core.preprocessing import (
-    IMAGE_SIZE,
-    RESIZE_METHOD,
     balance_of,
 )
 
@@ -298,16 +295,7 @@ def train(
             "does not carry over"
         )
     recipe = {
-        "input": {
-            "size": [IMAGE_SIZE, IMAGE_SIZE, 3],
-            "dtype": "float32",
-            "range": [0, 255],
-            "color": "RGB",
-            "resize_method": RESIZE_METHOD,
-            "white_balance": True,
-            "stain_balance": balance == "stain",
-            "crop_context": localise.CROP_CONTEXT,
-        },
+        "input": input_contract(balance),
         "protocol": protocol,
         "arch": arch,
         "epochs": epochs,
