@@ -1,14 +1,14 @@
-# WBC classifier service. Build: podman build --format docker -t wbc .
-# TF_PACKAGE selects TensorFlow: the default CPU build, or e.g. "tensorflow[and-cuda]==2.21.0"
-# for a GPU-capable image (untested here: no GPU on the build machines).
-FROM python:3.11-slim
+# WBC classifier service, two targets from one file (podman build --format docker ...):
+#   lean (default): the serving set, no TensorFlow; the CPU path runs model.tflite in LiteRT.
+#       podman build --format docker -t localhost/wbc-classifier:2.0.0 .
+#   gpu: the lean image plus TensorFlow with CUDA; serves the SavedModel on a GPU.
+#       podman build --format docker --target gpu -t localhost/wbc-classifier:2.0.0-gpu .
+FROM python:3.11-slim AS lean
 
-ARG TF_PACKAGE=tensorflow-cpu==2.21.0
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    TF_CPP_MIN_LOG_LEVEL=2 \
     WBC_HOST=0.0.0.0 \
     WBC_PORT=8000 \
     WBC_WORKERS=1 \
@@ -16,22 +16,33 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /srv
 
-# Dependencies first, from pyproject.toml alone: a code change does not reinstall TensorFlow.
+# Dependencies first, from pyproject.toml alone: a code change does not reinstall them.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(d for d in deps if not d.startswith('tensorflow')))" \
- && pip install "$TF_PACKAGE" -r /tmp/requirements.txt \
- && rm /tmp/requirements.txt
+RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(deps))" \
+ && pip install -r /tmp/requirements.txt \
+ && rm /tmp/requirements.txt \
+ && find /usr/local/lib/python3.11 -depth -name __pycache__ -type d -exec rm -rf {} +
 
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin wbc
 
-# Serving code: the app and wbc_core, what it shares with training (preprocessing, network
-# builder for Grad-CAM, calibration, OOD statistics); the training package is left out.
+# Serving code: the app and wbc_core, what it shares with training (preprocessing, the
+# localiser, calibration, OOD statistics, Grad-CAM); the training package is left out.
 COPY app/ app/
 COPY wbc_core/ wbc_core/
 COPY models/ models/
 
 USER 10001
 EXPOSE 8000
-HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD python -c "import urllib.request, sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=4).status != 200)"
 CMD ["python", "-m", "app"]
+
+# TensorFlow for the GPU runtime (WBC_DEVICE=gpu runs the SavedModel). TF_PACKAGE=
+# tensorflow-cpu==2.21.0 gives a CPU image that can also be told WBC_RUNTIME=tensorflow.
+FROM lean AS gpu
+ARG TF_PACKAGE="tensorflow[and-cuda]==2.21.0"
+USER root
+RUN pip install "$TF_PACKAGE"
+USER 10001
+ENV TF_CPP_MIN_LOG_LEVEL=2 \
+    WBC_DEVICE=gpu

@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.serve-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -16,11 +17,19 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[train,test]"
-	touch $(STAMP)
+	touch $(STAMP) $(SERVE_STAMP)
+
+# The serving set alone (no TensorFlow), unless the full set is already there.
+$(SERVE_STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(SERVE_STAMP)
 
 install: $(STAMP)  ## create .venv and install the service, training and test dependencies
 
-serve: $(STAMP)  ## serve models/wbc-classifier on http://127.0.0.1:8000 (HOST=, PORT= to change)
+serve: $(SERVE_STAMP)  ## serve models/wbc-classifier on :8000 (HOST=, PORT=); lean set, no TensorFlow
 	WBC_HOST=$(HOST) WBC_PORT=$(PORT) $(BIN)/python -m app
 
 lint: $(STAMP)  ## ruff check and ruff format --check (what pre-commit runs)

@@ -21,13 +21,14 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "gpu"] = Field(
         "auto",
-        description="`auto` uses a GPU when TensorFlow sees one; `cpu`; `gpu` (fails "
-        "the load without one)",
+        description="`auto` uses a GPU on a host with an NVIDIA device and TensorFlow "
+        "installed; `cpu`; `gpu` (TensorFlow; fails the load without a GPU)",
     )
-    runtime: Literal["auto", "tensorflow", "tflite"] = Field(
+    runtime: Literal["auto", "litert", "tensorflow", "tflite"] = Field(
         "auto",
-        description="CPU: a TFLite/XNNPACK interpreter converted from the SavedModel "
-        "at load; GPU: TensorFlow. `tensorflow` forces TensorFlow",
+        description="CPU: the version's model.tflite in the LiteRT runtime (no "
+        "TensorFlow imported); GPU: TensorFlow and the SavedModel. `tensorflow` forces "
+        "TensorFlow; `tflite` is another name for `litert`",
     )
     host: str = Field("127.0.0.1", description="address `python -m app` listens on")
     port: int = Field(8000, description="port `python -m app` listens on")

@@ -1,14 +1,18 @@
-"""The model runtime: loads a SavedModel version, warms it up, predicts batches.
+"""The model runtime: loads a model version, warms it up, predicts batches.
 
-Routes never import TensorFlow; they talk to ``Predictor`` (load / ready / predict).
-On the CPU the SavedModel is converted at load time into a TFLite interpreter with
-XNNPACK (one per thread), several times faster than TensorFlow's graph executor for
-this small network; ``WBC_RUNTIME=tensorflow`` keeps TensorFlow. A GPU always runs
-TensorFlow.
+Routes never import a runtime; they talk to ``Predictor`` (load / ready / predict). On the
+CPU the version's ``model.tflite`` runs in the standalone LiteRT runtime (one XNNPACK
+interpreter per thread): no TensorFlow in the process. TensorFlow is imported only when
+its runtime is asked for (``WBC_RUNTIME=tensorflow``, ``WBC_DEVICE=gpu``, or ``auto`` on
+a host with an NVIDIA device and TensorFlow installed); it runs the SavedModel. Grad-CAM
+always reads the last feature maps from LiteRT and takes the gradient in NumPy
+(``wbc_core.gradcam``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -19,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from wbc_core import gradcam
 from wbc_core.ood import OodStats
 from wbc_core.preprocessing import crop_mismatch
 
@@ -45,11 +50,21 @@ def resolve_version_dir(model_dir: Path) -> Path:
     return versions[-1]
 
 
+def gpu_host() -> bool:
+    """An NVIDIA device is present and TensorFlow is installed (checked without importing
+    it: importing TensorFlow costs about 700 MiB and several seconds)."""
+    return Path("/dev/nvidiactl").exists() and importlib.util.find_spec("tensorflow") is not None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 class Predictor:
     def __init__(self, model_dir: Path, device: str = "auto", runtime: str = "auto") -> None:
         self.model_dir = Path(model_dir)
         self.device = device
-        self.requested_runtime = runtime
+        self.requested_runtime = "litert" if runtime == "tflite" else runtime
         self.runtime = "none"
         self.metadata: dict[str, Any] = {}
         self.version_dir: Path | None = None
@@ -58,10 +73,18 @@ class Predictor:
         self.error: str | None = None
         self._tf_fn: Any = None
         self._tflite_model: bytes | None = None
+        self._heads: list[tuple[np.ndarray, np.ndarray]] = []
         self._local = threading.local()
         self.ood: OodStats | None = None  # the out-of-distribution guard's statistics
 
     # ---- loading -------------------------------------------------------------------
+    def choose_runtime(self) -> str:
+        if self.requested_runtime != "auto":
+            return self.requested_runtime
+        if self.device == "gpu" or (self.device == "auto" and gpu_host()):
+            return "tensorflow"
+        return "litert"
+
     def load(self) -> None:
         """Load the newest version, warm it up, then mark ready. Raises ModelLoadError."""
         start = time.perf_counter()
@@ -72,30 +95,14 @@ class Predictor:
             raise ModelLoadError(f"cannot read {version_dir / 'metadata.json'}: {exc}") from exc
         if problem := crop_mismatch(metadata):
             raise ModelLoadError(f"{version_dir}: {problem}")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        if self.device == "gpu" and not gpus:
-            raise ModelLoadError("WBC_DEVICE=gpu but TensorFlow sees no GPU")
-        use_gpu = bool(gpus) and self.device in ("auto", "gpu")
-        if not use_gpu and gpus:
-            tf.config.set_visible_devices([], "GPU")
-        runtime = self.requested_runtime
-        if runtime == "auto":
-            runtime = "tensorflow" if use_gpu else "tflite"
-        try:
-            loaded = tf.saved_model.load(str(version_dir))
-            fn = loaded.signatures["serving_default"]
-            tflite_model = None
-            if runtime == "tflite":
-                converter = tf.lite.TFLiteConverter.from_saved_model(str(version_dir))
-                tflite_model = converter.convert()
-        except Exception as exc:  # noqa: BLE001 - any failure here means "not loadable"
-            raise ModelLoadError(f"cannot load SavedModel from {version_dir}: {exc}") from exc
-        self._loaded = loaded
-        self._tf_fn = fn
+        runtime = self.choose_runtime()
+        tflite_model, heads = self._read_serving_artefacts(version_dir, metadata)
+        tf_fn, use_gpu = (
+            self._load_tensorflow(version_dir) if runtime == "tensorflow" else (None, False)
+        )
+        self._tf_fn = tf_fn
         self._tflite_model = tflite_model
+        self._heads = heads
         self._local = threading.local()
         self.runtime = runtime
         self.metadata = metadata
@@ -105,7 +112,10 @@ class Predictor:
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(f"cannot read the OOD statistics of {version_dir}: {exc}") from exc
         size = metadata["input"]["size"]
-        self.predict(np.zeros((1, *size), dtype=np.uint8))  # warm-up
+        try:
+            self.predict(np.zeros((1, *size), dtype=np.uint8))  # warm-up
+        except Exception as exc:  # noqa: BLE001 - a model that cannot run is not loadable
+            raise ModelLoadError(f"{version_dir}: the model does not run: {exc}") from exc
         self.load_seconds = time.perf_counter() - start
         self.ready = True
         log.info(
@@ -118,38 +128,63 @@ class Predictor:
             },
         )
 
+    @staticmethod
+    def _read_serving_artefacts(
+        version_dir: Path, metadata: dict[str, Any]
+    ) -> tuple[bytes, list[tuple[np.ndarray, np.ndarray]]]:
+        """model.tflite and gradcam.npz, each checked against its sha256 in metadata.json."""
+        serving = metadata.get("serving")
+        if not serving:
+            raise ModelLoadError(
+                f"{version_dir} has no serving artefacts (model.tflite, gradcam.npz): write "
+                "them with `python -m model_training serving-export --model` on that folder"
+            )
+        for record in (serving["tflite"], serving["gradcam"]):
+            path = version_dir / record["file"]
+            try:
+                digest = _sha256(path)
+            except OSError as exc:
+                raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+            if digest != record["sha256"]:
+                raise ModelLoadError(f"{path} does not match its sha256 in metadata.json")
+        try:
+            heads = gradcam.load_heads(version_dir)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"cannot read the Grad-CAM heads of {version_dir}: {exc}") from exc
+        return (version_dir / serving["tflite"]["file"]).read_bytes(), heads
+
+    def _load_tensorflow(self, version_dir: Path) -> tuple[Any, bool]:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        try:
+            import tensorflow as tf
+        except ImportError as exc:
+            raise ModelLoadError(
+                "the TensorFlow runtime was asked for but TensorFlow is not installed "
+                "(the `gpu` image or `pip install .[gpu]` has it)"
+            ) from exc
+        gpus = tf.config.list_physical_devices("GPU")
+        if self.device == "gpu" and not gpus:
+            raise ModelLoadError("WBC_DEVICE=gpu but TensorFlow sees no GPU")
+        use_gpu = bool(gpus) and self.device in ("auto", "gpu")
+        if not use_gpu and gpus:
+            tf.config.set_visible_devices([], "GPU")
+        try:
+            loaded = tf.saved_model.load(str(version_dir))
+        except Exception as exc:  # noqa: BLE001 - any failure here means "not loadable"
+            raise ModelLoadError(f"cannot load SavedModel from {version_dir}: {exc}") from exc
+        self._loaded = loaded
+        return loaded.signatures["serving_default"], use_gpu
+
     # ---- inference -----------------------------------------------------------------
     def _interpreter(self) -> Any:
-        """One TFLite interpreter per thread: interpreters are not thread-safe."""
-        interp = getattr(self._local, "interpreter", None)
-        if interp is None:
-            import tensorflow as tf
+        """One LiteRT interpreter per thread: interpreters are not thread-safe."""
+        lite = getattr(self._local, "lite", None)
+        if lite is None:
+            from wbc_core.litert import LiteRTModel
 
-            interp = tf.lite.Interpreter(model_content=self._tflite_model, num_threads=1)
-            interp.allocate_tensors()
-            self._local.interpreter = interp
-            self._local.batch = 1
-            self._local.input = interp.get_input_details()[0]["index"]
-            outputs = interp.get_output_details()
-            n_classes = len(self.metadata.get("classes", [])) or 4
-            # probabilities: the output with one value per class; features: the other, if any
-            probs = [o for o in outputs if int(o["shape"][-1]) == n_classes]
-            rest = [o for o in outputs if o not in probs[:1]]
-            self._local.output = probs[0]["index"]
-            self._local.features = rest[0]["index"] if rest else None
-        return interp
-
-    def _tflite(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        interp = self._interpreter()
-        local = self._local
-        if local.batch != len(batch):
-            interp.resize_tensor_input(local.input, batch.shape)
-            interp.allocate_tensors()
-            local.batch = len(batch)
-        interp.set_tensor(local.input, batch)
-        interp.invoke()
-        features = None if local.features is None else np.array(interp.get_tensor(local.features))
-        return np.array(interp.get_tensor(local.output)), features
+            lite = LiteRTModel(self._tflite_model, num_threads=1)
+            self._local.lite = lite
+        return lite
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 or float [N, H, W, 3] in 0..255 -> float32 [N, 4] probabilities, and the
@@ -159,8 +194,11 @@ class Predictor:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if len(batch) == 0:
             return np.zeros((0, len(self.classes) or 4), np.float32), None
-        if self.runtime == "tflite":
-            return self._tflite(batch)
+        if self.runtime == "litert":
+            lite = self._interpreter()
+            names = tuple(n for n in ("probabilities", "features") if n in lite.outputs)
+            out = lite.run(batch, names)
+            return out["probabilities"], out.get("features")
         import tensorflow as tf
 
         result = self._tf_fn(image=tf.constant(batch))
@@ -170,6 +208,14 @@ class Predictor:
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """uint8 or float [N, H, W, 3] in 0..255 -> float32 [N, 4] probabilities."""
         return self.infer(batch)[0]
+
+    def gradcam(self, image: np.ndarray) -> tuple[np.ndarray, int]:
+        """Grad-CAM of the predicted class for one [H, W, 3] image: the map in [0, 1] and
+        the class index (LiteRT's last feature maps, the gradient in NumPy)."""
+        lite = self._interpreter()
+        maps = sorted(n for n in lite.outputs if n.startswith("feature_map_"))
+        out = lite.run(np.asarray(image, np.float32)[None], tuple(maps))
+        return gradcam.heatmap([out[n][0] for n in maps], self._heads)
 
     @property
     def classes(self) -> list[str]:

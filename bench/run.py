@@ -1,9 +1,12 @@
 """Performance benchmark: real server under closed-loop load, and raw runtimes, one run.
 
-    python -m bench.run [--seconds 15] [--workers 1] [--out reports]
+    python -m bench.run [--seconds 15] [--workers 1] [--out reports] [--baseline-ref REF]
 
-Writes reports/performance.md, reports/performance.png and appends one JSON line to
-reports/performance.jsonl. A benchmark, not a test: it asserts no speed.
+With ``--baseline-ref``, the same load is also run against the service as it was at git
+commit REF (a worktree of it, its own code and models, the same interpreter), right after,
+and both sides go into the report. Writes reports/performance.md, reports/performance.png
+and appends one JSON line to reports/performance.jsonl. A benchmark, not a test: it asserts
+no speed.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import datetime as dt
 import json
 import os
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +70,53 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def serve_and_load(
+    args: argparse.Namespace, env: dict[str, str], cwd: Path, use_wrk: bool, images: list[bytes]
+) -> dict:
+    """Start the service in ``cwd``, run each concurrency level, read its memory."""
+    rows = []
+    with Server(workers=args.workers, env=env, cwd=cwd) as server:
+        for c in args.concurrency:
+            cpu0 = server.cpu_seconds()
+            if use_wrk:
+                row = run_wrk(server.url, real_image_paths(), c, args.seconds)
+            else:
+                row = asyncio.run(run_load(server.url, images, c, args.seconds)).summary()
+            # CPU the server itself spent per answered request: unlike images/s, not
+            # skewed by the load generator sharing the same cores
+            row["server_cpu_ms_per_request"] = round(
+                (server.cpu_seconds() - cpu0) * 1000 / max(1, row["requests"]), 2
+            )
+            rows.append(row)
+            print(json.dumps(rows[-1]), flush=True)
+        return {
+            "http": rows,
+            "rss_mb_total": round(server.rss_mb(), 1),
+            "rss_mb_worker_max": round(server.worker_rss_mb(), 1),
+            "cold_start_s": round(server.cold_start_s, 2),
+        }
+
+
+def baseline_worktree(ref: str) -> Path:
+    """A detached git worktree of ``ref`` under /tmp (made once, reused)."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", ref],
+        cwd=PROJECT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    path = Path(tempfile.gettempdir()) / f"wbc-baseline-{sha}"
+    if not (path / "app").is_dir():
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", "--force", str(path), sha],
+            cwd=PROJECT,
+            check=True,
+            capture_output=True,
+        )
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="per concurrency level")
@@ -91,6 +143,11 @@ def main() -> None:
         help="WBC_INLINE_MAX_PIXELS for the server (0: every request goes "
         "through the work threads; default: the setting's default)",
     )
+    parser.add_argument(
+        "--baseline-ref",
+        default=None,
+        help="also load the service as it was at this git commit, same run (old vs new)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only (CI smoke)")
     parser.add_argument(
         "--python-client",
@@ -101,28 +158,21 @@ def main() -> None:
     images = real_images()
     use_wrk = shutil.which("wrk") is not None and not args.python_client
 
-    rows = []
     env = {"WBC_MODEL_DIR": str(args.model.resolve())}
     if args.work_threads:
         env["WBC_WORK_THREADS"] = str(args.work_threads)
     if args.inline_max_pixels is not None:
         env["WBC_INLINE_MAX_PIXELS"] = str(args.inline_max_pixels)
-    with Server(workers=args.workers, env=env) as server:
-        for c in args.concurrency:
-            cpu0 = server.cpu_seconds()
-            if use_wrk:
-                row = run_wrk(server.url, real_image_paths(), c, args.seconds)
-            else:
-                row = asyncio.run(run_load(server.url, images, c, args.seconds)).summary()
-            # CPU the server itself spent per answered request: unlike images/s, not
-            # skewed by the load generator sharing the same cores
-            row["server_cpu_ms_per_request"] = round(
-                (server.cpu_seconds() - cpu0) * 1000 / max(1, row["requests"]), 2
-            )
-            rows.append(row)
-            print(json.dumps(rows[-1]), flush=True)
-        rss = server.rss_mb()
-        cold = server.cold_start_s
+    served = serve_and_load(args, env, PROJECT, use_wrk, images)
+    rows, rss, cold = served["http"], served["rss_mb_total"], served["cold_start_s"]
+    baseline = None
+    if args.baseline_ref:
+        tree = baseline_worktree(args.baseline_ref)
+        base_env = {**env, "WBC_MODEL_DIR": str(tree / "models" / "wbc-classifier")}
+        baseline = {
+            "ref": args.baseline_ref,
+            **serve_and_load(args, base_env, tree, use_wrk, images),
+        }
 
     from app.predictor import resolve_version_dir
     from bench.runtimes import measure
@@ -156,7 +206,9 @@ def main() -> None:
         "cold_start_s": round(cold, 2),
         "rss_mb_total": round(rss, 1),
         "rss_mb_per_worker": round(rss / max(1, args.workers), 1),
+        "rss_mb_worker_max": served["rss_mb_worker_max"],
         "http": rows,
+        "baseline": baseline,
         "raw": raw,
         "stages_ms": stages,
         "ratio_c8_to_onnx_b1": (by_c[8]["throughput"] / onnx_b1) if onnx_b1 and 8 in by_c else None,
@@ -183,9 +235,47 @@ def extra_flags(args: argparse.Namespace) -> str:
         flags += f" --inline-max-pixels {args.inline_max_pixels}"
     if args.model.resolve() != (PROJECT / "models" / "wbc-classifier").resolve():
         flags += f" --model {args.model}"
+    if args.baseline_ref:
+        flags += f" --baseline-ref {args.baseline_ref}"
     if args.out.resolve() != (PROJECT / "reports").resolve():
         flags += f" --out {args.out}"
     return flags
+
+
+def comparison(rec: dict) -> list[str]:
+    """This checkout and the baseline commit, same run, same load."""
+    base = rec["baseline"]
+    new_c = {r["concurrency"]: r for r in rec["http"]}
+    old_c = {r["concurrency"]: r for r in base["http"]}
+    rows = [
+        ("cold start to ready, s", rec["cold_start_s"], base["cold_start_s"], "{:.2f}"),
+        (
+            "resident memory, largest worker, MiB",
+            rec["rss_mb_worker_max"],
+            base["rss_mb_worker_max"],
+            "{:.0f}",
+        ),
+        (
+            "resident memory, all processes, MiB",
+            rec["rss_mb_total"],
+            base["rss_mb_total"],
+            "{:.0f}",
+        ),
+    ]
+    for c in sorted(set(new_c) & set(old_c)):
+        rows.append(
+            (f"images/s at {c} clients", new_c[c]["throughput"], old_c[c]["throughput"], "{:.0f}")
+        )
+        rows.append((f"p50 ms at {c} clients", new_c[c]["p50_ms"], old_c[c]["p50_ms"], "{:.1f}"))
+        rows.append((f"p99 ms at {c} clients", new_c[c]["p99_ms"], old_c[c]["p99_ms"], "{:.1f}"))
+    out = [
+        f"## This checkout against commit `{base['ref']}`, same run",
+        "",
+        f"| | this checkout | `{base['ref']}` |",
+        "|---|---|---|",
+    ]
+    out += [f"| {name} | {fmt.format(a)} | {fmt.format(b)} |" for name, a, b, fmt in rows]
+    return out + [""]
 
 
 def write_markdown(path: Path, rec: dict, args: argparse.Namespace) -> None:
@@ -212,8 +302,9 @@ def write_markdown(path: Path, rec: dict, args: argparse.Namespace) -> None:
         )
     lines += [
         "",
-        f"Cold start to ready: **{rec['cold_start_s']} s**. Resident memory: "
-        f"**{rec['rss_mb_per_worker']} MiB per worker** ({rec['workers']} worker(s), "
+        f"Cold start to ready: **{rec['cold_start_s']} s**. Resident memory after the "
+        f"load: **{rec['rss_mb_worker_max']} MiB in the largest worker**, "
+        f"{rec['rss_mb_total']} MiB for all processes ({rec['workers']} worker(s), "
         f"{rec['work_threads']} work threads each; uploads up to "
         f"{rec['inline_max_pixels']} pixels classified on the event loop). "
         f"Model: `{rec['model']}` "
@@ -221,6 +312,10 @@ def write_markdown(path: Path, rec: dict, args: argparse.Namespace) -> None:
         "",
         "![throughput and latency](performance.png)",
         "",
+    ]
+    if rec.get("baseline"):
+        lines += comparison(rec)
+    lines += [
         "## Raw runtimes, same weights (images/s)",
         "",
         "| runtime | batch 1 | batch 32 |",

@@ -59,7 +59,13 @@ def established_per_process(port: int, pids: list[int]) -> dict[int, int]:
 
 
 class Server:
-    def __init__(self, workers: int = 1, env: dict[str, str] | None = None) -> None:
+    """``python -m app`` in ``cwd`` (default: this checkout; a git worktree of another
+    commit serves that commit's code and models with the same interpreter)."""
+
+    def __init__(
+        self, workers: int = 1, env: dict[str, str] | None = None, cwd: Path = PROJECT
+    ) -> None:
+        self.cwd = Path(cwd)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
@@ -79,7 +85,7 @@ class Server:
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app"],
-            cwd=PROJECT,
+            cwd=self.cwd,
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -126,17 +132,29 @@ class Server:
                 pass
         return ticks / os.sysconf("SC_CLK_TCK")
 
-    def rss_mb(self) -> float:
-        """Resident memory of the server and its worker processes, MiB."""
-        total = 0
+    def rss_by_process(self) -> dict[int, float]:
+        """Resident memory of the server process and of each worker process, MiB."""
+        rss = {}
         for pid in self.pids():
             try:
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
+                        rss[pid] = int(line.split()[1]) / 1024
             except OSError:
                 pass
-        return total / 1024
+        return rss
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server and its worker processes, MiB."""
+        return sum(self.rss_by_process().values())
+
+    def worker_rss_mb(self) -> float:
+        """The largest worker's resident memory, MiB (the process itself when it serves
+        alone, with one worker)."""
+        rss = self.rss_by_process()
+        assert self.proc
+        workers = [v for pid, v in rss.items() if pid != self.proc.pid] or list(rss.values())
+        return max(workers)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

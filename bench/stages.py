@@ -13,6 +13,8 @@ from PIL import Image
 def profile(images: list[bytes], version_dir: Path, repeats: int = 3) -> dict[str, float]:
     """Median milliseconds per image of each stage, one thread."""
     from app.predictor import Predictor
+    from wbc_core.calibration import apply_temperature
+    from wbc_core.cellcheck import CellCheck
     from wbc_core.localise import square_crop
     from wbc_core.preprocessing import (
         IMAGE_SIZE,
@@ -25,9 +27,12 @@ def profile(images: list[bytes], version_dir: Path, repeats: int = 3) -> dict[st
 
     predictor = Predictor(version_dir)
     predictor.load()
+    check = CellCheck(predictor.metadata.get("cell_check"))
+    temperature = float(predictor.metadata.get("temperature", 1.0))
     balance = balance_of(predictor.metadata)
     stages: dict[str, list[float]] = {
-        k: [] for k in ("decode", "balance_localise", "crop_resize", "inference_b1", "json")
+        k: []
+        for k in ("decode", "balance_localise", "crop_resize", "inference_b1", "guards", "json")
     }
     for _ in range(repeats):
         for data in images:
@@ -44,8 +49,13 @@ def profile(images: list[bytes], version_dir: Path, repeats: int = 3) -> dict[st
             crop = np.asarray(resized)
             crop = crop if table is None else apply_balance(crop, table)
             t3 = time.perf_counter()
-            probs = predictor.predict(crop[None])[0]
+            raw, features = predictor.infer(crop[None])
             t4 = time.perf_counter()
+            probs = apply_temperature(raw, temperature)[0]  # then the review guards
+            if predictor.ood is not None and features is not None:
+                predictor.ood.score(features)
+            check.is_cell(crop, box.localised)
+            t4b = time.perf_counter()
             json.dumps(
                 {
                     "label": "x",
@@ -59,7 +69,8 @@ def profile(images: list[bytes], version_dir: Path, repeats: int = 3) -> dict[st
                 ("balance_localise", t1, t2),
                 ("crop_resize", t2, t3),
                 ("inference_b1", t3, t4),
-                ("json", t4, t5),
+                ("guards", t4, t4b),
+                ("json", t4b, t5),
             ):
                 stages[key].append((b - a) * 1000)
         # the stages above must stay the service's preprocessing, or their times mean nothing

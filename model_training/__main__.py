@@ -404,6 +404,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     op.add_argument("--out", type=Path, default=Path("reports/experiments/operating-points"))
     add_site_commands(sub)
+    se = sub.add_parser(
+        "serving-export",
+        help="write a version's CPU serving artefacts (model.tflite, gradcam.npz), checked",
+    )
+    se.add_argument("--model", type=Path, required=True, help="a version folder")
     rc = sub.add_parser("recipe", help="print the train/cv options a model was trained with")
     rc.add_argument("--model", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -552,6 +557,10 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps([{k: row[k] for k in ("target", "threshold")} for row in record["rows"]]))
     elif args.command in SITE_COMMANDS:
         run_site_command(args, argv)
+    elif args.command == "serving-export":
+        from model_training.serving_export import add_serving_artefacts
+
+        print(json.dumps(add_serving_artefacts(args.model)["serving"], indent=2))
     elif args.command == "recipe":
         print(" ".join(recipe_flags(json.loads((args.model / "metadata.json").read_text()))))
     elif args.command == "tta":

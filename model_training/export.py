@@ -46,7 +46,10 @@ def input_contract(balance: str = "white") -> dict[str, Any]:
 
 def export_savedmodel(model: keras.Model, version_dir: Path, metadata: dict[str, Any]) -> None:
     """Write ``version_dir`` as a SavedModel with a named ``serving_default`` signature,
-    plus ``metadata.json`` beside the graph."""
+    plus the CPU serving artefacts (``serving_export``) and ``metadata.json`` beside the
+    graph; ``metadata`` gains their record."""
+    from model_training.serving_export import write_serving_artefacts
+
     archive = keras.export.ExportArchive()
     archive.track(model)
     spec = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32, name=INPUT_NAME)
@@ -62,6 +65,8 @@ def export_savedmodel(model: keras.Model, version_dir: Path, metadata: dict[str,
     archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=[spec])
     version_dir.mkdir(parents=True, exist_ok=True)
     archive.write_out(str(version_dir), verbose=False)
+    (version_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    metadata["serving"] = write_serving_artefacts(version_dir)
     (version_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
 
 

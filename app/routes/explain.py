@@ -8,21 +8,16 @@ from starlette.concurrency import run_in_threadpool
 
 from app.classifier import UNKNOWN, Classifier
 from app.deps import ClassifierDep, SettingsDep
-from app.explain import GradCam
+from app.explain import overlay_png
 from app.openapi import ERRORS, image_body
 from app.uploads import read_single
 
 router = APIRouter(tags=["lab integration"])
 
 
-def _explain(request: Request, classifier: Classifier, data: bytes) -> tuple[bytes, str]:
+def _explain(classifier: Classifier, data: bytes) -> tuple[bytes, str]:
     prepared = classifier.prepare(data)
-    cam = getattr(request.app.state, "gradcam", None)
-    if cam is None or cam[0] is not classifier:
-        assert classifier.predictor.version_dir is not None
-        cam = (classifier, GradCam(classifier.predictor.version_dir))
-        request.app.state.gradcam = cam
-    png, info = cam[1].overlay_png(prepared.array)
+    png, info = overlay_png(classifier.predictor, prepared.array)
     if not classifier.cell_check.is_cell(prepared.array, prepared.box.localised):
         return png, UNKNOWN  # the label /predict gives the same image
     return png, classifier.predictor.classes[info["class_index"]]
@@ -37,5 +32,5 @@ def _explain(request: Request, classifier: Classifier, data: bytes) -> tuple[byt
 async def explain(request: Request, classifier: ClassifierDep, settings: SettingsDep) -> Response:
     """One image in, a PNG out: Grad-CAM of the predicted class on the cell crop."""
     upload = await read_single(request, settings.max_image_bytes)
-    png, label = await run_in_threadpool(_explain, request, classifier, upload.data)
+    png, label = await run_in_threadpool(_explain, classifier, upload.data)
     return Response(png, media_type="image/png", headers={"X-Predicted-Label": label})

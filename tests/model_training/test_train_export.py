@@ -451,8 +451,10 @@ def test_an_ensemble_exports_as_one_model_averaging_its_networks(
     kaggle_like: Path, tmp_path: Path
 ) -> None:
     """--members 2: two networks from other seeds, one SavedModel answering their mean; the
-    Keras rebuild (Grad-CAM's) answers the same, and Grad-CAM draws one map from both."""
-    from app.explain import GradCam
+    Keras rebuild answers the same, the LiteRT runtime serves the mean, and Grad-CAM (NumPy,
+    from both networks' feature maps) draws the map TensorFlow's GradientTape draws."""
+    from app.predictor import Predictor
+    from model_training.serving_export import tf_gradcam
     from model_training.train import train
     from wbc_core.keras_model import load_keras
     from wbc_core.network import members_of
@@ -481,9 +483,15 @@ def test_an_ensemble_exports_as_one_model_averaging_its_networks(
     assert np.abs(each[0] - each[1]).max() > 1e-3  # other seeds: other networks
     np.testing.assert_allclose(served, np.mean(each, axis=0), atol=1e-5)
     np.testing.assert_allclose(rebuilt.predict(x, verbose=0), served, atol=1e-5)
-    cam, best = GradCam(version).heatmap(x[0].astype(np.uint8))
+    predictor = Predictor(tmp_path / "m")
+    predictor.load()
+    np.testing.assert_allclose(predictor.predict(x), served, atol=1e-5)
+    cam, best = predictor.gradcam(x[0])
     assert best == int(np.argmax(served[0]))
     assert cam.ndim == 2 and cam.min() >= 0 and cam.max() <= 1
+    ref, ref_best = tf_gradcam(rebuilt, x[0])
+    assert ref_best == best
+    np.testing.assert_allclose(cam, ref, atol=1e-2)
 
 
 def test_training_is_reproducible(kaggle_like: Path) -> None:
