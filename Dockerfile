@@ -1,29 +1,34 @@
 # WBC classifier service, two targets from one file (podman build --format docker ...):
-#   lean (default): the serving set, no TensorFlow; the CPU path runs model.tflite in LiteRT.
+#   lean (the default: the last stage, `serve`, is it): the serving set, no TensorFlow,
+#       no SciPy; the CPU path runs model.tflite in LiteRT.
 #       podman build --format docker -t localhost/wbc-classifier:2.0.0 .
 #   gpu: the lean image plus TensorFlow with CUDA; serves the SavedModel on a GPU.
 #       podman build --format docker --target gpu -t localhost/wbc-classifier:2.0.0-gpu .
-FROM python:3.11-slim AS lean
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
+# Dependencies into a virtual environment, built where pip is.
+FROM python:3.11-slim AS deps
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY pyproject.toml /tmp/
+RUN python -c "import tomllib; deps = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(deps))" \
+ && python -m venv /opt/venv \
+ && /opt/venv/bin/pip install -r /tmp/requirements.txt \
+ && find /opt/venv -depth -name __pycache__ -type d -exec rm -rf {} +
+
+# The runtime: Debian's Python alone (same interpreter path as the venv's) and the venv.
+FROM debian:bookworm-slim AS lean
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin wbc
+COPY --from=deps /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     WBC_HOST=0.0.0.0 \
     WBC_PORT=8000 \
     WBC_WORKERS=1 \
     WBC_MODEL_DIR=/srv/models/wbc-classifier
-
 WORKDIR /srv
-
-# Dependencies first, from pyproject.toml alone: a code change does not reinstall them.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(deps))" \
- && pip install -r /tmp/requirements.txt \
- && rm /tmp/requirements.txt \
- && find /usr/local/lib/python3.11 -depth -name __pycache__ -type d -exec rm -rf {} +
-
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin wbc
 
 # Serving code: the app and wbc_core, what it shares with training (preprocessing, the
 # localiser, calibration, OOD statistics, Grad-CAM); the training package is left out.
@@ -42,7 +47,10 @@ CMD ["python", "-m", "app"]
 FROM lean AS gpu
 ARG TF_PACKAGE="tensorflow[and-cuda]==2.21.0"
 USER root
-RUN pip install "$TF_PACKAGE"
+RUN PIP_NO_CACHE_DIR=1 pip install "$TF_PACKAGE"
 USER 10001
 ENV TF_CPP_MIN_LOG_LEVEL=2 \
     WBC_DEVICE=gpu
+
+# The default target (the last stage): the lean image.
+FROM lean AS serve

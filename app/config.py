@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     api_key_file: Path | None = Field(
         None, description="a file of API keys, one a line; re-read when it changes"
     )
+    admin_key: str | None = Field(
+        None,
+        description="the credential of `/admin/*` (reload), sent like an API key; API keys "
+        "never open those routes, and with API keys set and no admin key they are closed",
+    )
+    admin_key_file: Path | None = Field(
+        None, description="a file of admin keys, one a line; re-read when it changes"
+    )
     cors_origins: list[str] = Field(
         [], description="origins allowed by CORS, as a JSON list; none by default"
     )

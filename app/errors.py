@@ -105,10 +105,11 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
 
 
 async def send_error(
-    send: Send, status: int, detail: str, headers: dict[str, str] | None = None
+    send: Send, status: int, detail: str, headers: dict[str, str] | None = None, path: str = ""
 ) -> None:
-    """The same JSON error, sent from ASGI middleware (before any route runs)."""
-    body = json.dumps({"detail": detail}).encode()
+    """The same JSON error, sent from ASGI middleware (before any route runs); in the
+    protocol's shape under ``/v2`` when ``path`` is given."""
+    body = json.dumps(error_body(path, detail)).encode()
     await send(
         {
             "type": "http.response.start",

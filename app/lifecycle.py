@@ -7,6 +7,7 @@ import logging
 import re
 import signal
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -17,6 +18,12 @@ from app.observability import MODEL_INFO, MODEL_LOAD_SECONDS, MODEL_READY
 from app.predictor import ModelLoadError, Predictor
 
 log = logging.getLogger("app")
+
+# Under the supervisor (app/serve.py) every worker shares this counter of reloads asked
+# for: a worker that answers POST /admin/reload bumps it, and every worker's watcher
+# (``watch_reloads``) loads the model again when it changes. None when serving alone.
+RELOADS: Any = None
+WATCH_INTERVAL_S = 0.5
 
 
 def without_paths(reason: str, model_dir: Path) -> str:
@@ -56,3 +63,29 @@ def install_reload_signal(app: FastAPI, settings: Settings) -> None:
         )
     except (NotImplementedError, RuntimeError, ValueError):
         log.warning("SIGHUP reload not available here")
+
+
+def announce_reload(app: FastAPI) -> int:
+    """Tell every worker to reload; returns the reload's number (0 when serving alone).
+    This worker counts it as seen: the caller reloads it."""
+    if RELOADS is None:
+        return 0
+    with RELOADS.get_lock():
+        RELOADS.value += 1
+        app.state.reload_seen = RELOADS.value
+    return int(app.state.reload_seen)
+
+
+async def watch_reloads(app: FastAPI, settings: Settings) -> None:
+    """Reload this worker whenever another one announced a reload (runs for the worker's
+    life; nothing to do when serving alone)."""
+    if RELOADS is None:
+        return
+    app.state.reload_seen = RELOADS.value
+    while True:
+        await asyncio.sleep(WATCH_INTERVAL_S)
+        wanted = RELOADS.value
+        if wanted != app.state.reload_seen:
+            app.state.reload_seen = wanted
+            log.info("reloading: announced by another worker", extra={"reload": wanted})
+            await load_model(app, settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -15,11 +16,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.admission import AdmissionMiddleware
 from app.config import Settings, get_settings
 from app.errors import ServiceError, service_error_handler, validation_error_handler
-from app.lifecycle import install_reload_signal, load_model
+from app.lifecycle import install_reload_signal, load_model, watch_reloads
 from app.middleware import RequestContextMiddleware
 from app.observability import MODEL_READY, configure_logging
 from app.routes import admin, differential, docs, explain, health, predict, v2
-from app.security import key_file_problem, require_api_key
+from app.security import ApiKeyMiddleware, key_file_problem, require_admin_key, require_api_key
 from app.uploads import MULTIPART_OVERHEAD, BodyLimitMiddleware, BodyLimits
 
 BULK_PATHS = ("/predict/batch", "/differential", "/v2/")  # many images per request
@@ -39,7 +40,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logging.getLogger("app").error(problem)
     await load_model(app, settings)
     install_reload_signal(app, settings)
+    watcher = asyncio.create_task(watch_reloads(app, settings))
     yield
+    watcher.cancel()
     MODEL_READY.set(0)
 
 
@@ -68,9 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         explain.router,
         health.model_router,
         v2.router,
-        admin.router,
     ):
         app.include_router(router, dependencies=protected)
+    app.include_router(admin.router, dependencies=[Depends(require_admin_key)])
     limits = BodyLimits(
         single=settings.max_image_bytes + MULTIPART_OVERHEAD,
         bulk=settings.max_request_bytes,
@@ -84,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         paths=CLASSIFYING_PATHS,
         limits=limits,
     )
+    app.add_middleware(ApiKeyMiddleware, settings=settings)  # before admission and bodies
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

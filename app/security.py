@@ -1,4 +1,12 @@
-"""API-key access control: constant-time comparison, health routes stay open."""
+"""API-key access control: constant-time comparison, health routes stay open.
+
+Two credentials: the API keys (``WBC_API_KEY``, ``WBC_API_KEY_FILE``) for the classifying
+and model routes, and an admin key (``WBC_ADMIN_KEY``, ``WBC_ADMIN_KEY_FILE``) for
+``/admin/*``, which no API key opens. ``ApiKeyMiddleware`` checks them from the headers
+alone, before admission control counts the request and before a byte of its body is
+read: a client without a key holds no upload slot and costs no parsing. The route
+dependencies check again (and give the OpenAPI schema its security).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +17,34 @@ from typing import Annotated
 
 from fastapi import Depends
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
 from app.deps import SettingsDep
-from app.errors import ServiceError
+from app.errors import ServiceError, send_error
+
+AUTH_HEADERS = {"WWW-Authenticate": 'Bearer realm="wbc-classifier"'}
+MISSING_KEY = "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+MISSING_ADMIN_KEY = (
+    "missing or invalid admin key: /admin routes need the admin key (WBC_ADMIN_KEY), "
+    "sent as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'; API keys do not open them"
+)
+NO_ADMIN_KEY = (
+    "no admin key is configured (WBC_ADMIN_KEY or WBC_ADMIN_KEY_FILE): /admin routes are "
+    "closed while API keys are set"
+)
+PUBLIC_PREFIXES = ("/health/", "/v2/health/", "/static/")
+PUBLIC_PATHS = ("/v2", "/docs", "/openapi.json", "/docs/oauth2-redirect")
+ADMIN_PREFIX = "/admin"
 
 
 class Unauthorized(ServiceError):
     status_code = 401
-    headers = {"WWW-Authenticate": 'Bearer realm="wbc-classifier"'}
+    headers = AUTH_HEADERS
+
+
+class Forbidden(ServiceError):
+    status_code = 403
 
 
 def configured_keys(settings: Settings) -> list[bytes]:
@@ -27,17 +54,82 @@ def configured_keys(settings: Settings) -> list[bytes]:
     return [k.encode() for k in keys]
 
 
+def admin_keys(settings: Settings) -> list[bytes]:
+    keys = [settings.admin_key] if settings.admin_key else []
+    if settings.admin_key_file:
+        keys += _key_file(Path(settings.admin_key_file), _mtime(settings.admin_key_file))
+    return [k.encode() for k in keys]
+
+
 def key_file_problem(settings: Settings) -> str | None:
-    """Why the configured key file lets nobody in (unreadable, or no key in it), or None."""
-    if not settings.api_key_file:
+    """Why a configured key file lets nobody in (unreadable, or no key in it), or None."""
+    for name, path in (
+        ("WBC_API_KEY_FILE", settings.api_key_file),
+        ("WBC_ADMIN_KEY_FILE", settings.admin_key_file),
+    ):
+        if not path:
+            continue
+        keys = _key_file(Path(path), _mtime(path))
+        if not keys or keys[0].startswith("\0"):
+            return (
+                f"{name} is unreadable or holds no key: the routes it guards answer 401 "
+                "until it names one"
+            )
+    return None
+
+
+def _matches(given: list[bytes], keys: list[bytes]) -> bool:
+    ok = False
+    for key in keys:  # compare against every key: time does not tell which one matched
+        for candidate in given:  # either header may carry the key; a wrong one beside it
+            ok |= hmac.compare_digest(candidate, key)  # does not hide a right one
+    return ok
+
+
+def _given(headers: dict[bytes, bytes]) -> list[bytes]:
+    given = []
+    auth = headers.get(b"authorization", b"")
+    scheme, _, token = auth.partition(b" ")
+    if scheme.lower() == b"bearer" and token.strip():
+        given.append(token.strip())
+    if headers.get(b"x-api-key"):
+        given.append(headers[b"x-api-key"])
+    return given
+
+
+def refusal(path: str, headers: dict[bytes, bytes], settings: Settings) -> tuple[int, str] | None:
+    """Why this request may not proceed (status, message), from its path and headers, or
+    None. Open routes and a service with no keys at all let everyone in."""
+    if path.startswith(PUBLIC_PREFIXES) or path in PUBLIC_PATHS:
         return None
-    keys = _key_file(Path(settings.api_key_file), _mtime(settings.api_key_file))
-    if keys and not keys[0].startswith("\0"):
-        return None
-    return (
-        "WBC_API_KEY_FILE is unreadable or holds no key: every protected route answers "
-        "401 until it names one"
-    )
+    api, admin = configured_keys(settings), admin_keys(settings)
+    given = _given(headers)
+    if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+        if admin:
+            return None if _matches(given, admin) else (401, MISSING_ADMIN_KEY)
+        return (403, NO_ADMIN_KEY) if api else None
+    if api and not _matches(given, api):
+        return 401, MISSING_KEY
+    return None
+
+
+class ApiKeyMiddleware:
+    """Refuses a request without its credential from the headers alone (see the module)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") != "OPTIONS":
+            headers = dict(scope.get("headers") or [])
+            problem = refusal(scope.get("path", ""), headers, self.settings)
+            if problem:
+                status, message = problem
+                extra = {**AUTH_HEADERS, "Connection": "close"} if status == 401 else {}
+                await send_error(send, status, message, extra, path=scope.get("path", ""))
+                return
+        await self.app(scope, receive, send)
 
 
 def _mtime(path: Path) -> float:
@@ -70,14 +162,20 @@ async def require_api_key(
 ) -> None:
     """No keys configured: open. Otherwise a Bearer token or X-API-Key must match one."""
     keys = configured_keys(settings)
-    if not keys:
-        return
     given = [g.encode() for g in (bearer.credentials if bearer else None, header) if g]
-    ok = False
-    for key in keys:  # compare against every key: time does not tell which one matched
-        for candidate in given:  # either header may carry the key; a wrong one beside it
-            ok |= hmac.compare_digest(candidate, key)  # does not hide a right one
-    if not ok:
-        raise Unauthorized(
-            "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
-        )
+    if keys and not _matches(given, keys):
+        raise Unauthorized(MISSING_KEY)
+
+
+async def require_admin_key(
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header: Annotated[str | None, Depends(_header)],
+    settings: SettingsDep,
+) -> None:
+    """The admin key, never an API key; with API keys set and no admin key, closed (403)."""
+    keys = admin_keys(settings)
+    given = [g.encode() for g in (bearer.credentials if bearer else None, header) if g]
+    if keys and not _matches(given, keys):
+        raise Unauthorized(MISSING_ADMIN_KEY)
+    if not keys and configured_keys(settings):
+        raise Forbidden(NO_ADMIN_KEY)

@@ -72,8 +72,11 @@ def stop_with_parent() -> None:
         pass
 
 
-def run_worker(counts: Any = None, index: int = 0) -> None:
+def run_worker(counts: Any = None, index: int = 0, reloads: Any = None) -> None:
     stop_with_parent()
+    from app import lifecycle  # here: the supervisor itself imports no model code
+
+    lifecycle.RELOADS = reloads  # POST /admin/reload in any worker reaches this one
     settings = get_settings()
     sock = reuseport_socket(settings.host, settings.port)
     config = uvicorn.Config("app.main:app", **server_options(settings))
@@ -100,9 +103,10 @@ def supervise(workers: int, settings: Settings) -> None:
     context = multiprocessing.get_context("spawn")
     # connections held, one slot per worker (app/balance.py)
     counts = context.Array("i", [balance.NOT_SERVING] * workers, lock=False)
+    reloads = context.Value("i", 0)  # reloads announced (app/lifecycle.py)
 
     def worker(i: int) -> Any:
-        return context.Process(target=run_worker, args=(counts, i), name=f"worker-{i}")
+        return context.Process(target=run_worker, args=(counts, i, reloads), name=f"worker-{i}")
 
     procs = [worker(i) for i in range(workers)]
     stopping = False

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
+
+from wbc_core import components
 
 WORK_SIDE = 128  # longer side of the reduced copy the search runs on
 SCORE_MIN = 55  # blue minus green, 0..255 scale: below this a pixel is not nucleus
@@ -35,7 +36,6 @@ LEGACY_CROP_CONTEXT = 1.15  # the crop of models that record none (model v5 and 
 OTHER_CELL_REL = 0.3  # another nucleus with this share of the first's score mass is a cell
 MAX_CELLS = 16  # white cells reported per image at most
 CLOSE_ITERATIONS = 2  # closings with a 3x3 square: lobes up to 4 pixels apart join
-CONNECTIVITY = ndimage.generate_binary_structure(2, 1)  # ndimage.label's default, made once
 
 
 @dataclass(frozen=True)
@@ -131,13 +131,12 @@ def find_cells(
     score = violet_score(np.asarray(small))
     whole = CellBox(0, 0, width, height, localised=False)
     mask = close(score > nucleus_threshold(percentile(score, 99.9)))
-    labels, count = ndimage.label(mask, structure=CONNECTIVITY)
+    labels, count, objects = components.label(mask)  # 4-connected, numbered as SciPy does
     if count == 0:
         return [whole]
     flat = labels.ravel()
     mass = np.bincount(flat, weights=np.clip(score, 0, None).ravel(), minlength=count + 1)
     area = np.bincount(flat, minlength=count + 1)
-    objects = ndimage.find_objects(labels)
     order = np.argsort(-mass[1:], kind="stable") + 1  # the most prominent first
     credible = (MIN_AREA_FRAC * score.size <= area) & (area <= MAX_AREA_FRAC * score.size)
     if not credible[order[0]]:

@@ -73,10 +73,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(image, dtype=np.float64)
+        arr = np.asarray(image)
         top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+        out = np.empty(arr.shape, np.uint8)
+        rows = max(1, (1 << 20) // max(1, arr.shape[1]))  # a megapixel at a time: a float
+        for r in range(0, arr.shape[0], rows):  # copy of a 40-megapixel image is 320 MB
+            block = arr[r : r + rows].astype(np.float32) * np.float32(255.0 / top) + 0.5
+            out[r : r + rows] = np.clip(block, 0, 255)
+        return Image.fromarray(out, "L").convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -112,6 +116,26 @@ def _image_errors() -> Iterator[None]:
         raise ImageDecodeError(f"image data is corrupt or truncated: {exc}") from exc
 
 
+# Bytes per pixel of Pillow's modes once decoded (others: 4, the most a mode takes).
+BYTES_PER_PIXEL = {
+    "1": 1,
+    "L": 1,
+    "P": 1,
+    "LA": 2,
+    "PA": 2,
+    "La": 2,
+    "RGB": 3,
+    "YCbCr": 3,
+    "LAB": 3,
+    "HSV": 3,
+    "I;16": 2,
+    "I;16B": 2,
+    "I;16L": 2,
+    "I": 4,
+    "F": 4,
+}
+
+
 def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Read the header only: format and size checked, no pixels decoded yet (cheap, and
     it tells how much work the pixels will be)."""
@@ -128,6 +152,12 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         if width * height > max_pixels:
             raise ImageTooLarge(
                 f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+            )
+        decoded = width * height * BYTES_PER_PIXEL.get(image.mode, 4)
+        if decoded > max_pixels * 3:  # what the pixel limit allows in 8-bit RGB
+            raise ImageTooLarge(
+                f"image is {width}x{height} in mode {image.mode}: {decoded} bytes once "
+                f"decoded; the limit is {max_pixels * 3} (the pixel limit in 8-bit RGB)"
             )
         if width < 1 or height < 1:
             raise ImageDecodeError("image has no pixels")

@@ -218,7 +218,38 @@ INFER_BODY = {
 }
 
 
-async def infer_request(request: Request) -> InferRequest:
+PARSE_INLINE_BYTES = 256 * 1024  # larger bodies are parsed in a work thread
+
+
+def max_values(classifier: Classifier | None, settings: Settings) -> int:
+    """The most JSON values a request may hold: ``WBC_MAX_BATCH`` FP32 images, and some."""
+    size = [150, 150, 3]
+    if classifier is not None:
+        size = classifier.predictor.metadata.get("input", {}).get("size", size)
+    return settings.max_batch * int(np.prod(size)) + 1024
+
+
+def parse_body(raw: bytes, most_values: int) -> InferRequest:
+    """Bounded before it is parsed: ``json.loads`` makes a Python object of every number
+    (about 32 bytes each), so a body of nothing but ``0,0,0,...`` under the body limit
+    would cost gigabytes. A JSON value is followed by a comma but the last of each list,
+    so the commas bound the values; base64 images have none."""
+    if raw.count(b",") > most_values:
+        raise PayloadTooLarge(
+            f"the request holds more values than WBC_MAX_BATCH images of the model's input "
+            f"({most_values}); send fewer images per request"
+        )
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadRequest(f"the body is not JSON: {str(exc)[:200]}") from exc
+    try:
+        return InferRequest.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+
+
+async def infer_request(request: Request, settings: Settings) -> InferRequest:
     """The JSON body, whatever its Content-Type says (Triton's and KServe's clients send
     none); the binary tensor data extension gets a clear 400."""
     if "inference-header-content-length" in request.headers:
@@ -227,14 +258,10 @@ async def infer_request(request: Request) -> InferRequest:
             "(tritonclient: binary_data=False on each input and requested output)"
         )
     raw = await request.body()
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not JSON: {exc}") from exc
-    try:
-        return InferRequest.model_validate(data)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from exc
+    most = max_values(getattr(request.app.state, "classifier", None), settings)
+    if len(raw) <= PARSE_INLINE_BYTES:
+        return parse_body(raw, most)
+    return await run_in_threadpool(parse_body, raw, most)  # the event loop keeps answering
 
 
 @router.post(f"/models/{MODEL}/infer", openapi_extra=INFER_BODY)
@@ -242,7 +269,7 @@ async def v2_infer(
     request: Request, classifier: ClassifierDep, settings: SettingsDep
 ) -> dict[str, Any]:
     """One input: BYTES (base64 images, preprocessed like /predict) or FP32 [N,150,150,3]."""
-    return await infer(await infer_request(request), classifier, settings)
+    return await infer(await infer_request(request, settings), classifier, settings)
 
 
 @router.post(f"/models/{MODEL}/versions/{{version}}/infer", openapi_extra=INFER_BODY)
@@ -251,7 +278,7 @@ async def v2_infer_version(
 ) -> dict[str, Any]:
     """As the unversioned route, for the version served (404 for any other)."""
     served_version(classifier, version)
-    return await infer(await infer_request(request), classifier, settings)
+    return await infer(await infer_request(request, settings), classifier, settings)
 
 
 @router.get(f"/models/{MODEL}/versions/{{version}}")

@@ -78,9 +78,11 @@ def test_numpy_gradcam_matches_tensorflow_gradient_tape(
 LEAN_CLIENT = r"""
 import importlib.abc, json, sys
 
+BLOCKED = ("tensorflow", "keras", "model_training", "scipy")
+
 class Blocked(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras", "model_training"):
+        if name.split(".")[0] in BLOCKED:
             raise ImportError(f"{name} is made unimportable by this test")
 
 sys.meta_path.insert(0, Blocked())
@@ -99,15 +101,15 @@ with TestClient(app) as client:
     r = client.post("/predict/batch", files=[("files", ("a.png", image, "image/png"))])
     out["batch"] = r.status_code
 out["modules"] = sorted(
-    m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "model_training")
+    m for m in sys.modules if m.split(".")[0] in BLOCKED
 )
 print("RESULT " + json.dumps(out))
 """
 
 
 def test_the_app_serves_with_tensorflow_unimportable(tmp_path: Path, data_dir: Path) -> None:
-    """The lean path: a subprocess in which importing TensorFlow, Keras or the training
-    package fails serves /health/ready, /predict, /predict/batch and /explain with the
+    """The lean path: a subprocess in which importing TensorFlow, Keras, SciPy or the
+    training package fails serves /health/ready, /predict, /predict/batch and /explain with the
     shipped model, and its probabilities equal the TensorFlow runtime's within 1e-5."""
     from fastapi.testclient import TestClient
 

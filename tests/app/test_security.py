@@ -43,7 +43,6 @@ def test_health_routes_stay_open(locked: TestClient) -> None:
         ("/v1/models/wbc-classifier", "get"),
         ("/v2/models/wbc-classifier", "get"),
         ("/metrics", "get"),
-        ("/admin/reload", "post"),
     ],
 )
 def test_everything_else_needs_a_key(locked: TestClient, path: str, method: str) -> None:
@@ -53,6 +52,14 @@ def test_everything_else_needs_a_key(locked: TestClient, path: str, method: str)
     assert "API key" in body["error" if path.startswith("/v2") else "detail"]
     r = getattr(locked, method)(path, headers={"X-API-Key": "wrong"})
     assert r.status_code == 401
+
+
+def test_admin_routes_are_closed_to_api_keys(locked: TestClient) -> None:
+    """No admin key configured beside the API keys: /admin is closed, whatever is sent
+    (tests/app/test_hostile_clients.py has the admin key's own tests)."""
+    for headers in ({}, {"X-API-Key": "first-key"}, {"Authorization": "Bearer second-key"}):
+        r = locked.post("/admin/reload", headers=headers)
+        assert r.status_code == 403 and "WBC_ADMIN_KEY" in r.json()["detail"]
 
 
 def test_keys_from_env_and_file(locked: TestClient, cell_jpeg: bytes) -> None:
