@@ -10,7 +10,7 @@ FROM python:3.11-slim AS deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY pyproject.toml /tmp/
 RUN python -c "import tomllib; deps = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(deps))" \
- && python -m venv /opt/venv \
+ && python3.11 -m venv /opt/venv \
  && /opt/venv/bin/pip install -r /tmp/requirements.txt \
  && find /opt/venv -depth -name __pycache__ -type d -exec rm -rf {} +
 
@@ -18,7 +18,8 @@ RUN python -c "import tomllib; deps = tomllib.load(open('/tmp/pyproject.toml', '
 FROM debian:bookworm-slim AS lean
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin wbc
 COPY --from=deps /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
@@ -42,13 +43,16 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD python -c "import urllib.request, sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=4).status != 200)"
 CMD ["python", "-m", "app"]
 
-# TensorFlow for the GPU runtime (WBC_DEVICE=gpu runs the SavedModel). TF_PACKAGE=
-# tensorflow-cpu==2.21.0 gives a CPU image that can also be told WBC_RUNTIME=tensorflow.
-FROM lean AS gpu
+# TensorFlow for the GPU runtime (WBC_DEVICE=gpu runs the SavedModel), added to the venv
+# where pip is. TF_PACKAGE=tensorflow-cpu==2.21.0 gives a CPU image that can also be told
+# WBC_RUNTIME=tensorflow.
+FROM deps AS gpu-deps
 ARG TF_PACKAGE="tensorflow[and-cuda]==2.21.0"
-USER root
-RUN PIP_NO_CACHE_DIR=1 pip install "$TF_PACKAGE"
-USER 10001
+RUN /opt/venv/bin/pip install "$TF_PACKAGE" \
+ && find /opt/venv -depth -name __pycache__ -type d -exec rm -rf {} +
+
+FROM lean AS gpu
+COPY --from=gpu-deps /opt/venv /opt/venv
 ENV TF_CPP_MIN_LOG_LEVEL=2 \
     WBC_DEVICE=gpu
 

@@ -19,6 +19,7 @@ from app.errors import ServiceError, service_error_handler, validation_error_han
 from app.lifecycle import install_reload_signal, load_model, watch_reloads
 from app.middleware import RequestContextMiddleware
 from app.observability import MODEL_READY, configure_logging
+from app.openapi import ADMIN_ERRORS, AUTH_ERRORS, V2_ERRORS
 from app.routes import admin, differential, docs, explain, health, predict, v2
 from app.security import ApiKeyMiddleware, key_file_problem, require_admin_key, require_api_key
 from app.uploads import MULTIPART_OVERHEAD, BodyLimitMiddleware, BodyLimits
@@ -65,15 +66,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected = [Depends(require_api_key)]
     app.include_router(health.router)
     app.include_router(v2.health_router)
-    for router in (
-        predict.router,
-        differential.router,
-        explain.router,
-        health.model_router,
-        v2.router,
-    ):
-        app.include_router(router, dependencies=protected)
-    app.include_router(admin.router, dependencies=[Depends(require_admin_key)])
+    for router in (predict.router, differential.router, explain.router, health.model_router):
+        app.include_router(router, dependencies=protected, responses=AUTH_ERRORS)
+    app.include_router(v2.router, dependencies=protected, responses=V2_ERRORS)
+    app.include_router(
+        admin.router, dependencies=[Depends(require_admin_key)], responses=ADMIN_ERRORS
+    )
     limits = BodyLimits(
         single=settings.max_image_bytes + MULTIPART_OVERHEAD,
         bulk=settings.max_request_bytes,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.schemas import ErrorResponse
+from app.schemas import ErrorResponse, V2ErrorResponse, ValidationErrorResponse
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/bmp", "image/tiff", "image/webp")
 
@@ -36,9 +36,39 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         ),
     )
 }
+ERRORS[422]["model"] = ValidationErrorResponse
 ERRORS[503]["headers"] = {
     "Retry-After": {
         "description": "seconds to wait before sending the request again (when busy)",
         "schema": {"type": "integer"},
     }
+}
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": ErrorResponse,
+        "description": "missing or invalid API key",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    },
+}
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": ErrorResponse,
+        "description": "missing or invalid admin key (API keys do not open /admin)",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    },
+    403: {"model": ErrorResponse, "description": "API keys are set but no admin key is"},
+    409: {"model": ErrorResponse, "description": "the reload failed; the previous model serves"},
+}
+V2_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": V2ErrorResponse, "description": text}
+    for code, text in (
+        (400, "not JSON, a multipart or binary body, or an input that is not an image"),
+        (401, "missing or invalid API key"),
+        (404, "a model version that is not served"),
+        (413, "over WBC_MAX_BATCH images, WBC_MAX_IMAGE_BYTES, or the body limit"),
+        (415, "unsupported image format"),
+        (422, "malformed inference request"),
+        (503, "model not ready, or server busy: retry after the Retry-After seconds"),
+    )
 }

@@ -77,3 +77,22 @@ class BatchResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
+
+
+class ValidationProblem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorResponse(BaseModel):
+    """422: one message (a field the route checks itself), or FastAPI's list of problems
+    (a parameter or field that fails its declared type)."""
+
+    detail: str | list[ValidationProblem]
+
+
+class V2ErrorResponse(BaseModel):
+    """The Open Inference Protocol's error shape (every error under /v2)."""
+
+    error: str

@@ -114,7 +114,21 @@ def summarise(
     }
 
 
-@router.post("/differential", responses=ERRORS, openapi_extra=image_body("files", many=True))
+FHIR_200 = {
+    200: {
+        "description": "the differential as JSON, or with `?format=fhir` a FHIR R4 Bundle",
+        "content": {
+            "application/fhir+json": {
+                "schema": {"type": "object", "description": "a FHIR R4 Bundle"}
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/differential", responses={**FHIR_200, **ERRORS}, openapi_extra=image_body("files", many=True)
+)
 async def differential(
     request: Request,
     classifier: ClassifierDep,
