@@ -131,12 +131,12 @@ def find_cells(
     score = violet_score(np.asarray(small))
     whole = CellBox(0, 0, width, height, localised=False)
     mask = close(score > nucleus_threshold(percentile(score, 99.9)))
-    labels, count, objects = components.label(mask)  # 4-connected, numbered as SciPy does
-    if count == 0:
+    found = components.find(mask)  # 4-connected, numbered as SciPy does
+    if found.count == 0:
         return [whole]
-    flat = labels.ravel()
-    mass = np.bincount(flat, weights=np.clip(score, 0, None).ravel(), minlength=count + 1)
-    area = np.bincount(flat, minlength=count + 1)
+    objects = found.objects
+    mass = found.sums(np.clip(score, 0, None))
+    area = found.areas()
     order = np.argsort(-mass[1:], kind="stable") + 1  # the most prominent first
     credible = (MIN_AREA_FRAC * score.size <= area) & (area <= MAX_AREA_FRAC * score.size)
     if not credible[order[0]]:

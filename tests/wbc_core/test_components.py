@@ -49,3 +49,25 @@ def test_a_spiral_is_one_component() -> None:
     labels, n, _ = label(mask)
     assert n == count
     np.testing.assert_array_equal(labels, expected)
+
+
+def test_sums_and_areas_equal_the_label_images() -> None:
+    """What the localiser reads per component (score mass, area) without a label image."""
+    from wbc_core.components import find
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        h, w = rng.integers(1, 40, 2)
+        mask = ndimage.binary_closing(rng.random((h, w)) < 0.5)
+        values = rng.uniform(0, 100, (h, w))
+        expected, count = ndimage.label(mask, structure=FOUR)
+        found = find(mask)
+        np.testing.assert_allclose(
+            found.sums(values),
+            np.bincount(expected.ravel(), weights=values.ravel(), minlength=count + 1)
+            * (np.arange(count + 1) > 0),
+            rtol=1e-12,
+        )
+        np.testing.assert_array_equal(
+            found.areas()[1:], np.bincount(expected.ravel(), minlength=count + 1)[1:]
+        )
