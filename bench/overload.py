@@ -69,7 +69,9 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for variant, colour in zip(VARIANTS, ("tab:blue", "tab:orange", "tab:red"), strict=True):
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    colours = ("tab:blue", "tab:green", "tab:orange", "tab:red")
+    for variant, colour in zip(variants, colours, strict=False):
         mine = [r for r in rows if r["variant"] == variant]
         xs = [r["concurrency"] for r in mine]
         left.plot(
@@ -106,12 +108,33 @@ def main() -> None:
     parser.add_argument("--clients", default="32,256,1000")
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--out", type=Path, default=PROJECT / "reports")
+    parser.add_argument(
+        "--baseline-ref",
+        default=None,
+        help="also run the default variant against the service as it was at this git "
+        "commit (a worktree: its own code and models), same run",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only (CI smoke)")
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     rows = []
-    for variant, (env, wait) in VARIANTS.items():
-        with Server(env=env) as server:
+    runs = [(variant, env, wait, PROJECT) for variant, (env, wait) in VARIANTS.items()]
+    if args.baseline_ref:
+        from bench.run import baseline_worktree
+
+        tree = baseline_worktree(args.baseline_ref)
+        env, wait = VARIANTS["bounded, clients wait Retry-After"]
+        runs.insert(
+            1,
+            (
+                f"bounded, clients wait Retry-After, at `{args.baseline_ref}`",
+                {**env, "WBC_MODEL_DIR": str(tree / "models" / "wbc-classifier")},
+                wait,
+                tree,
+            ),
+        )
+    for variant, env, wait, cwd in runs:
+        with Server(env=env, cwd=cwd) as server:
             for clients in levels:
                 row = {
                     "variant": variant,
@@ -125,6 +148,7 @@ def main() -> None:
     command = (
         f"python -m bench.overload --seconds {args.seconds:g} --clients {args.clients} "
         f"--timeout {args.timeout:g}"
+        + (f" --baseline-ref {args.baseline_ref}" if args.baseline_ref else "")
     )
     stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     args.out.mkdir(parents=True, exist_ok=True)

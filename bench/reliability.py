@@ -8,7 +8,8 @@
 3. bad model folders at start: missing and corrupt; the server must stay up, log a
    clear line and answer /health/ready with 503;
 4. hot reload: a new model version appears; POST /admin/reload under load; no request
-   may fail and the new version must be served.
+   may fail and the new version must be served;
+5. hostile clients (bench/hostile.py): each case's answer and the worker's peak memory.
 Writes reports/reliability.md, reports/reliability_memory.png and reliability.json.
 """
 
@@ -28,6 +29,7 @@ from pathlib import Path
 import httpx
 
 from app.predictor import resolve_version_dir
+from bench import hostile
 from bench.load import run_load
 from bench.run import real_images
 from bench.server import PROJECT, Server
@@ -188,20 +190,23 @@ def main() -> None:
     print(json.dumps(bad), flush=True)
     reload = asyncio.run(hot_reload(images))
     print(json.dumps(reload), flush=True)
+    hostile_rows = hostile.run_cases()
     record = {
         "soak": soak_result,
         "graceful_shutdown": shutdown,
         "bad_model_dirs": bad,
         "hot_reload": reload,
+        "hostile": hostile_rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "reliability.json").write_text(json.dumps(record, indent=2) + "\n")
     plot_memory(soak_result["rss_samples"], args.out / "reliability_memory.png")
     s = soak_result["load"]
+    command = f"python -m bench.reliability --soak-seconds {args.soak_seconds:g}"
     lines = [
         "# Reliability",
         "",
-        f"Produced by `python -m bench.reliability --soak-seconds {args.soak_seconds:g}` "
+        f"Produced by `{command}` "
         "(real server on loopback, 2-core machine shared with the load generator).",
         "",
         "## Soak",
@@ -239,6 +244,7 @@ def main() -> None:
         f"{reload['served_version_after']}; during the 20 s: {lr['requests']} requests, "
         f"**{lr['errors']} errors**, p99 {lr['p99_ms']:.0f} ms.",
         "",
+        *hostile.section(hostile_rows, command),
     ]
     (args.out / "reliability.md").write_text("\n".join(lines))
 

@@ -97,6 +97,29 @@ def serve_and_load(
         }
 
 
+def median_of(runs: list[dict]) -> dict:
+    """Several ``serve_and_load`` results as one: each figure's median over the runs
+    (memory: the largest)."""
+    if len(runs) == 1:
+        return runs[0]
+    rows = []
+    for level in zip(*(r["http"] for r in runs), strict=True):
+        row = dict(level[0])
+        for key in ("throughput", "p50_ms", "p90_ms", "p99_ms", "server_cpu_ms_per_request"):
+            row[key] = float(np.median([x[key] for x in level]))
+        for key in ("requests", "errors", "non_2xx", "timeouts"):
+            if key in row:
+                row[key] = int(sum(x.get(key, 0) for x in level))
+        rows.append(row)
+    return {
+        "http": rows,
+        "rss_mb_total": max(r["rss_mb_total"] for r in runs),
+        "rss_mb_worker_max": max(r["rss_mb_worker_max"] for r in runs),
+        "cold_start_s": float(np.median([r["cold_start_s"] for r in runs])),
+        "runs": len(runs),
+    }
+
+
 def baseline_worktree(ref: str) -> Path:
     """A detached git worktree of ``ref`` under /tmp (made once, reused)."""
     sha = subprocess.run(
@@ -148,6 +171,12 @@ def main() -> None:
         default=None,
         help="also load the service as it was at this git commit, same run (old vs new)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="with --baseline-ref: rounds of this checkout then the baseline; medians",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only (CI smoke)")
     parser.add_argument(
         "--python-client",
@@ -163,16 +192,19 @@ def main() -> None:
         env["WBC_WORK_THREADS"] = str(args.work_threads)
     if args.inline_max_pixels is not None:
         env["WBC_INLINE_MAX_PIXELS"] = str(args.inline_max_pixels)
-    served = serve_and_load(args, env, PROJECT, use_wrk, images)
-    rows, rss, cold = served["http"], served["rss_mb_total"], served["cold_start_s"]
-    baseline = None
-    if args.baseline_ref:
-        tree = baseline_worktree(args.baseline_ref)
+    if not args.baseline_ref:
+        served = serve_and_load(args, env, PROJECT, use_wrk, images)
+        baseline = None
+    else:  # alternate this checkout and the baseline, round after round: a noisy machine
+        tree = baseline_worktree(args.baseline_ref)  # slows both sides alike
         base_env = {**env, "WBC_MODEL_DIR": str(tree / "models" / "wbc-classifier")}
-        baseline = {
-            "ref": args.baseline_ref,
-            **serve_and_load(args, base_env, tree, use_wrk, images),
-        }
+        ours, theirs = [], []
+        for _ in range(args.rounds):
+            ours.append(serve_and_load(args, env, PROJECT, use_wrk, images))
+            theirs.append(serve_and_load(args, base_env, tree, use_wrk, images))
+        served = median_of(ours)
+        baseline = {"ref": args.baseline_ref, "rounds": args.rounds, **median_of(theirs)}
+    rows, rss, cold = served["http"], served["rss_mb_total"], served["cold_start_s"]
 
     from app.predictor import resolve_version_dir
     from bench.runtimes import measure
@@ -236,7 +268,7 @@ def extra_flags(args: argparse.Namespace) -> str:
     if args.model.resolve() != (PROJECT / "models" / "wbc-classifier").resolve():
         flags += f" --model {args.model}"
     if args.baseline_ref:
-        flags += f" --baseline-ref {args.baseline_ref}"
+        flags += f" --baseline-ref {args.baseline_ref} --rounds {args.rounds}"
     if args.out.resolve() != (PROJECT / "reports").resolve():
         flags += f" --out {args.out}"
     return flags
@@ -270,6 +302,10 @@ def comparison(rec: dict) -> list[str]:
         rows.append((f"p99 ms at {c} clients", new_c[c]["p99_ms"], old_c[c]["p99_ms"], "{:.1f}"))
     out = [
         f"## This checkout against commit `{base['ref']}`, same run",
+        "",
+        f"{base['rounds']} rounds, each this checkout then `{base['ref']}` (its own code and "
+        "model folder, the same interpreter and load); medians of the rounds (memory: the "
+        "largest). The requests column above sums the rounds.",
         "",
         f"| | this checkout | `{base['ref']}` |",
         "|---|---|---|",
