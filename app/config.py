@@ -72,6 +72,28 @@ class Settings(BaseSettings):
     api_key_file: Path | None = Field(
         None, description="a file of API keys, one a line; re-read when it changes"
     )
+    database_url: str | None = Field(
+        None,
+        description="where specimens, cells, the audit trail and reviewer accounts are kept: "
+        "`postgresql+psycopg://user:password@host/db` in production; default an SQLite "
+        "file in `data_dir` (migrated at start)",
+    )
+    data_dir: Path = Field(
+        Path("data"), description="the SQLite database's folder when `database_url` is unset"
+    )
+    session_hours: float = Field(
+        8.0, gt=0, description="a reviewer's session lasts this long after signing in"
+    )
+    cookie_secure: bool = Field(
+        False, description="mark the session cookie Secure (set it behind HTTPS)"
+    )
+    login_max_failures: int = Field(
+        5,
+        ge=1,
+        description="failed sign-ins allowed per account, and per address, in "
+        "`login_window_s`; more answer 429",
+    )
+    login_window_s: int = Field(900, ge=1, description="the window of `login_max_failures`")
     admin_key: str | None = Field(
         None,
         description="the credential of `/admin/*` (reload), sent like an API key; API keys "

@@ -36,6 +36,75 @@ def _ref(resource_type: str, value: str | None) -> dict[str, str] | None:
     return {"reference": value if "/" in value else f"{resource_type}/{value}"}
 
 
+def observation(
+    cls: str,
+    entry: dict[str, Any],
+    classified: int,
+    status: str,
+    when: str,
+    device: dict[str, str],
+    notes: list[str],
+    outside: bool = False,
+) -> dict[str, Any]:
+    """One Observation: a class's percent of the leukocytes counted (absent, with a
+    reason, when nothing was counted)."""
+    code, display = LOINC_CODES[cls]
+    obs: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": str(uuid.uuid4()),
+        "status": status,
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "laboratory",
+                        "display": "Laboratory",
+                    }
+                ]
+            }
+        ],
+        "code": {
+            "coding": [{"system": LOINC, "code": code, "display": display}],
+            "text": f"{cls.capitalize()}s/100 leukocytes",
+        },
+        "effectiveDateTime": when,
+        **(
+            {"valueQuantity": {"value": entry["percent"], "unit": "%", "system": UCUM, "code": "%"}}
+            if classified
+            else {
+                "dataAbsentReason": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
+                            "code": "error",
+                            "display": "Error",
+                        }
+                    ],
+                    "text": "no image of the specimen could be classified",
+                }
+            }
+        ),
+        "device": device,
+        "note": [{"text": f"{entry['count']} of {classified} cells counted"}]
+        + [{"text": n} for n in notes],
+        "component": [
+            {
+                "code": {"text": "cells counted"},
+                "valueQuantity": {
+                    "value": entry["count"],
+                    "unit": "cells",
+                    "system": UCUM,
+                    "code": "{cells}",
+                },
+            }
+        ],
+    }
+    if outside:
+        obs["interpretation"] = [{"coding": [OUTSIDE_DOMAIN], "text": OUTSIDE_DOMAIN["display"]}]
+    return obs
+
+
 def differential_bundle(diff: dict[str, Any], device_name: str) -> dict[str, Any]:
     """A FHIR R4 collection Bundle for one specimen's differential."""
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -47,70 +116,17 @@ def differential_bundle(diff: dict[str, Any], device_name: str) -> dict[str, Any
     status = "final" if final else "preliminary"
     warning_text = " ".join(w["message"] for w in diff.get("warnings", []))
     observations = []
-    for cls, (code, display) in LOINC_CODES.items():
-        entry = diff["counts"][cls]
-        obs: dict[str, Any] = {
-            "resourceType": "Observation",
-            "id": str(uuid.uuid4()),
-            "status": status,
-            "category": [
-                {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                            "code": "laboratory",
-                            "display": "Laboratory",
-                        }
-                    ]
-                }
-            ],
-            "code": {
-                "coding": [{"system": LOINC, "code": code, "display": display}],
-                "text": f"{cls.capitalize()}s/100 leukocytes",
-            },
-            "effectiveDateTime": now,
-            **(
-                {
-                    "valueQuantity": {
-                        "value": entry["percent"],
-                        "unit": "%",
-                        "system": UCUM,
-                        "code": "%",
-                    }
-                }
-                if diff["classified"]
-                else {
-                    "dataAbsentReason": {
-                        "coding": [
-                            {
-                                "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
-                                "code": "error",
-                                "display": "Error",
-                            }
-                        ],
-                        "text": "no image of the specimen could be classified",
-                    }
-                }
-            ),
-            "device": device,
-            "note": [{"text": f"{entry['count']} of {diff['classified']} cells counted"}]
-            + ([{"text": warning_text}] if outside else []),
-            "component": [
-                {
-                    "code": {"text": "cells counted"},
-                    "valueQuantity": {
-                        "value": entry["count"],
-                        "unit": "cells",
-                        "system": UCUM,
-                        "code": "{cells}",
-                    },
-                }
-            ],
-        }
-        if outside:
-            obs["interpretation"] = [
-                {"coding": [OUTSIDE_DOMAIN], "text": OUTSIDE_DOMAIN["display"]}
-            ]
+    for cls in LOINC_CODES:
+        obs = observation(
+            cls,
+            diff["counts"][cls],
+            diff["classified"],
+            status,
+            now,
+            device,
+            [warning_text] if outside else [],
+            outside,
+        )
         if subject:
             obs["subject"] = subject
         if specimen:
@@ -154,4 +170,101 @@ def differential_bundle(diff: dict[str, Any], device_name: str) -> dict[str, Any
         "type": "collection",
         "timestamp": now,
         "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in resources],
+    }
+
+
+IDENTIFIER_SYSTEM = "urn:wbc-classifier:accession"  # the LIS's accession numbers
+
+
+def specimen_bundle(
+    specimen: dict[str, Any], diff: dict[str, Any], status: str, device_name: str
+) -> dict[str, Any]:
+    """A FHIR R4 transaction Bundle for a stored specimen (``app.specimens.detail``): the
+    Specimen, created only if none has its accession (``ifNoneExist``), the
+    DiagnosticReport (``status``: preliminary, final or amended; the signing reviewer as
+    performer) and one Observation per class over the reviewed labels."""
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    device = {"display": device_name}
+    identifier = {"system": IDENTIFIER_SYSTEM, "value": specimen["accession"]}
+    specimen_res: dict[str, Any] = {
+        "resourceType": "Specimen",
+        "id": str(uuid.uuid4()),
+        "identifier": [identifier],
+        "accessionIdentifier": identifier,
+        "type": {"text": "Peripheral blood smear"},
+    }
+    subject = _ref("Patient", specimen.get("patient"))
+    if subject:
+        specimen_res["subject"] = subject
+    if specimen.get("collected_at"):
+        specimen_res["collection"] = {"collectedDateTime": specimen["collected_at"]}
+    specimen_ref = {"reference": f"urn:uuid:{specimen_res['id']}"}
+    obs_status = "final" if status == "final" else status
+    observations = []
+    for cls in LOINC_CODES:
+        obs = observation(cls, diff["counts"][cls], diff["classified"], obs_status, now, device, [])
+        obs["specimen"] = specimen_ref
+        if subject:
+            obs["subject"] = subject
+        observations.append(obs)
+    report: dict[str, Any] = {
+        "resourceType": "DiagnosticReport",
+        "id": str(uuid.uuid4()),
+        "identifier": [identifier],
+        "status": status,
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v2-0074",
+                        "code": "LAB",
+                        "display": "Laboratory",
+                    }
+                ]
+            }
+        ],
+        "code": {"coding": [{"system": LOINC, "code": PANEL[0], "display": PANEL[1]}]},
+        "issued": now,
+        "effectiveDateTime": specimen.get("collected_at") or now,
+        "specimen": [specimen_ref],
+        "result": [{"reference": f"urn:uuid:{o['id']}"} for o in observations],
+        "conclusion": (
+            f"{diff['classified']} cells counted, {diff['reclassified']} reclassified by the "
+            f"reviewer, {diff['flagged']} flagged by the model. Model {device_name}."
+        ),
+    }
+    if subject:
+        report["subject"] = subject
+    if specimen.get("finalised_by") and status != "preliminary":
+        report["resultsInterpreter"] = [{"display": specimen["finalised_by"]}]
+        report["performer"] = [{"display": specimen["finalised_by"]}]
+    entries = [
+        {
+            "fullUrl": f"urn:uuid:{specimen_res['id']}",
+            "resource": specimen_res,
+            "request": {
+                "method": "POST",
+                "url": "Specimen",
+                "ifNoneExist": f"identifier={IDENTIFIER_SYSTEM}|{specimen['accession']}",
+            },
+        },
+        {
+            "fullUrl": f"urn:uuid:{report['id']}",
+            "resource": report,
+            "request": {"method": "POST", "url": "DiagnosticReport"},
+        },
+    ] + [
+        {
+            "fullUrl": f"urn:uuid:{o['id']}",
+            "resource": o,
+            "request": {"method": "POST", "url": "Observation"},
+        }
+        for o in observations
+    ]
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "type": "transaction",
+        "timestamp": now,
+        "entry": entries,
     }

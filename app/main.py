@@ -12,15 +12,17 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.concurrency import run_in_threadpool
 
 from app.admission import AdmissionMiddleware
 from app.config import Settings, get_settings
+from app.db import Database, database_url, upgrade
 from app.errors import ServiceError, service_error_handler, validation_error_handler
 from app.lifecycle import install_reload_signal, load_model, watch_reloads
 from app.middleware import RequestContextMiddleware
 from app.observability import MODEL_READY, configure_logging
 from app.openapi import ADMIN_ERRORS, AUTH_ERRORS, V2_ERRORS
-from app.routes import admin, differential, docs, explain, health, predict, v2
+from app.routes import admin, auth, differential, docs, explain, health, predict, specimens, v2
 from app.security import ApiKeyMiddleware, key_file_problem, require_admin_key, require_api_key
 from app.uploads import MULTIPART_OVERHEAD, BodyLimitMiddleware, BodyLimits
 
@@ -40,11 +42,37 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if problem := key_file_problem(settings):
         logging.getLogger("app").error(problem)
     await load_model(app, settings)
+    await run_in_threadpool(open_database, app, settings)
     install_reload_signal(app, settings)
     watcher = asyncio.create_task(watch_reloads(app, settings))
     yield
     watcher.cancel()
     MODEL_READY.set(0)
+    if getattr(app.state, "db", None) is not None:
+        app.state.db.dispose()
+
+
+def open_database(app: FastAPI, settings: Settings) -> None:
+    """The specimen database: SQLite (the default) is migrated here; any other must be at
+    the current migration already (``python -m app db upgrade``), or the specimen routes
+    answer 503 saying so. Classification never depends on it."""
+    app.state.db, app.state.db_error = None, None
+    url = database_url(settings.database_url, settings.data_dir)
+    try:
+        if url.startswith("sqlite"):
+            upgrade(url)
+        db = Database(url)
+        if not db.is_current():
+            db.dispose()
+            app.state.db_error = (
+                "the database is not at the current migration: run `python -m app db upgrade`"
+            )
+        else:
+            app.state.db = db
+    except Exception as exc:  # noqa: BLE001 - the service still classifies without it
+        app.state.db_error = f"the database is not available ({type(exc).__name__})"
+    if app.state.db_error:
+        logging.getLogger("app").error(app.state.db_error)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -72,6 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(
         admin.router, dependencies=[Depends(require_admin_key)], responses=ADMIN_ERRORS
     )
+    app.include_router(auth.router)  # sign-in: no API key (rate-limited per account)
+    app.include_router(specimens.router)  # an API key or a reviewer's session (app/actors.py)
     limits = BodyLimits(
         single=settings.max_image_bytes + MULTIPART_OVERHEAD,
         bulk=settings.max_request_bytes,

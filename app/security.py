@@ -33,7 +33,9 @@ NO_ADMIN_KEY = (
     "no admin key is configured (WBC_ADMIN_KEY or WBC_ADMIN_KEY_FILE): /admin routes are "
     "closed while API keys are set"
 )
-PUBLIC_PREFIXES = ("/health/", "/v2/health/", "/static/")
+PUBLIC_PREFIXES = ("/health/", "/v2/health/", "/static/", "/auth/")
+SESSION_PREFIXES = ("/specimens",)  # a reviewer's session cookie may stand for a key here
+SESSION_COOKIE = b"wbc_session="
 PUBLIC_PATHS = ("/v2", "/docs", "/openapi.json", "/docs/oauth2-redirect")
 ADMIN_PREFIX = "/admin"
 
@@ -78,7 +80,7 @@ def key_file_problem(settings: Settings) -> str | None:
     return None
 
 
-def _matches(given: list[bytes], keys: list[bytes]) -> bool:
+def matches(given: list[bytes], keys: list[bytes]) -> bool:
     ok = False
     for key in keys:  # compare against every key: time does not tell which one matched
         for candidate in given:  # either header may carry the key; a wrong one beside it
@@ -86,7 +88,7 @@ def _matches(given: list[bytes], keys: list[bytes]) -> bool:
     return ok
 
 
-def _given(headers: dict[bytes, bytes]) -> list[bytes]:
+def given_keys(headers: dict[bytes, bytes]) -> list[bytes]:
     given = []
     auth = headers.get(b"authorization", b"")
     scheme, _, token = auth.partition(b" ")
@@ -103,12 +105,14 @@ def refusal(path: str, headers: dict[bytes, bytes], settings: Settings) -> tuple
     if path.startswith(PUBLIC_PREFIXES) or path in PUBLIC_PATHS:
         return None
     api, admin = configured_keys(settings), admin_keys(settings)
-    given = _given(headers)
+    given = given_keys(headers)
     if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
         if admin:
-            return None if _matches(given, admin) else (401, MISSING_ADMIN_KEY)
+            return None if matches(given, admin) else (401, MISSING_ADMIN_KEY)
         return (403, NO_ADMIN_KEY) if api else None
-    if api and not _matches(given, api):
+    if path.startswith(SESSION_PREFIXES) and SESSION_COOKIE in headers.get(b"cookie", b""):
+        return None  # the route checks the session (and its CSRF token)
+    if api and not matches(given, api):
         return 401, MISSING_KEY
     return None
 
@@ -163,7 +167,7 @@ async def require_api_key(
     """No keys configured: open. Otherwise a Bearer token or X-API-Key must match one."""
     keys = configured_keys(settings)
     given = [g.encode() for g in (bearer.credentials if bearer else None, header) if g]
-    if keys and not _matches(given, keys):
+    if keys and not matches(given, keys):
         raise Unauthorized(MISSING_KEY)
 
 
@@ -175,7 +179,7 @@ async def require_admin_key(
     """The admin key, never an API key; with API keys set and no admin key, closed (403)."""
     keys = admin_keys(settings)
     given = [g.encode() for g in (bearer.credentials if bearer else None, header) if g]
-    if keys and not _matches(given, keys):
+    if keys and not matches(given, keys):
         raise Unauthorized(MISSING_ADMIN_KEY)
     if not keys and configured_keys(settings):
         raise Forbidden(NO_ADMIN_KEY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 from tests.synthetic import write_kaggle_like
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# every app and server the tests start keeps its SQLite specimen database out of the checkout
+os.environ.setdefault("WBC_DATA_DIR", tempfile.mkdtemp(prefix="wbc-test-data-"))
 PROJECT = Path(__file__).resolve().parent.parent
 
 

@@ -1,0 +1,126 @@
+"""Reviewer sign-in: POST /auth/login (JSON or form: username, password) sets the session
+cookie and returns the CSRF token; POST /auth/logout ends the session; GET /auth/me."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.accounts import COOKIE, Unauthenticated, record_failure, sign_in, sign_out
+from app.actors import database, signed_in_person
+from app.errors import BadRequest, MissingField
+
+router = APIRouter(prefix="/auth", tags=["reviewers"])
+
+LOGIN_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            media: {
+                "schema": {
+                    "type": "object",
+                    "required": ["username", "password"],
+                    "properties": {
+                        "username": {"type": "string", "maxLength": 64},
+                        "password": {"type": "string", "maxLength": 1024},
+                    },
+                },
+                "example": {"username": "alice", "password": "a long passphrase"},
+            }
+            for media in ("application/json", "application/x-www-form-urlencoded")
+        },
+    }
+}
+
+
+async def credentials(request: Request) -> tuple[str, str]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        try:
+            data = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest("the body is not JSON") from exc
+    elif ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = await request.form()
+        data = {k: v for k, v in form.items() if isinstance(v, str)}
+    else:
+        raise BadRequest("send username and password as JSON or as a form")
+    if not isinstance(data, dict):
+        raise BadRequest("send an object with username and password")
+    name, password = data.get("username"), data.get("password")
+    if not isinstance(name, str) or not isinstance(password, str) or not name or not password:
+        raise MissingField("username and password are required")
+    return name[:64], password[:1024]
+
+
+@router.post("/login", openapi_extra=LOGIN_BODY)
+async def login(request: Request) -> JSONResponse:
+    """Sign a reviewer in: an HttpOnly, SameSite=Strict session cookie and, in the body, the
+    CSRF token every change made with that cookie must send as ``X-CSRF-Token``."""
+    name, password = await credentials(request)
+    db = database(request)
+    settings = request.app.state.settings
+    address = request.client.host if request.client else "unknown"
+
+    def work() -> Any:
+        with db.session() as session:
+            return sign_in(
+                session,
+                name,
+                password,
+                address,
+                settings.session_hours,
+                settings.login_max_failures,
+                settings.login_window_s,
+            )
+
+    def failed() -> None:
+        with db.session() as session:
+            record_failure(session, name, address)
+
+    try:
+        token, person = await run_in_threadpool(work)
+    except Unauthenticated:
+        await run_in_threadpool(failed)  # in its own transaction: the sign-in's rolled back
+        raise
+    response = JSONResponse(
+        {"user": person.name, "role": person.role, "csrf_token": person.csrf_token}
+    )
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(settings.session_hours * 3600),
+        httponly=True,
+        samesite="strict",
+        secure=settings.cookie_secure,
+        path="/",
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> JSONResponse:
+    """End the session (its cookie stops working at once)."""
+    await run_in_threadpool(signed_in_person, request)  # a change: the CSRF token is required
+    db = database(request)
+    token = request.cookies.get(COOKIE)
+
+    def work() -> None:
+        with db.session() as session:
+            sign_out(session, token)
+
+    await run_in_threadpool(work)
+    response = JSONResponse({"status": "signed out"})
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+@router.get("/me")
+async def me(request: Request) -> dict[str, str]:
+    """Who is signed in with this cookie (401 if nobody)."""
+    person = await run_in_threadpool(signed_in_person, request)
+    return {"user": person.name, "role": person.role, "csrf_token": person.csrf_token}
