@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import time
+
+from sqlalchemy.exc import OperationalError
 
 from app.config import get_settings
 from app.db import Database, database_url, upgrade
@@ -15,6 +18,14 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="group", required=True)
     db = sub.add_parser("db", help="the database")
     db.add_argument("action", choices=["upgrade", "current"])
+    db.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="retry while the database is not reachable yet, up to this long (a container "
+        "that starts beside its database)",
+    )
     user = sub.add_parser("user", help="reviewer accounts")
     user_sub = user.add_subparsers(dest="action", required=True)
     add = user_sub.add_parser("add", help="add an account; the password is read from stdin")
@@ -26,8 +37,17 @@ def main(argv: list[str]) -> int:
     settings = get_settings()
     url = database_url(settings.database_url, settings.data_dir)
     if args.group == "db":
-        if args.action == "upgrade":
-            upgrade(url)
+        deadline = time.monotonic() + args.wait
+        while True:
+            try:
+                if args.action == "upgrade":
+                    upgrade(url)
+                break
+            except OperationalError as exc:
+                if time.monotonic() >= deadline:
+                    print(f"the database is not reachable: {type(exc).__name__}", file=sys.stderr)
+                    return 1
+                time.sleep(1)
         database = Database(url)
         state = "current" if database.is_current() else "not current"
         print(f"database schema: {state}")
@@ -35,6 +55,8 @@ def main(argv: list[str]) -> int:
         return 0
     from app.accounts import add_user, delete_user
 
+    if url.startswith("sqlite"):
+        upgrade(url)  # the embedded default is migrated wherever it is opened
     database = Database(url)
     if not database.is_current():
         print(

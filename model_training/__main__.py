@@ -404,6 +404,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     op.add_argument("--out", type=Path, default=Path("reports/experiments/operating-points"))
     add_site_commands(sub)
+    co = sub.add_parser(
+        "corrections",
+        help="write the reviewed cells of final specimens as a class-folder tree",
+    )
+    co.add_argument("--database", required=True, help="the service's WBC_DATABASE_URL")
+    co.add_argument("--out", type=Path, required=True)
     se = sub.add_parser(
         "serving-export",
         help="write a version's CPU serving artefacts (model.tflite, gradcam.npz), checked",
@@ -557,6 +563,10 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps([{k: row[k] for k in ("target", "threshold")} for row in record["rows"]]))
     elif args.command in SITE_COMMANDS:
         run_site_command(args, argv)
+    elif args.command == "corrections":
+        from model_training.corrections import export_corrections
+
+        print(json.dumps(export_corrections(args.database, args.out)))
     elif args.command == "serving-export":
         from model_training.serving_export import add_serving_artefacts
 

@@ -94,3 +94,22 @@ def test_kubernetes_manifests_validate_against_the_api_schemas() -> None:
     out = subprocess.run([cli, "--strict", *manifests], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("passed") + out.stderr.count("passed") == len(manifests)
+
+
+def test_the_database_comes_from_a_secret_and_is_migrated_by_a_job() -> None:
+    deployment = yaml.safe_load((K8S / "deployment.yaml").read_text())
+    job = yaml.safe_load((K8S / "migrate-job.yaml").read_text())
+    secret = yaml.safe_load((K8S / "database-secret.yaml").read_text())
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    ref = env["WBC_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": secret["metadata"]["name"], "key": "url"}
+    pod = job["spec"]["template"]["spec"]
+    migrate = pod["containers"][0]
+    assert migrate["command"][-4:-2] == ["db", "upgrade"]
+    assert migrate["image"] == deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert migrate["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    compose = yaml.safe_load((PROJECT / "docker-compose.yml").read_text())["services"]
+    assert compose["wbc"]["environment"]["WBC_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert "db upgrade" in " ".join(compose["wbc"]["command"])
+    assert compose["db"]["cap_drop"] == ["ALL"]

@@ -337,3 +337,41 @@ def test_no_password_token_or_patient_reaches_the_logs(
     text = caplog.text
     assert PASSWORD not in text and "secret-patient-7" not in text
     assert not token or token not in text
+
+
+def test_reviewed_cells_of_final_specimens_become_training_data(
+    service: TestClient, tmp_path: Path
+) -> None:
+    """python -m model_training corrections: the reviewer's labels, a class-folder tree and
+    a manifest; open specimens and unknown cells are left out."""
+    import csv
+
+    from model_training.corrections import export_corrections
+
+    body = new_specimen(service, "ACC-TRAIN", images=3)
+    new_specimen(service, "ACC-STILL-OPEN", images=2)
+    csrf = sign_in(service)
+    sid, cells = body["id"], [c["id"] for c in body["added"]]
+    r = service.patch(
+        f"/specimens/{sid}/cells/{cells[0]}",
+        json={"label": "eosinophil", "version": body["version"]},
+        headers=csrf,
+    )
+    r = service.patch(
+        f"/specimens/{sid}/cells/{cells[1]}",
+        json={"label": "unknown", "version": r.json()["version"]},
+        headers=csrf,
+    )
+    r = service.post(
+        f"/specimens/{sid}/finalise", json={"version": r.json()["version"]}, headers=csrf
+    )
+    assert r.status_code == 200
+    export_corrections(service.app.state.db.url, tmp_path)
+    rows = list(csv.DictReader((tmp_path / "manifest.csv").open()))
+    mine = [row for row in rows if row["accession"] == "ACC-TRAIN"]
+    assert len(mine) == 2  # the unknown cell is left out
+    assert not [row for row in rows if row["accession"] == "ACC-STILL-OPEN"]
+    first = next(row for row in mine if row["file"].endswith(f"_{cells[0]}.png"))
+    assert first["final_label"] == "eosinophil" and first["reviewer"] == "alice"
+    assert first["file"].startswith("eosinophil/")
+    assert Image.open(tmp_path / first["file"]).size == (150, 150)
