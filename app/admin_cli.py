@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
     delete.add_argument("name")
     args = parser.parse_args(argv)
     settings = get_settings()
-    url = database_url(settings.database_url, settings.data_dir)
+    url = database_url(settings.database_url, settings.store_dir)
     if args.group == "db":
         deadline = time.monotonic() + args.wait
         while True:

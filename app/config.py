@@ -76,9 +76,9 @@ class Settings(BaseSettings):
         None,
         description="where specimens, cells, the audit trail and reviewer accounts are kept: "
         "`postgresql+psycopg://user:password@host/db` in production; default an SQLite "
-        "file in `data_dir` (migrated at start)",
+        "file in `store_dir` (migrated at start)",
     )
-    data_dir: Path = Field(
+    store_dir: Path = Field(
         Path("data"), description="the SQLite database's folder when `database_url` is unset"
     )
     session_hours: float = Field(

@@ -1,6 +1,6 @@
 """The database: an engine and sessions from ``WBC_DATABASE_URL``, and its migrations.
 
-Default: an SQLite file in ``WBC_DATA_DIR`` (``data/wbc.sqlite3``), migrated at start, so
+Default: an SQLite file in ``WBC_STORE_DIR`` (``data/wbc.sqlite3``), migrated at start, so
 ``make serve`` needs nothing else; SQLite runs in WAL mode with ``synchronous=FULL``, so an
 acknowledged change survives a ``kill -9`` and a power cut. Production: PostgreSQL
 (``postgresql+psycopg://...``), migrated by ``python -m app db upgrade`` before the
@@ -19,11 +19,11 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def database_url(url: str | None, data_dir: Path) -> str:
+def database_url(url: str | None, store_dir: Path) -> str:
     if url:
         return url
-    Path(data_dir).mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{Path(data_dir).resolve() / 'wbc.sqlite3'}"
+    Path(store_dir).mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(store_dir).resolve() / 'wbc.sqlite3'}"
 
 
 def make_engine(url: str) -> Engine:

@@ -22,7 +22,18 @@ from app.lifecycle import install_reload_signal, load_model, watch_reloads
 from app.middleware import RequestContextMiddleware
 from app.observability import MODEL_READY, configure_logging
 from app.openapi import ADMIN_ERRORS, AUTH_ERRORS, V2_ERRORS
-from app.routes import admin, auth, differential, docs, explain, health, predict, specimens, v2
+from app.routes import (
+    admin,
+    auth,
+    differential,
+    docs,
+    explain,
+    health,
+    pages,
+    predict,
+    specimens,
+    v2,
+)
 from app.security import ApiKeyMiddleware, key_file_problem, require_admin_key, require_api_key
 from app.uploads import MULTIPART_OVERHEAD, BodyLimitMiddleware, BodyLimits
 
@@ -57,7 +68,7 @@ def open_database(app: FastAPI, settings: Settings) -> None:
     the current migration already (``python -m app db upgrade``), or the specimen routes
     answer 503 saying so. Classification never depends on it."""
     app.state.db, app.state.db_error = None, None
-    url = database_url(settings.database_url, settings.data_dir)
+    url = database_url(settings.database_url, settings.store_dir)
     try:
         if url.startswith("sqlite"):
             upgrade(url)
@@ -102,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(auth.router)  # sign-in: no API key (rate-limited per account)
     app.include_router(specimens.router)  # an API key or a reviewer's session (app/actors.py)
+    app.include_router(pages.router)  # the review pages: a reviewer's session
     limits = BodyLimits(
         single=settings.max_image_bytes + MULTIPART_OVERHEAD,
         bulk=settings.max_request_bytes,

@@ -36,7 +36,16 @@ NO_ADMIN_KEY = (
 PUBLIC_PREFIXES = ("/health/", "/v2/health/", "/static/", "/auth/")
 SESSION_PREFIXES = ("/specimens",)  # a reviewer's session cookie may stand for a key here
 SESSION_COOKIE = b"wbc_session="
-PUBLIC_PATHS = ("/v2", "/docs", "/openapi.json", "/docs/oauth2-redirect")
+PUBLIC_PATHS = (
+    "/v2",
+    "/docs",
+    "/openapi.json",
+    "/docs/oauth2-redirect",
+    "/login",
+    "/logout",
+    "/favicon.ico",
+)
+PAGE_PREFIXES = ("/review",)  # pages: a reviewer's session or a redirect to /login
 ADMIN_PREFIX = "/admin"
 
 
@@ -102,7 +111,7 @@ def given_keys(headers: dict[bytes, bytes]) -> list[bytes]:
 def refusal(path: str, headers: dict[bytes, bytes], settings: Settings) -> tuple[int, str] | None:
     """Why this request may not proceed (status, message), from its path and headers, or
     None. Open routes and a service with no keys at all let everyone in."""
-    if path.startswith(PUBLIC_PREFIXES) or path in PUBLIC_PATHS:
+    if path.startswith(PUBLIC_PREFIXES) or path in PUBLIC_PATHS or path.startswith(PAGE_PREFIXES):
         return None
     api, admin = configured_keys(settings), admin_keys(settings)
     given = given_keys(headers)

@@ -12,7 +12,7 @@ from tests.synthetic import write_kaggle_like
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # every app and server the tests start keeps its SQLite specimen database out of the checkout
-os.environ.setdefault("WBC_DATA_DIR", tempfile.mkdtemp(prefix="wbc-test-data-"))
+os.environ.setdefault("WBC_STORE_DIR", tempfile.mkdtemp(prefix="wbc-test-store-"))
 PROJECT = Path(__file__).resolve().parent.parent
 
 

@@ -6,11 +6,14 @@ cookie and CSRF token) reclassifies, finalises and amends."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app import specimens as sp
@@ -19,6 +22,7 @@ from app.actors import Actor, database, machine_or_person, signed_in_person
 from app.classifier import Classifier
 from app.deps import ClassifierDep, SettingsDep
 from app.errors import BadRequest, InvalidField, ServiceError
+from app.explain import overlay_png
 from app.fhir import specimen_bundle
 from app.hl7 import MEDIA_TYPE as HL7_MEDIA_TYPE
 from app.hl7 import oru_r01
@@ -236,6 +240,32 @@ async def cell_image(
     return Response(data, media_type="image/png", headers={"Cache-Control": "private"})
 
 
+@router.get(
+    "/{specimen_id}/cells/{cell_id}/explain",
+    responses={**RESPONSES, 200: {"content": {"image/png": {}}}},
+    response_class=Response,
+)
+async def cell_explain(
+    specimen_id: int,
+    cell_id: int,
+    request: Request,
+    classifier: ClassifierDep,
+    actor: Actor = MachineOrPerson,
+) -> Response:
+    """Grad-CAM of the served model's predicted class over the stored crop."""
+
+    def work(session: Any) -> bytes:
+        cell = session.get(sp.Cell, cell_id)
+        if cell is None or cell.specimen_id != specimen_id:
+            raise sp.NotFound(f"no cell {cell_id} in specimen {specimen_id}")
+        return cell.image_png
+
+    data = await in_db(request, work)
+    crop = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    png, _ = await run_in_threadpool(overlay_png, classifier.predictor, crop)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private"})
+
+
 @router.patch("/{specimen_id}/cells/{cell_id}", responses=RESPONSES, openapi_extra=LABEL_BODY)
 async def reclassify_cell(
     specimen_id: int, cell_id: int, request: Request, person: Person = SignedIn
@@ -248,7 +278,11 @@ async def reclassify_cell(
     def work(session: Any) -> dict[str, Any]:
         specimen = sp.get(session, specimen_id)
         cell = sp.reclassify(session, specimen, cell_id, label, version, person.name)
-        return {**sp.summary(specimen), "cell": sp.cell_json(cell)}
+        return {
+            **sp.summary(specimen),
+            "cell": sp.cell_json(cell),
+            "differential": sp.differential(specimen),
+        }
 
     return await in_db(request, work)
 
