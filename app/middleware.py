@@ -45,6 +45,24 @@ def route_label(path: str, route: object = None) -> str:
     return "other"
 
 
+def allow_every_method(scope: Scope, headers: list) -> list:  # type: ignore[type-arg]
+    """A 405's ``Allow`` names the methods of the first route whose path matched (GET and
+    POST /specimens are two routes): name every method some route serves on this path,
+    asking the router itself whether each method would match."""
+    from starlette.routing import Match
+
+    app = scope.get("app")
+    methods = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        probe = {**scope, "method": method}
+        if any(r.matches(probe)[0] is Match.FULL for r in getattr(app, "routes", [])):
+            methods.append(method)
+    if not methods:
+        return headers
+    kept = [(k, v) for k, v in headers if k.lower() != b"allow"]
+    return [*kept, (b"allow", ", ".join(methods).encode())]
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -65,6 +83,8 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
+                if status == 405:
+                    message["headers"] = allow_every_method(scope, message["headers"])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
                 if balance.BALANCER is not None and balance.BALANCER.should_close():
                     # this worker holds more than its share: the client reconnects

@@ -13,8 +13,20 @@ from starlette.concurrency import run_in_threadpool
 from app.accounts import COOKIE, Unauthenticated, record_failure, sign_in, sign_out
 from app.actors import database, signed_in_person
 from app.errors import BadRequest, MissingField
+from app.schemas import ErrorResponse
 
-router = APIRouter(prefix="/auth", tags=["reviewers"])
+router = APIRouter(
+    prefix="/auth",
+    tags=["reviewers"],
+    responses={
+        400: {"model": ErrorResponse, "description": "not JSON or a form"},
+        401: {"model": ErrorResponse, "description": "wrong user name or password; no session"},
+        403: {"model": ErrorResponse, "description": "missing or wrong CSRF token"},
+        422: {"model": ErrorResponse, "description": "username or password missing"},
+        429: {"model": ErrorResponse, "description": "too many failed sign-ins: wait"},
+        503: {"model": ErrorResponse, "description": "the database is not available"},
+    },
+)
 
 LOGIN_BODY = {
     "requestBody": {

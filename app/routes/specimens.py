@@ -8,10 +8,11 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as FastAPIPath
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
@@ -31,6 +32,9 @@ from app.routes.predict import CELLS
 from app.uploads import Upload, read_files
 
 router = APIRouter(prefix="/specimens", tags=["specimens"])
+# the database's integer ids: larger numbers are no specimen (422, not an overflow)
+SpecimenId = Annotated[int, FastAPIPath(ge=1, le=2_147_483_647)]
+CellId = Annotated[int, FastAPIPath(ge=1, le=2_147_483_647)]
 MachineOrPerson = Depends(machine_or_person)
 SignedIn = Depends(signed_in_person)
 
@@ -51,8 +55,8 @@ CREATE_BODY = body_of(
         "required": ["accession"],
         "properties": {
             "accession": {"type": "string", "pattern": sp.ACCESSION.pattern},
-            "patient": {"type": "string", "description": "a FHIR Patient id"},
-            "collected_at": {"type": "string", "format": "date-time"},
+            "patient": {"type": ["string", "null"], "description": "a FHIR Patient id"},
+            "collected_at": {"type": ["string", "null"], "format": "date-time"},
         },
     },
     {"accession": "H26-004211", "patient": "p-1187", "collected_at": "2026-12-06T08:15:00Z"},
@@ -146,7 +150,7 @@ async def list_specimens(
     status: str | None = Query(None, pattern="^(open|final)$"),
     accession: str | None = Query(None, max_length=64),
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=1_000_000_000),
     actor: Actor = MachineOrPerson,
 ) -> Any:
     """Specimens, newest first, filtered by status and accession, a page at a time."""
@@ -185,7 +189,7 @@ def classify_for_storage(
     openapi_extra=image_body("files", many=True),
 )
 async def add_images(
-    specimen_id: int,
+    specimen_id: SpecimenId,
     request: Request,
     classifier: ClassifierDep,
     settings: SettingsDep,
@@ -214,7 +218,9 @@ async def add_images(
 
 
 @router.get("/{specimen_id}", responses=RESPONSES)
-async def read_specimen(specimen_id: int, request: Request, actor: Actor = MachineOrPerson) -> Any:
+async def read_specimen(
+    specimen_id: SpecimenId, request: Request, actor: Actor = MachineOrPerson
+) -> Any:
     """Status, version, every cell (machine label, current label, who changed it and when)
     and the differential over the current labels."""
     return await in_db(request, lambda s: sp.detail(sp.get(s, specimen_id)))
@@ -226,7 +232,7 @@ async def read_specimen(specimen_id: int, request: Request, actor: Actor = Machi
     response_class=Response,
 )
 async def cell_image(
-    specimen_id: int, cell_id: int, request: Request, actor: Actor = MachineOrPerson
+    specimen_id: SpecimenId, cell_id: CellId, request: Request, actor: Actor = MachineOrPerson
 ) -> Response:
     """The stored 150x150 crop the network saw."""
 
@@ -246,8 +252,8 @@ async def cell_image(
     response_class=Response,
 )
 async def cell_explain(
-    specimen_id: int,
-    cell_id: int,
+    specimen_id: SpecimenId,
+    cell_id: CellId,
     request: Request,
     classifier: ClassifierDep,
     actor: Actor = MachineOrPerson,
@@ -268,7 +274,7 @@ async def cell_explain(
 
 @router.patch("/{specimen_id}/cells/{cell_id}", responses=RESPONSES, openapi_extra=LABEL_BODY)
 async def reclassify_cell(
-    specimen_id: int, cell_id: int, request: Request, person: Person = SignedIn
+    specimen_id: SpecimenId, cell_id: CellId, request: Request, person: Person = SignedIn
 ) -> Any:
     """A reviewer's label for one cell; a stale ``version`` answers 409 with the current
     state."""
@@ -288,7 +294,9 @@ async def reclassify_cell(
 
 
 @router.post("/{specimen_id}/finalise", responses=RESPONSES, openapi_extra=FINALISE_BODY)
-async def finalise_specimen(specimen_id: int, request: Request, person: Person = SignedIn) -> Any:
+async def finalise_specimen(
+    specimen_id: SpecimenId, request: Request, person: Person = SignedIn
+) -> Any:
     """Sign the specimen: final, by this reviewer, now. A final specimen refuses changes
     until amended."""
     version = sp.check_version((await json_body(request)).get("version"))
@@ -299,7 +307,9 @@ async def finalise_specimen(specimen_id: int, request: Request, person: Person =
 
 
 @router.post("/{specimen_id}/amend", responses=RESPONSES, openapi_extra=AMEND_BODY)
-async def amend_specimen(specimen_id: int, request: Request, person: Person = SignedIn) -> Any:
+async def amend_specimen(
+    specimen_id: SpecimenId, request: Request, person: Person = SignedIn
+) -> Any:
     """Reopen a final specimen, with a reason; its next finalisation is an amended report."""
     data = await json_body(request)
     version = sp.check_version(data.get("version"))
@@ -312,7 +322,9 @@ async def amend_specimen(specimen_id: int, request: Request, person: Person = Si
 
 
 @router.get("/{specimen_id}/audit", responses=RESPONSES)
-async def specimen_audit(specimen_id: int, request: Request, actor: Actor = MachineOrPerson) -> Any:
+async def specimen_audit(
+    specimen_id: SpecimenId, request: Request, actor: Actor = MachineOrPerson
+) -> Any:
     """Every event, oldest first: created, images added, reclassified, finalised, amended;
     each with who, when and the model version."""
     return await in_db(request, lambda s: {"events": sp.audit_json(s, sp.get(s, specimen_id))})
@@ -332,7 +344,7 @@ async def specimen_audit(specimen_id: int, request: Request, actor: Actor = Mach
     },
 )
 async def specimen_report(
-    specimen_id: int,
+    specimen_id: SpecimenId,
     request: Request,
     classifier: ClassifierDep,
     format: str = Query("json", pattern="^(json|fhir|hl7)$"),

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.browser import chrome, wait_for
 from bench.server import Server
 
 KEY = "page-key"
@@ -33,24 +34,6 @@ def browser_or_skip() -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
-
-
-def chrome():  # type: ignore[no-untyped-def]
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,800",
-        "--disable-gpu",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
 
 
 @pytest.fixture(scope="module")
@@ -108,15 +91,6 @@ def sign_in(driver, server: Server, name: str = "alice") -> None:  # type: ignor
 
 def console_errors(driver) -> list[str]:  # type: ignore[no-untyped-def]
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-
-
-def wait_for(driver, condition, seconds: float = 10):  # type: ignore[no-untyped-def]
-    """Until ``condition(driver)`` holds; a page that reloads meanwhile is waited out."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    ignored = (NoSuchElementException, StaleElementReferenceException)
-    return WebDriverWait(driver, seconds, ignored_exceptions=ignored).until(lambda d: condition(d))
 
 
 def test_a_reviewer_reviews_reclassifies_and_signs_in_the_browser(
