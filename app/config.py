@@ -94,6 +94,29 @@ class Settings(BaseSettings):
         "`login_window_s`; more answer 429",
     )
     login_window_s: int = Field(900, ge=1, description="the window of `login_max_failures`")
+    hl7_mllp_address: str | None = Field(
+        None,
+        pattern=r"^[^\s:]+:\d{1,5}$",
+        description="`host:port` of the LIS's HL7 v2 MLLP listener: each signed report is "
+        "sent there as ORU^R01 (docs/lis-delivery.md)",
+    )
+    fhir_base_url: str | None = Field(
+        None,
+        description="a FHIR R4 base URL: each signed report is POSTed there as a "
+        "transaction Bundle",
+    )
+    fhir_token: str | None = Field(None, description="bearer token for `fhir_base_url`")
+    delivery_max_attempts: int = Field(
+        10, ge=1, description="tries per report message before it is parked as failed"
+    )
+    delivery_backoff_s: float = Field(
+        2.0, gt=0, description="first retry delay; doubled each try (with jitter), at most 600 s"
+    )
+    delivery_timeout_s: float = Field(10.0, gt=0, description="connect and ACK timeout")
+    delivery_lease_s: float = Field(
+        60.0, gt=0, description="a claimed message is another worker's again after this"
+    )
+    delivery_poll_s: float = Field(0.5, gt=0, description="the outbox is checked this often")
     admin_key: str | None = Field(
         None,
         description="the credential of `/admin/*` (reload), sent like an API key; API keys "

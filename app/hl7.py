@@ -23,8 +23,15 @@ def _escape(text: str) -> str:
     return out.replace("~", "\\R\\").replace("&", "\\T\\").replace("\r", " ").replace("\n", " ")
 
 
-def oru_r01(specimen: dict[str, Any], diff: dict[str, Any], status: str, device: str) -> str:
-    """The ER7 text of the message (segments separated by carriage returns)."""
+def oru_r01(
+    specimen: dict[str, Any],
+    diff: dict[str, Any],
+    status: str,
+    device: str,
+    control_id: str | None = None,
+) -> str:
+    """The ER7 text of the message (segments separated by carriage returns).
+    ``control_id`` (MSH-10): the outbox keeps it across retries; default a new one."""
     now = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
     result_status = STATUS[status]
     msg = Message("ORU_R01", version="2.5.1")
@@ -32,7 +39,7 @@ def oru_r01(specimen: dict[str, Any], diff: dict[str, Any], status: str, device:
     msg.msh.msh_4 = "LAB"
     msg.msh.msh_7 = now
     msg.msh.msh_9 = "ORU^R01^ORU_R01"
-    msg.msh.msh_10 = uuid.uuid4().hex[:20]
+    msg.msh.msh_10 = control_id or uuid.uuid4().hex[:20]
     msg.msh.msh_11 = "P"
     msg.msh.msh_12 = "2.5.1"
     result = msg.add_group("ORU_R01_PATIENT_RESULT")

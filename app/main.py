@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
+from app import delivery
 from app.admission import AdmissionMiddleware
 from app.config import Settings, get_settings
 from app.db import Database, database_url, upgrade
@@ -25,6 +26,7 @@ from app.openapi import ADMIN_ERRORS, AUTH_ERRORS, V2_ERRORS
 from app.routes import (
     admin,
     auth,
+    deliveries,
     differential,
     docs,
     explain,
@@ -56,8 +58,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(open_database, app, settings)
     install_reload_signal(app, settings)
     watcher = asyncio.create_task(watch_reloads(app, settings))
+    deliverer = asyncio.create_task(delivery.run(app))  # the outbox to the LIS
     yield
     watcher.cancel()
+    deliverer.cancel()
     MODEL_READY.set(0)
     if getattr(app.state, "db", None) is not None:
         app.state.db.dispose()
@@ -68,8 +72,8 @@ def open_database(app: FastAPI, settings: Settings) -> None:
     the current migration already (``python -m app db upgrade``), or the specimen routes
     answer 503 saying so. Classification never depends on it."""
     app.state.db, app.state.db_error = None, None
-    url = database_url(settings.database_url, settings.store_dir)
     try:
+        url = database_url(settings.database_url, settings.store_dir)
         if url.startswith("sqlite"):
             upgrade(url)
         db = Database(url)
@@ -114,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)  # sign-in: no API key (rate-limited per account)
     app.include_router(specimens.router)  # an API key or a reviewer's session (app/actors.py)
     app.include_router(pages.router)  # the review pages: a reviewer's session
+    app.include_router(deliveries.router)  # the outbox to the LIS
     limits = BodyLimits(
         single=settings.max_image_bytes + MULTIPART_OVERHEAD,
         bulk=settings.max_request_bytes,

@@ -96,6 +96,25 @@ MODEL_INFO = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livemax",
 )
+DELIVERIES = Counter(
+    "wbc_deliveries_total",
+    "tries to deliver a report message to the LIS, by destination and outcome "
+    "(delivered, retry, failed)",
+    ["destination", "outcome"],
+    registry=REGISTRY,
+)
+OUTBOX_PENDING = Gauge(
+    "wbc_outbox_pending",
+    "report messages waiting to be delivered (read from the database)",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+OUTBOX_OLDEST = Gauge(
+    "wbc_outbox_oldest_pending_seconds",
+    "age of the oldest report message waiting to be delivered",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
 MODEL_READY = Gauge(
     "wbc_model_ready",
     "1 when the model is loaded and warmed up (in every worker)",

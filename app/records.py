@@ -118,3 +118,25 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
     model_version: Mapped[str | None] = mapped_column(String(32))
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class Delivery(Base):
+    """One message to one destination (the outbox): written in the transaction that signs
+    the specimen, sent by ``app.delivery``; ``control_id`` stays the same across retries
+    (HL7 MSH-10; the FHIR bundle's identifier) so the receiver can drop duplicates."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    specimen_id: Mapped[int] = mapped_column(ForeignKey("specimens.id"))
+    destination: Mapped[str] = mapped_column(String(16))
+    control_id: Mapped[str] = mapped_column(String(64))
+    report_status: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=now)
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=now)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

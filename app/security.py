@@ -11,6 +11,7 @@ dependencies check again (and give the OpenAPI schema its security).
 from __future__ import annotations
 
 import hmac
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -47,6 +48,7 @@ PUBLIC_PATHS = (
 )
 PAGE_PREFIXES = ("/review",)  # pages: a reviewer's session or a redirect to /login
 ADMIN_PREFIX = "/admin"
+ADMIN_RETRY = re.compile(r"^/deliveries/[^/]+/retry$")  # re-sending a report: the admin's
 
 
 class Unauthorized(ServiceError):
@@ -115,7 +117,7 @@ def refusal(path: str, headers: dict[bytes, bytes], settings: Settings) -> tuple
         return None
     api, admin = configured_keys(settings), admin_keys(settings)
     given = given_keys(headers)
-    if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+    if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/") or ADMIN_RETRY.match(path):
         if admin:
             return None if matches(given, admin) else (401, MISSING_ADMIN_KEY)
         return (403, NO_ADMIN_KEY) if api else None

@@ -218,7 +218,16 @@ def reclassify(
     return cell
 
 
-def finalise(session: Session, specimen: Specimen, version: int, person: str) -> Specimen:
+def finalise(
+    session: Session,
+    specimen: Specimen,
+    version: int,
+    person: str,
+    destinations: list[str] | tuple[str, ...] = (),
+    device: str = "",
+) -> Specimen:
+    """Sign: final, by ``person``, now; the report's messages to ``destinations`` (the
+    outbox) are written in the same transaction."""
     require_open(specimen)
     if not specimen.cells:
         raise Conflict(f"specimen {specimen.id} has no cells to sign", summary(specimen))
@@ -231,6 +240,12 @@ def finalise(session: Session, specimen: Specimen, version: int, person: str) ->
         "finalised",
         {"differential": differential(specimen)["counts"], "amended": specimen.amendments > 0},
     )
+    if destinations:
+        from app import outbox
+
+        outbox.enqueue(
+            session, specimen, detail(specimen), report_status(specimen), list(destinations), device
+        )
     return specimen
 
 

@@ -276,8 +276,13 @@ async def change(request: Request, specimen_id: int, action: Any) -> Response:
 
 @router.post("/review/{specimen_id}/finalise")
 async def finalise_form(specimen_id: int, request: Request) -> Response:
+    from app.routes.specimens import delivery_of
+
+    targets, device = delivery_of(request)
     return await change(
-        request, specimen_id, lambda s, spec, v, p, f: sp.finalise(s, spec, v, p.name)
+        request,
+        specimen_id,
+        lambda s, spec, v, p, f: sp.finalise(s, spec, v, p.name, targets, device),
     )
 
 

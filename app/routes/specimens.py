@@ -293,16 +293,28 @@ async def reclassify_cell(
     return await in_db(request, work)
 
 
+def delivery_of(request: Request) -> tuple[list[str], str]:
+    """Where signed reports go (the outbox's destinations) and the model that made them."""
+    from app.delivery import destinations
+
+    classifier = getattr(request.app.state, "classifier", None)
+    info = classifier.model_info() if classifier else {"name": "wbc-classifier", "version": "?"}
+    return destinations(request.app.state.settings), f"{info['name']} {info['version']}"
+
+
 @router.post("/{specimen_id}/finalise", responses=RESPONSES, openapi_extra=FINALISE_BODY)
 async def finalise_specimen(
     specimen_id: SpecimenId, request: Request, person: Person = SignedIn
 ) -> Any:
-    """Sign the specimen: final, by this reviewer, now. A final specimen refuses changes
-    until amended."""
+    """Sign the specimen: final, by this reviewer, now; its report is queued for the LIS in
+    the same transaction. A final specimen refuses changes until amended."""
     version = sp.check_version((await json_body(request)).get("version"))
+    targets, device = delivery_of(request)
     return await in_db(
         request,
-        lambda s: sp.summary(sp.finalise(s, sp.get(s, specimen_id), version, person.name)),
+        lambda s: sp.summary(
+            sp.finalise(s, sp.get(s, specimen_id), version, person.name, targets, device)
+        ),
     )
 
 
