@@ -105,8 +105,12 @@ def observation(
     return obs
 
 
-def differential_bundle(diff: dict[str, Any], device_name: str) -> dict[str, Any]:
-    """A FHIR R4 collection Bundle for one specimen's differential."""
+def differential_bundle(
+    diff: dict[str, Any], device_name: str, transaction: bool = False
+) -> dict[str, Any]:
+    """A FHIR R4 Bundle for one specimen's differential: a ``collection`` (the default,
+    stored as is), or with ``transaction`` one a FHIR server creates resources from, the
+    specimen id as ``Specimen.identifier`` with a conditional create (``as_transaction``)."""
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     subject = _ref("Patient", diff.get("patient"))
     specimen = _ref("Specimen", diff.get("specimen_id"))
@@ -164,13 +168,53 @@ def differential_bundle(diff: dict[str, Any], device_name: str) -> dict[str, Any
     if specimen:
         report["specimen"] = [specimen]
     resources = [report, *observations]
-    return {
+    bundle = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
         "type": "collection",
         "timestamp": now,
         "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in resources],
     }
+    return as_transaction(bundle, diff.get("specimen_id")) if transaction else bundle
+
+
+def as_transaction(bundle: dict[str, Any], accession: str | None) -> dict[str, Any]:
+    """A collection Bundle as a transaction: every resource POSTed; the specimen (when its
+    id is known) created only if none has that identifier, and referenced by the others."""
+    entries = bundle["entry"]
+    if accession:
+        identifier = {"system": IDENTIFIER_SYSTEM, "value": accession}
+        specimen = {
+            "resourceType": "Specimen",
+            "id": str(uuid.uuid4()),
+            "identifier": [identifier],
+            "accessionIdentifier": identifier,
+        }
+        ref = {"reference": f"urn:uuid:{specimen['id']}"}
+        for entry in entries:
+            resource = entry["resource"]
+            if "specimen" in resource:
+                resource["specimen"] = [ref] if isinstance(resource["specimen"], list) else ref
+        entries = [
+            {
+                "fullUrl": ref["reference"],
+                "resource": specimen,
+                "request": {
+                    "method": "POST",
+                    "url": "Specimen",
+                    "ifNoneExist": f"identifier={IDENTIFIER_SYSTEM}|{accession}",
+                },
+            }
+        ] + [
+            {**e, "request": {"method": "POST", "url": e["resource"]["resourceType"]}}
+            for e in entries
+        ]
+    else:
+        entries = [
+            {**e, "request": {"method": "POST", "url": e["resource"]["resourceType"]}}
+            for e in entries
+        ]
+    return {**bundle, "type": "transaction", "entry": entries}
 
 
 IDENTIFIER_SYSTEM = "urn:wbc-classifier:accession"  # the LIS's accession numbers

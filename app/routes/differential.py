@@ -135,11 +135,18 @@ async def differential(
     settings: SettingsDep,
     format: str = Query("json", pattern="^(json|fhir)$"),
     cells: str = CELLS,
+    bundle: str = Query(
+        "collection",
+        pattern="^(collection|transaction)$",
+        description="FHIR only: `transaction` for a Bundle a FHIR server creates resources "
+        "from (the specimen id as Specimen.identifier, created only if new)",
+    ),
 ) -> JSONResponse:
     """Differential count of one specimen's cell images (multipart `files`, optional form
     fields `specimen_id` and `patient`). `?format=fhir` or `Accept: application/fhir+json`
-    returns a FHIR R4 Bundle. `?cells=all` counts every white cell of each image (smear
-    fields), not only the most prominent."""
+    returns a FHIR R4 Bundle (`&bundle=transaction` to POST it to a FHIR server).
+    `?cells=all` counts every white cell of each image (smear fields), not only the most
+    prominent."""
     uploads = await read_files(
         request, "files", settings.max_differential, settings.max_image_bytes
     )
@@ -150,6 +157,8 @@ async def differential(
     wants_fhir = format == "fhir" or "application/fhir+json" in request.headers.get("accept", "")
     if wants_fhir:
         info = classifier.model_info()
-        bundle = differential_bundle(diff, f"{info['name']} v{info['version']}")
-        return JSONResponse(bundle, media_type="application/fhir+json")
+        out = differential_bundle(
+            diff, f"{info['name']} v{info['version']}", transaction=bundle == "transaction"
+        )
+        return JSONResponse(out, media_type="application/fhir+json")
     return JSONResponse(diff)

@@ -249,3 +249,28 @@ def test_v2_refuses_multipart_and_binary_bodies_cleanly_and_logs_no_body(
     assert binary.status_code == 400
     assert all("BODYMARKER" not in line for line in said)
     assert client.get("/v2/models/wbc-classifier/ready").status_code == 200
+
+
+def test_a_differential_can_be_a_fhir_transaction_with_a_conditional_specimen(
+    client: TestClient, cell_jpeg: bytes
+) -> None:
+    """?bundle=transaction: every resource POSTed, the specimen id as Specimen.identifier
+    with a conditional create, references to it by urn:uuid (the default stays a
+    collection, as integrations already read it)."""
+    from fhir.resources.bundle import Bundle
+
+    r = client.post(
+        "/differential?format=fhir&bundle=transaction",
+        files=[("files", ("a.jpg", cell_jpeg, "image/jpeg"))],
+        data={"specimen_id": "SP-77", "patient": "Patient/123"},
+    )
+    assert r.status_code == 200, r.text
+    bundle = Bundle.model_validate(r.json())
+    assert bundle.type == "transaction"
+    first = bundle.entry[0]
+    assert first.resource.get_resource_type() == "Specimen"
+    assert first.resource.identifier[0].value == "SP-77"
+    assert first.request.ifNoneExist.endswith("|SP-77")
+    report = bundle.entry[1].resource
+    assert report.specimen[0].reference == first.fullUrl
+    assert all(e.request.method == "POST" for e in bundle.entry)
