@@ -98,7 +98,7 @@ def main() -> None:
         for i in range(args.outage):
             sign(http, csrf, f"DOWN-{i}", images[i % len(images)])
         time.sleep(max(0.0, args.down_seconds - (time.monotonic() - outage_start)))
-        before = len(lis.messages)
+        waiting = http.get("/deliveries?status=pending").json()["total"]
         lis = Lis(port).start()
         back = time.monotonic()
         deadline = back + 600
@@ -126,8 +126,9 @@ def main() -> None:
         f"finalise answer to the LIS receiving it: p50 **{np.percentile(delays, 50):.0f} ms**, "
         f"p99 **{np.percentile(delays, 99):.0f} ms**.",
         f"- {args.outage} specimens signed with the LIS down for {args.down_seconds:g} s "
-        f"({before} messages got through while it was down); after it came back the backlog "
-        f"drained in {drained:.1f} s: {len(accessions)} received, "
+        f"({waiting} pending when it came back); the backlog drained in {drained:.1f} s (the "
+        f"retry backoff sets this, not throughput: after a minute down a message's next try "
+        f"is up to a minute away): {len(accessions)} received, "
         f"{len(set(accessions))} distinct (nothing twice), "
         f"{args.outage - len(set(accessions))} missing, {status} still pending.",
         "",
