@@ -8,8 +8,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
-from app.accounts import COOKIE, Person, Unauthenticated, check_csrf, person_of
+from app.accounts import (
+    COOKIE,
+    Person,
+    Unauthenticated,
+    check_csrf,
+    person_of,
+    record_failure,
+    sign_in,
+)
 from app.db import Database
 from app.errors import TemporarilyUnavailable
 from app.security import configured_keys, given_keys, matches
@@ -73,3 +83,45 @@ def signed_in_person(request: Request) -> Person:
             "a reviewer must sign in (POST /auth/login) to do this; API keys cannot"
         )
     return person
+
+
+async def sign_in_request(request: Request, name: str, password: str) -> tuple[str, Person]:
+    """Sign ``name`` in for this request's client: (cookie token, person). A wrong name or
+    password is recorded (in its own transaction: the sign-in's is rolled back) and raised."""
+    db = database(request)
+    settings = request.app.state.settings
+    address = request.client.host if request.client else "unknown"
+
+    def work() -> tuple[str, Person]:
+        with db.session() as session:
+            return sign_in(
+                session,
+                name,
+                password,
+                address,
+                settings.session_hours,
+                settings.login_max_failures,
+                settings.login_window_s,
+            )
+
+    def failed() -> None:
+        with db.session() as session:
+            record_failure(session, name, address)
+
+    try:
+        return await run_in_threadpool(work)
+    except Unauthenticated:
+        await run_in_threadpool(failed)
+        raise
+
+
+def set_session_cookie(response: Response, token: str, settings: object) -> None:
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(settings.session_hours * 3600),  # type: ignore[attr-defined]
+        httponly=True,
+        samesite="strict",
+        secure=settings.cookie_secure,  # type: ignore[attr-defined]
+        path="/",
+    )

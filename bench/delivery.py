@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +22,7 @@ import numpy as np
 
 from bench.lis import Lis
 from bench.run import real_image_paths
-from bench.server import PROJECT, Server, free_port
+from bench.server import PROJECT, Server, add_reviewer, free_port
 from model_training import machine
 
 PASSWORD = "a long enough passphrase"
@@ -69,14 +66,7 @@ def main() -> None:
         "WBC_DELIVERY_POLL_S": "0.05",
         "WBC_DELIVERY_BACKOFF_S": "1",
     }
-    subprocess.run(
-        [sys.executable, "-m", "app", "user", "add", "bench"],
-        input=PASSWORD + "\n",
-        text=True,
-        check=True,
-        capture_output=True,
-        env={**os.environ, **env},
-    )
+    add_reviewer(env, "bench", PASSWORD)
     images = [p.read_bytes() for p in real_image_paths(50)]
     lis = Lis(port).start()
     with Server(env=env) as server, httpx.Client(base_url=server.url, timeout=60) as http:

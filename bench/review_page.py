@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,7 +20,7 @@ import httpx
 
 from bench.browser import chrome, wait_for
 from bench.run import real_image_paths
-from bench.server import PROJECT, Server
+from bench.server import PROJECT, Server, add_reviewer
 from model_training import machine
 
 PASSWORD = "a long enough passphrase"
@@ -39,14 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     db = Path(tempfile.mkdtemp()) / "wbc.sqlite3"
     env = {"WBC_DATABASE_URL": f"sqlite:///{db}"}
-    subprocess.run(
-        [sys.executable, "-m", "app", "user", "add", "alice"],
-        input=PASSWORD + "\n",
-        text=True,
-        check=True,
-        capture_output=True,
-        env={**os.environ, **env},
-    )
+    add_reviewer(env, "alice", PASSWORD)
     paths = real_image_paths(args.cells)
     with Server(env=env) as server, httpx.Client(base_url=server.url, timeout=120) as http:
         sid = http.post("/specimens", json={"accession": "H26-004211"}).json()["id"]

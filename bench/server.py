@@ -169,3 +169,17 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def add_reviewer(env: dict[str, str], name: str, password: str) -> None:
+    """``python -m app user add NAME`` with the password on standard input, against the
+    database ``env`` names (before or beside a server started with the same ``env``)."""
+    subprocess.run(
+        [sys.executable, "-m", "app", "user", "add", name],
+        input=password + "\n",
+        text=True,
+        check=True,
+        capture_output=True,
+        env={**os.environ, **env},
+        cwd=PROJECT,
+    )

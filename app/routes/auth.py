@@ -4,14 +4,13 @@ cookie and returns the CSRF token; POST /auth/logout ends the session; GET /auth
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.accounts import COOKIE, Unauthenticated, record_failure, sign_in, sign_out
-from app.actors import database, signed_in_person
+from app.accounts import COOKIE, sign_out
+from app.actors import database, set_session_cookie, sign_in_request, signed_in_person
 from app.errors import BadRequest, MissingField
 from app.schemas import ErrorResponse
 
@@ -74,43 +73,11 @@ async def login(request: Request) -> JSONResponse:
     """Sign a reviewer in: an HttpOnly, SameSite=Strict session cookie and, in the body, the
     CSRF token every change made with that cookie must send as ``X-CSRF-Token``."""
     name, password = await credentials(request)
-    db = database(request)
-    settings = request.app.state.settings
-    address = request.client.host if request.client else "unknown"
-
-    def work() -> Any:
-        with db.session() as session:
-            return sign_in(
-                session,
-                name,
-                password,
-                address,
-                settings.session_hours,
-                settings.login_max_failures,
-                settings.login_window_s,
-            )
-
-    def failed() -> None:
-        with db.session() as session:
-            record_failure(session, name, address)
-
-    try:
-        token, person = await run_in_threadpool(work)
-    except Unauthenticated:
-        await run_in_threadpool(failed)  # in its own transaction: the sign-in's rolled back
-        raise
+    token, person = await sign_in_request(request, name, password)
     response = JSONResponse(
         {"user": person.name, "role": person.role, "csrf_token": person.csrf_token}
     )
-    response.set_cookie(
-        COOKIE,
-        token,
-        max_age=int(settings.session_hours * 3600),
-        httponly=True,
-        samesite="strict",
-        secure=settings.cookie_secure,
-        path="/",
-    )
+    set_session_cookie(response, token, request.app.state.settings)
     return response
 
 

@@ -23,11 +23,9 @@ from app.accounts import (
     Unauthenticated,
     check_csrf,
     person_of,
-    record_failure,
-    sign_in,
     sign_out,
 )
-from app.actors import database
+from app.actors import database, set_session_cookie, sign_in_request
 from app.classifier import UNKNOWN
 from app.errors import ServiceError
 from wbc_core.classes import CLASSES
@@ -82,47 +80,17 @@ async def login_page(request: Request) -> Response:
 async def login_form(request: Request) -> Response:
     form = await request.form()
     name, password = str(form.get("username", ""))[:64], str(form.get("password", ""))[:1024]
-    db = database(request)
-    settings = request.app.state.settings
-    address = request.client.host if request.client else "unknown"
-
-    def work() -> tuple[str, Person]:
-        with db.session() as session:
-            return sign_in(
-                session,
-                name,
-                password,
-                address,
-                settings.session_hours,
-                settings.login_max_failures,
-                settings.login_window_s,
-            )
-
-    def failed() -> None:
-        with db.session() as session:
-            record_failure(session, name, address)
-
     try:
-        token, _ = await run_in_threadpool(work)
-    except Unauthenticated as exc:
-        await run_in_threadpool(failed)
+        token, _ = await sign_in_request(request, name, password)
+    except (Unauthenticated, TooManyFailures) as exc:
         return page(
-            request, "login.html", {"person": None, "error": exc.detail, "username": name}, 401
-        )
-    except TooManyFailures as exc:
-        return page(
-            request, "login.html", {"person": None, "error": exc.detail, "username": name}, 429
+            request,
+            "login.html",
+            {"person": None, "error": exc.detail, "username": name},
+            exc.status_code,
         )
     response = RedirectResponse("/review", status_code=303)
-    response.set_cookie(
-        COOKIE,
-        token,
-        max_age=int(settings.session_hours * 3600),
-        httponly=True,
-        samesite="strict",
-        secure=settings.cookie_secure,
-        path="/",
-    )
+    set_session_cookie(response, token, request.app.state.settings)
     response.headers.update(SECURITY_HEADERS)
     return response
 

@@ -119,6 +119,18 @@ async def in_db(request: Request, work: Any) -> Any:
         return conflict_response(exc)
 
 
+async def stored_crop(request: Request, specimen_id: int, cell_id: int) -> bytes:
+    """The PNG crop of a cell of this specimen (404 for any other cell)."""
+
+    def work(session: Any) -> bytes:
+        cell = session.get(sp.Cell, cell_id)
+        if cell is None or cell.specimen_id != specimen_id:
+            raise sp.NotFound(f"no cell {cell_id} in specimen {specimen_id}")
+        return cell.image_png
+
+    return await in_db(request, work)
+
+
 def parse_time(value: object) -> dt.datetime | None:
     if value is None:
         return None
@@ -235,14 +247,7 @@ async def cell_image(
     specimen_id: SpecimenId, cell_id: CellId, request: Request, actor: Actor = MachineOrPerson
 ) -> Response:
     """The stored 150x150 crop the network saw."""
-
-    def work(session: Any) -> bytes:
-        cell = session.get(sp.Cell, cell_id)
-        if cell is None or cell.specimen_id != specimen_id:
-            raise sp.NotFound(f"no cell {cell_id} in specimen {specimen_id}")
-        return cell.image_png
-
-    data = await in_db(request, work)
+    data = await stored_crop(request, specimen_id, cell_id)
     return Response(data, media_type="image/png", headers={"Cache-Control": "private"})
 
 
@@ -259,14 +264,7 @@ async def cell_explain(
     actor: Actor = MachineOrPerson,
 ) -> Response:
     """Grad-CAM of the served model's predicted class over the stored crop."""
-
-    def work(session: Any) -> bytes:
-        cell = session.get(sp.Cell, cell_id)
-        if cell is None or cell.specimen_id != specimen_id:
-            raise sp.NotFound(f"no cell {cell_id} in specimen {specimen_id}")
-        return cell.image_png
-
-    data = await in_db(request, work)
+    data = await stored_crop(request, specimen_id, cell_id)
     crop = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     png, _ = await run_in_threadpool(overlay_png, classifier.predictor, crop)
     return Response(png, media_type="image/png", headers={"Cache-Control": "private"})

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +21,7 @@ from fastapi.testclient import TestClient
 from app.accounts import add_user
 from app.main import create_app
 from bench.lis import Lis
-from bench.server import Server, free_port
+from bench.server import Server, add_reviewer, free_port
 from tests.app.conftest import make_settings
 from tests.app.test_specimens import jpeg
 from tests.postgres import binaries, postgres_server
@@ -135,14 +133,7 @@ def test_a_report_signed_just_before_sigkill_is_delivered_after_the_restart(
         "WBC_DELIVERY_BACKOFF_S": "0.2",
         "WBC_DELIVERY_POLL_S": "0.05",
     }
-    subprocess.run(
-        [sys.executable, "-m", "app", "user", "add", "dana"],
-        input=PASSWORD + "\n",
-        text=True,
-        check=True,
-        capture_output=True,
-        env={**os.environ, **env},
-    )
+    add_reviewer(env, "dana", PASSWORD)
     with Server(env=env) as server:
         http = httpx.Client(base_url=server.url, timeout=30)
         sid = http.post("/specimens", json={"accession": "KILLED-1"}).json()["id"]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import httpx
 import pytest
 
 from bench.browser import chrome, wait_for
-from bench.server import Server
+from bench.server import Server, add_reviewer
 
 KEY = "page-key"
 PASSWORD = "a long enough passphrase"
@@ -46,14 +44,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator
         "WBC_DATABASE_URL": f"sqlite:///{db}",
     }
     for name in ("alice", "bob"):
-        subprocess.run(
-            [sys.executable, "-m", "app", "user", "add", name],
-            input=PASSWORD + "\n",
-            text=True,
-            check=True,
-            capture_output=True,
-            env={**os.environ, **env},
-        )
+        add_reviewer(env, name, PASSWORD)
     with Server(env=env) as running:
         yield running
 

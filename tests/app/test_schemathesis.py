@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.server import Server
+from bench.server import Server, add_reviewer
 from tests.conftest import PROJECT
 
 KEY = "fuzz-api-key"
@@ -39,14 +39,9 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         "WBC_ADMIN_KEY": ADMIN,
         "WBC_DATABASE_URL": f"sqlite:///{tmp_path / 'wbc.sqlite3'}",
     }
-    subprocess.run(  # a reviewer, for the routes only a signed-in person may call
-        [sys.executable, "-m", "app", "user", "add", "fuzz"],
-        input="a long enough passphrase\n",
-        text=True,
-        check=True,
-        capture_output=True,
-        env={**os.environ, **env},
-    )
+    add_reviewer(
+        env, "fuzz", "a long enough passphrase"
+    )  # a reviewer, for the routes only a signed-in person may call
     with Server(env=env) as server:
         login = httpx.post(
             f"{server.url}/auth/login",

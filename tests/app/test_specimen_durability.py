@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.server import Server
+from bench.server import Server, add_reviewer
 from tests.app.test_specimens import jpeg
 from tests.postgres import binaries, postgres_server
 
@@ -22,19 +22,8 @@ KEY = "durability-key"
 PASSWORD = "a long enough passphrase"
 
 
-def add_reviewer(env: dict[str, str]) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "app", "user", "add", "carol", "--role", "reviewer"],
-        input=PASSWORD + "\n",
-        text=True,
-        check=True,
-        capture_output=True,
-        env={**os.environ, **env},
-    )
-
-
 def run_and_kill(env: dict[str, str]) -> None:
-    add_reviewer(env)
+    add_reviewer(env, "carol", PASSWORD)
     with Server(env=env) as server:
         http = httpx.Client(base_url=server.url, timeout=30)
         machine = {"X-API-Key": KEY}
