@@ -30,6 +30,23 @@ OUTSIDE_DOMAIN = {
 }
 
 
+# What every DiagnosticReport here is: a laboratory auto differential panel.
+REPORT_KIND: dict[str, Any] = {
+    "category": [
+        {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/v2-0074",
+                    "code": "LAB",
+                    "display": "Laboratory",
+                }
+            ]
+        }
+    ],
+    "code": {"coding": [{"system": LOINC, "code": PANEL[0], "display": PANEL[1]}]},
+}
+
+
 def _ref(resource_type: str, value: str | None) -> dict[str, str] | None:
     if not value:
         return None
@@ -140,18 +157,7 @@ def differential_bundle(
         "resourceType": "DiagnosticReport",
         "id": str(uuid.uuid4()),
         "status": status,
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/v2-0074",
-                        "code": "LAB",
-                        "display": "Laboratory",
-                    }
-                ]
-            }
-        ],
-        "code": {"coding": [{"system": LOINC, "code": PANEL[0], "display": PANEL[1]}]},
+        **REPORT_KIND,
         "issued": now,
         "effectiveDateTime": now,
         "result": [{"reference": f"urn:uuid:{o['id']}"} for o in observations],
@@ -256,18 +262,7 @@ def specimen_bundle(
         "id": str(uuid.uuid4()),
         "identifier": [identifier],
         "status": status,
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/v2-0074",
-                        "code": "LAB",
-                        "display": "Laboratory",
-                    }
-                ]
-            }
-        ],
-        "code": {"coding": [{"system": LOINC, "code": PANEL[0], "display": PANEL[1]}]},
+        **REPORT_KIND,
         "issued": now,
         "effectiveDateTime": specimen.get("collected_at") or now,
         "specimen": [specimen_ref],
