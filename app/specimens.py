@@ -58,8 +58,8 @@ def check_patient(value: object) -> str | None:
 def check_version(value: object) -> int:
     if value is None:
         raise MissingField("version is required: the specimen's version you last read")
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidField("version must be a positive integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 2**31 - 1:
+        raise InvalidField("version must be a positive integer (the specimen's version)")
     return value
 
 

@@ -48,7 +48,12 @@ def body_of(schema: dict[str, Any], example: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-VERSION = {"type": "integer", "minimum": 1, "description": "the version you last read"}
+VERSION = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": 2**31 - 1,
+    "description": "the version you last read",
+}
 CREATE_BODY = body_of(
     {
         "type": "object",
