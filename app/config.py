@@ -100,6 +100,13 @@ class Settings(BaseSettings):
         description="`host:port` of the LIS's HL7 v2 MLLP listener: each signed report is "
         "sent there as ORU^R01 (docs/lis-delivery.md)",
     )
+    hl7_listen_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="a port on which to take HL7 v2 ORM^O01/OML^O21 orders over MLLP and "
+        "open their specimens (off when unset; docs/lis-delivery.md)",
+    )
     fhir_base_url: str | None = Field(
         None,
         description="a FHIR R4 base URL: each signed report is POSTed there as a "

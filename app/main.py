@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
-from app import delivery
+from app import delivery, orders
 from app.admission import AdmissionMiddleware
 from app.config import Settings, get_settings
 from app.db import Database, database_url, upgrade
@@ -59,9 +59,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     install_reload_signal(app, settings)
     watcher = asyncio.create_task(watch_reloads(app, settings))
     deliverer = asyncio.create_task(delivery.run(app))  # the outbox to the LIS
+    listener = asyncio.create_task(orders.serve(app))  # orders from the LIS, when enabled
     yield
     watcher.cancel()
     deliverer.cancel()
+    listener.cancel()
     MODEL_READY.set(0)
     if getattr(app.state, "db", None) is not None:
         app.state.db.dispose()

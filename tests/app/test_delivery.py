@@ -294,3 +294,111 @@ def test_the_service_classifies_when_its_database_cannot_open(
         assert r.status_code == 200
         r = client.post("/specimens", json={"accession": "X-1"})
         assert r.status_code == 503 and "database" in r.json()["detail"]
+
+
+ORDER = (
+    "MSH|^~\\&|LIS|LAB|WBC|LAB|20261206120000||{kind}|{control}|P|2.5.1\r"
+    "PID|||PAT-9||DOE^JANE\r"
+    "ORC|NW|PLC-1|{accession}\r"
+    "OBR|1|PLC-1|{accession}|57023-4^Auto Differential panel - Blood^LN\r"
+)
+
+
+def send_order(port: int, text: str) -> str:
+    """One MLLP exchange: the order out, the ACK's MSA segment back."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"\x0b" + text.encode() + b"\x1c\x0d")
+        reply = b""
+        while b"\x1c\x0d" not in reply:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    from hl7apy.parser import parse_message
+
+    ack = parse_message(reply.strip(b"\x0b\x1c\x0d").decode(), find_groups=False)
+    return f"{ack.msa.msa_1.value}|{ack.msa.msa_2.value}|{ack.msa.msa_3.value}"
+
+
+def test_an_order_from_the_lis_opens_its_specimen_once(tiny_model: Path, tmp_path: Path) -> None:
+    """WBC_HL7_LISTEN_PORT: an ORM^O01 over MLLP opens the specimen its accession names and
+    is acknowledged AA; the same order again gets AA and no twin; what is not a usable
+    order gets AE with the reason."""
+    port = free_port()
+    app = create_app(
+        make_settings(
+            tiny_model, hl7_listen_port=port, database_url=f"sqlite:///{tmp_path / 'wbc.sqlite3'}"
+        )
+    )
+    with TestClient(app) as client:
+        order = ORDER.format(kind="ORM^O01^ORM_O01", control="MSG1", accession="ORD-77")
+        wait_until(lambda: _listening(port))
+        first = send_order(port, order)
+        assert first.startswith("AA|MSG1|specimen ")
+        assert send_order(port, order.replace("MSG1", "MSG2")) == "AA|MSG2|" + first[8:]
+        listed = client.get("/specimens?accession=ORD-77").json()
+        assert listed["total"] == 1 and listed["specimens"][0]["patient"] == "PAT-9"
+        oml = ORDER.format(kind="OML^O21^OML_O21", control="MSG3", accession="ORD-78")
+        assert send_order(port, oml).startswith("AA|MSG3|")
+        adt = ORDER.format(kind="ADT^A01^ADT_A01", control="MSG4", accession="ORD-79")
+        assert send_order(port, adt).startswith("AE|MSG4|not an order")
+        bad = ORDER.format(kind="ORM^O01^ORM_O01", control="MSG5", accession="bad accession!")
+        assert send_order(port, bad).startswith("AE|MSG5|accession must be")
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_a_destination_that_never_answers_does_not_hold_up_the_api(
+    tiny_model: Path, tmp_path: Path, cell_jpeg: bytes
+) -> None:
+    """Sending runs outside the classification threads: with one work thread and a LIS
+    that takes the message and never acknowledges it, /predict (sent to a work thread)
+    answers long before the delivery's 10 s timeout."""
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(8)  # accepts connections (the kernel does), never reads or answers
+    port = holder.getsockname()[1]
+    settings = make_settings(
+        tiny_model,
+        database_url=f"sqlite:///{tmp_path / 'wbc.sqlite3'}",
+        hl7_mllp_address=f"127.0.0.1:{port}",
+        delivery_timeout_s=10,
+        delivery_poll_s=0.05,
+        work_threads=1,
+        inline_max_pixels=0,
+    )
+    app = create_app(settings)
+    try:
+        with TestClient(app) as client:
+            with app.state.db.session() as session:
+                add_user(session, "dana", "reviewer", PASSWORD)
+            signed_specimen(client, "SLOW-1", {})
+            wait_until(lambda: any(d["attempts"] >= 1 for d in deliveries(client)))
+            answers: list[int] = []
+
+            def predict() -> None:
+                for _ in range(5):  # each would wait for the stuck send if it shared a thread
+                    r = client.post(
+                        "/predict", content=cell_jpeg, headers={"content-type": "image/jpeg"}
+                    )
+                    answers.append(r.status_code)
+
+            asking = threading.Thread(target=predict)
+            asking.start()
+            asking.join(6)  # not a speed goal: blocked, they would wait out the 10 s send
+            assert answers == [200] * 5
+            assert deliveries(client)[0]["status"] == "pending"  # still waiting on the LIS
+    finally:
+        holder.close()
