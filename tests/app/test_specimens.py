@@ -377,3 +377,21 @@ def test_reviewed_cells_of_final_specimens_become_training_data(
     assert first["final_label"] == "eosinophil" and first["reviewer"] == "alice"
     assert first["file"].startswith("eosinophil/")
     assert Image.open(tmp_path / first["file"]).size == (150, 150)
+
+
+def test_images_over_the_limits_are_refused_and_nothing_is_stored(
+    service: TestClient,
+) -> None:
+    """The upload limits of every other route apply: more files than WBC_MAX_BATCH, or a
+    file over WBC_MAX_IMAGE_BYTES, is a 413 and the specimen keeps no cell of it."""
+    sid = service.post("/specimens", json={"accession": "ACC-LIMITS"}, headers=MACHINE).json()["id"]
+    limit = service.app.state.settings.max_batch
+    many = [("files", (f"{i}.jpg", jpeg(i), "image/jpeg")) for i in range(limit + 1)]
+    r = service.post(f"/specimens/{sid}/images", files=many, headers=MACHINE)
+    assert r.status_code == 413 and r.json()["detail"]
+    big = service.app.state.settings.max_image_bytes + 1
+    r = service.post(
+        f"/specimens/{sid}/images", files=[("files", ("big.jpg", b"\xff" * big))], headers=MACHINE
+    )
+    assert r.status_code == 413
+    assert service.get(f"/specimens/{sid}", headers=MACHINE).json()["cells"] == []
