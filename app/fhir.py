@@ -249,10 +249,9 @@ def specimen_bundle(
     if specimen.get("collected_at"):
         specimen_res["collection"] = {"collectedDateTime": specimen["collected_at"]}
     specimen_ref = {"reference": f"urn:uuid:{specimen_res['id']}"}
-    obs_status = "final" if status == "final" else status
     observations = []
     for cls in LOINC_CODES:
-        obs = observation(cls, diff["counts"][cls], diff["classified"], obs_status, now, device, [])
+        obs = observation(cls, diff["counts"][cls], diff["classified"], status, now, device, [])
         obs["specimen"] = specimen_ref
         if subject:
             obs["subject"] = subject

@@ -19,7 +19,6 @@ from typing import Any
 from sqlalchemy import select
 
 from app import specimens as sp
-from app.errors import ServiceError
 from app.records import Specimen
 
 log = logging.getLogger("app.orders")
@@ -28,10 +27,8 @@ ORDER_TYPES = ("ORM^O01", "OML^O21")
 
 
 def _field(segments: dict[str, list[str]], name: str, index: int) -> str:
-    fields = segments.get(name)
-    if not fields or len(fields) <= index:
-        return ""
-    return fields[index].split("^")[0].strip()
+    """The first component of field ``index`` of segment ``name`` ("" when absent)."""
+    return (_field_parts(segments, name, index) or [""])[0].strip()
 
 
 def read_order(text: str) -> tuple[str, str, str | None]:
@@ -105,7 +102,7 @@ async def handle(app: Any, reader: asyncio.StreamReader, writer: asyncio.StreamW
                     raise ValueError("the database is not available")
                 sid = await asyncio.to_thread(open_specimen, db, accession, patient)
                 writer.write(ack(control, "AA", f"specimen {sid}"))
-            except (ValueError, ServiceError, Exception) as exc:  # noqa: BLE001 - answered AE
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the LIS gets an AE
                 detail = getattr(exc, "detail", None) or str(exc)
                 log.warning("order refused: %s", detail[:200])
                 writer.write(ack(control, "AE", detail))

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from app.fhir import specimen_bundle
 from app.hl7 import oru_r01
-from app.records import Delivery, Specimen, now
+from app.records import Delivery, Specimen, iso, now
 
 REPORT_SYSTEM = "urn:wbc-classifier:report"  # the identifier of each report sent
 
@@ -129,8 +129,8 @@ def as_json(d: Delivery) -> dict[str, Any]:
         "report_status": d.report_status,
         "status": d.status,
         "attempts": d.attempts,
-        "next_attempt_at": d.next_attempt_at.isoformat() if d.next_attempt_at else None,
+        "next_attempt_at": iso(d.next_attempt_at),
         "last_error": d.last_error,
-        "created_at": d.created_at.isoformat() if d.created_at else None,
-        "delivered_at": d.delivered_at.isoformat() if d.delivered_at else None,
+        "created_at": iso(d.created_at),
+        "delivered_at": iso(d.delivered_at),
     }

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.classifier import UNKNOWN
 from app.errors import InvalidField, MissingField, ServiceError
-from app.records import AuditEvent, Cell, Specimen, now
+from app.records import AuditEvent, Cell, Specimen, iso, now
 from wbc_core.classes import CLASSES
 
 ACCESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -296,12 +296,6 @@ def differential(specimen: Specimen) -> dict[str, Any]:
         "flagged": sum(1 for c in specimen.cells if c.review_reasons),
         "reclassified": sum(1 for c in specimen.cells if c.label != c.machine_label),
     }
-
-
-def iso(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat(timespec="seconds")
 
 
 def summary(specimen: Specimen) -> dict[str, Any]:

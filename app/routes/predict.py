@@ -71,6 +71,18 @@ CELLS = Query(
 )
 
 
+def prepare_upload(classifier: Any, upload: Upload, every_cell: bool) -> list[Any] | dict[str, Any]:
+    """The crops of one uploaded file (every white cell's, or the most prominent one's), or
+    the error entry that takes its place in a batch's answer when it is refused."""
+    try:
+        if every_cell:
+            return classifier.prepare_cells(upload.data)
+        return [classifier.prepare(upload.data)]
+    except ServiceError as exc:
+        REJECTED.labels(str(exc.status_code)).inc()
+        return {"filename": upload.filename, "error": exc.detail, "status": exc.status_code}
+
+
 def classify_many(
     classifier: Any, uploads: list[Upload], every_cell: bool = False
 ) -> list[dict[str, Any]]:
@@ -80,17 +92,9 @@ def classify_many(
     prepared: list[Any] = []
     results: list[dict[str, Any]] = []
     for upload in uploads:
-        try:
-            crops = (
-                classifier.prepare_cells(upload.data)
-                if every_cell
-                else [classifier.prepare(upload.data)]
-            )
-        except ServiceError as exc:
-            REJECTED.labels(str(exc.status_code)).inc()
-            results.append(
-                {"filename": upload.filename, "error": exc.detail, "status": exc.status_code}
-            )
+        crops = prepare_upload(classifier, upload, every_cell)
+        if isinstance(crops, dict):
+            results.append(crops)
             continue
         if every_cell:
             results += [

@@ -22,13 +22,13 @@ from app.accounts import Person
 from app.actors import Actor, database, machine_or_person, signed_in_person
 from app.classifier import Classifier
 from app.deps import ClassifierDep, SettingsDep
-from app.errors import BadRequest, InvalidField, ServiceError
+from app.errors import BadRequest, InvalidField
 from app.explain import overlay_png
 from app.fhir import specimen_bundle
 from app.hl7 import MEDIA_TYPE as HL7_MEDIA_TYPE
 from app.hl7 import oru_r01
 from app.openapi import ERRORS, image_body
-from app.routes.predict import CELLS
+from app.routes.predict import CELLS, prepare_upload
 from app.uploads import Upload, read_files
 
 router = APIRouter(prefix="/specimens", tags=["specimens"])
@@ -180,16 +180,9 @@ def classify_for_storage(
     """(source, crop, classification) of every cell, and the files that were refused."""
     prepared, sources, rejected = [], [], []
     for upload in uploads:
-        try:
-            crops = (
-                classifier.prepare_cells(upload.data)
-                if every_cell
-                else [classifier.prepare(upload.data)]
-            )
-        except ServiceError as exc:
-            rejected.append(
-                {"filename": upload.filename, "error": exc.detail, "status": exc.status_code}
-            )
+        crops = prepare_upload(classifier, upload, every_cell)
+        if isinstance(crops, dict):
+            rejected.append(crops)
             continue
         prepared += crops
         sources += [upload.filename] * len(crops)
