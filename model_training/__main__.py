@@ -15,10 +15,13 @@ from model_training.recipe import Augmentation
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# wbc_core.network.ARCHS, spelt out so that --help needs no keras import (a test checks)
+ARCH_CHOICES = ("wbc", "wbc-fine", "wbc-robust", "paper", "tiny")
+
 
 def add_recipe(parser: argparse.ArgumentParser) -> None:
     """The training recipe's options, shared by ``train`` and ``cv``."""
-    parser.add_argument("--arch", choices=("wbc", "wbc-fine", "paper", "tiny"), default="wbc")
+    parser.add_argument("--arch", choices=ARCH_CHOICES, default="wbc")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=42)
@@ -158,7 +161,7 @@ def add_site_commands(sub: argparse._SubParsersAction) -> None:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--data", action="append", required=True, help=SITE_HELP)
-        p.add_argument("--arch", choices=("wbc", "wbc-fine", "paper", "tiny"), default="wbc")
+        p.add_argument("--arch", choices=ARCH_CHOICES, default="wbc")
         p.add_argument("--epochs", type=int, default=14)
         p.add_argument(
             "--steps-per-epoch",
@@ -171,6 +174,16 @@ def add_site_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
         p.add_argument("--max-minutes", type=float, default=None)
         p.add_argument("--no-grey", action="store_true", help="no grey crops in training")
+        p.add_argument(
+            "--grey", type=float, default=None, help="share of crops made grey (default 0.1)"
+        )
+        p.add_argument(
+            "--lowres",
+            type=float,
+            default=None,
+            help="crops shrunk by up to this factor and enlarged back, half the time "
+            "(default 1: off)",
+        )
         p.add_argument(
             "--label-smoothing",
             type=float,
@@ -222,7 +235,13 @@ def run_site_command(args: argparse.Namespace, argv: list[str] | None) -> None:
     from model_training import multisite
     from model_training.augment import SiteAugmentation
 
-    aug = replace(SiteAugmentation(), grey=0.0) if args.no_grey else SiteAugmentation()
+    aug = SiteAugmentation()
+    if args.no_grey:
+        aug = replace(aug, grey=0.0)
+    if args.grey is not None:
+        aug = replace(aug, grey=args.grey)
+    if args.lowres is not None:
+        aug = replace(aug, lowres=args.lowres)
     common = {
         "arch": args.arch,
         "epochs": args.epochs,

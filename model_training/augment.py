@@ -6,8 +6,9 @@ drawn at random for every training crop.
 - stain: optical-density jitter along a stain matrix (Tellez et al. 2018, "HED"
   augmentation: each stain's amount scaled and shifted), then hue, saturation,
   brightness, contrast and a camera gamma (``augment``);
-- optics and camera: Gaussian blur of random strength, sensor noise, JPEG re-compression
-  at a random quality, an occasional grey image (colour cannot be all the network uses);
+- optics and camera: Gaussian blur of random strength, a lower resolution, sensor noise,
+  JPEG re-compression at a random quality, an occasional grey image (colour cannot be
+  all the network uses);
 - scale and framing: a random zoom of the crop (the cell fills from about 30% to 100% of
   it, as at other magnifications or in a tightly cropped single-cell export) and a shift;
 - orientation: flips and quarter turns (a cell has none).
@@ -187,6 +188,8 @@ class SiteAugmentation:
     # 1/1.5 of the crop as served, fills it at 0.67 and a third of it at 2.2
     shift: float = 0.08  # crop centre moved by up to this share of its side
     blur: float = 1.5  # Gaussian blur sigma up to this (pixels of the 150 crop), half the time
+    lowres: float = 1.0  # the crop shrunk by up to this factor and enlarged back, half the
+    # time: a camera with fewer pixels per cell (1: never)
     noise: float = 6.0  # sensor noise sigma up to this (0..255)
     jpeg: tuple[int, int] = (30, 95)  # JPEG quality range, half the time
     grey: float = 0.1  # share of crops made grey
@@ -215,6 +218,14 @@ def gaussian_blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
     return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")[0]
 
 
+def low_resolution(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """``image`` [H, W, 3] as a camera with ``factor`` times fewer pixels would have taken
+    it: shrunk (area average) and enlarged back (bilinear)."""
+    side = tf.cast(tf.round(IMAGE_SIZE / factor), tf.int32)
+    small = tf.image.resize(image, [side, side], method="area")
+    return tf.image.resize(small, [IMAGE_SIZE, IMAGE_SIZE], method="bilinear")
+
+
 def zoom_shift(image: tf.Tensor, zoom: tuple[float, float], shift: float) -> tf.Tensor:
     """A random zoom (crop side x a log-uniform factor in ``zoom``) and shift; what falls
     outside the crop is slide-background grey."""
@@ -241,6 +252,11 @@ def augment_image(
         sigma = tf.random.uniform([], 0.0, aug.blur)
         image = tf.cond(
             tf.random.uniform([]) < 0.5, lambda: gaussian_blur(image, sigma), lambda: image
+        )
+    if aug.lowres > 1:
+        factor = tf.random.uniform([], 1.0, aug.lowres)
+        image = tf.cond(
+            tf.random.uniform([]) < 0.5, lambda: low_resolution(image, factor), lambda: image
         )
     if aug.noise > 0:
         sigma = tf.random.uniform([], 0.0, aug.noise)

@@ -12,7 +12,7 @@ from keras import layers
 from wbc_core.preprocessing import IMAGE_SIZE
 
 NUM_CLASSES = 4
-ARCHS = ("wbc", "wbc-fine", "paper", "tiny")
+ARCHS = ("wbc", "wbc-fine", "wbc-robust", "paper", "tiny")
 FEATURES = "features"  # the penultimate layer: the network's description of the cell
 
 
@@ -77,6 +77,27 @@ def _wbc(inputs: keras.KerasTensor, fine: bool = False) -> keras.KerasTensor:
     return layers.Dropout(0.3)(x)
 
 
+def _lab_neutral(x: keras.KerasTensor) -> keras.KerasTensor:
+    """What ``wbc-robust`` puts before ``wbc``: the crop as any laboratory's would look.
+
+    - a fixed low-pass (two 3x3 means, about a Gaussian of sigma 1.2 pixels): a sharp
+      camera's crop (PBC's, cut from a 360-pixel image) and a blurry one (Kaggle's,
+      upsampled from about 100 pixels) keep the same detail, so sharpness cannot stand in
+      for granules;
+    - each channel of each crop standardised over the image (mean 0, standard deviation
+      1): another stain's or camera's overall colour, brightness and contrast are taken
+      out before any weight sees them, what differs within the crop is kept. The
+      epsilon (1e-3 on the 0-1 scale, a standard deviation of about 0.03) is a floor:
+      a nearly flat crop is not blown up into noise.
+
+    Built-in layers only (no weights), so the SavedModel, the TFLite model and Grad-CAM
+    on the last feature maps work as for ``wbc``.
+    """
+    x = layers.AveragePooling2D(3, strides=1, padding="same")(x)
+    x = layers.AveragePooling2D(3, strides=1, padding="same")(x)
+    return layers.LayerNormalization(axis=(1, 2), epsilon=1e-3, center=False, scale=False)(x)
+
+
 def _tiny(inputs: keras.KerasTensor) -> keras.KerasTensor:
     """A few-thousand-parameter network for tests."""
     x = layers.Conv2D(8, 3, strides=4, activation="relu")(inputs)
@@ -104,6 +125,7 @@ def make_model(arch: str = "wbc", image_size: int = IMAGE_SIZE) -> keras.Model:
         "paper": _paper,
         "wbc": _wbc,
         "wbc-fine": lambda x: _wbc(x, fine=True),
+        "wbc-robust": lambda x: _wbc(_lab_neutral(x)),
         "tiny": _tiny,
     }
     if arch not in builders:

@@ -45,3 +45,27 @@ def test_command_line_offers_every_arch() -> None:
     add_recipe(parser)
     arch = next(a for a in parser._actions if a.dest == "arch")
     assert tuple(arch.choices) == ARCHS
+
+
+def test_robust_arch_ignores_a_laboratory_wide_colour_cast() -> None:
+    """``wbc-robust`` standardises each channel of each crop before any weight: another
+    lab's brightness, contrast and colour balance (a per-channel gain and offset) leave
+    the cell's description as it was; the plain network's changes with them."""
+    import keras
+
+    from wbc_core.network import FEATURES
+
+    rng = np.random.default_rng(1)
+    # cell-sized structure (a 10x10 pattern enlarged), not pixel noise the low-pass removes
+    coarse = rng.uniform(0, 255, (2, 10, 10, 3)).astype("float32")
+    images = np.repeat(np.repeat(coarse, 15, axis=1), 15, axis=2)
+    cast = images * np.array([0.6, 0.9, 1.2], "float32") + np.array([40, -10, 5], "float32")
+    change = {}
+    for arch in ("wbc-robust", "wbc"):
+        model = make_model(arch)
+        features = keras.Model(model.input, model.get_layer(FEATURES).output)
+        a = np.asarray(features(images, training=False))
+        b = np.asarray(features(cast, training=False))
+        change[arch] = np.linalg.norm(a - b) / np.linalg.norm(a)
+    assert change["wbc-robust"] < 0.02 and change["wbc"] > 0.1, change
+    assert make_model("wbc-robust").count_params() == make_model("wbc").count_params()

@@ -186,3 +186,18 @@ def test_committed_pbc_split_is_the_seeded_one() -> None:
     root = real_data("WBC_PBC_DIR", "pbc", "monocyte")
     committed = read_split(sites.split_path("pbc"))
     assert committed == dict(make_split(root, seed=0))
+
+
+def test_low_resolution_keeps_the_crop_size_and_loses_fine_detail() -> None:
+    import tensorflow as tf
+
+    from model_training.augment import low_resolution
+
+    stripes = np.zeros((150, 150, 3), np.float32)
+    stripes[:, ::2] = 255.0  # detail at the finest scale a camera can record
+    out = low_resolution(tf.constant(stripes), tf.constant(3.0)).numpy()
+    assert out.shape == (150, 150, 3)
+    assert abs(out.mean() - stripes.mean()) < 2  # brightness kept
+    assert out.std() < 0.3 * stripes.std()  # stripes mostly averaged away
+    same = low_resolution(tf.constant(stripes), tf.constant(1.0)).numpy()
+    np.testing.assert_allclose(same, stripes, atol=1e-3)  # factor 1: untouched
