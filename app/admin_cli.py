@@ -10,7 +10,7 @@ import time
 from sqlalchemy.exc import OperationalError
 
 from app.config import get_settings
-from app.db import Database, database_url, upgrade
+from app.db import Database, database_url, migrate_embedded, upgrade
 
 
 def main(argv: list[str]) -> int:
@@ -55,8 +55,7 @@ def main(argv: list[str]) -> int:
         return 0
     from app.accounts import add_user, delete_user
 
-    if url.startswith("sqlite"):
-        upgrade(url)  # the embedded default is migrated wherever it is opened
+    migrate_embedded(url)
     database = Database(url)
     if not database.is_current():
         print(

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from app import delivery, orders
 from app.admission import AdmissionMiddleware
 from app.config import Settings, get_settings
-from app.db import Database, database_url, upgrade
+from app.db import Database, database_url, migrate_embedded
 from app.errors import ServiceError, service_error_handler, validation_error_handler
 from app.lifecycle import install_reload_signal, load_model, watch_reloads
 from app.middleware import RequestContextMiddleware
@@ -76,8 +76,7 @@ def open_database(app: FastAPI, settings: Settings) -> None:
     app.state.db, app.state.db_error = None, None
     try:
         url = database_url(settings.database_url, settings.store_dir)
-        if url.startswith("sqlite"):
-            upgrade(url)
+        migrate_embedded(url)
         db = Database(url)
         if not db.is_current():
             db.dispose()

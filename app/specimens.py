@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import func, select, update
+from sqlalchemy import String, case, cast, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -352,6 +352,50 @@ def listing(
         "limit": limit,
         "offset": offset,
         "specimens": [summary(s) for s in rows],
+    }
+
+
+SIGNED_PER_PAGE = 100  # signed specimens on one page of the review work list
+
+
+def worklist(session: Session, signed_offset: int = 0) -> dict[str, Any]:
+    """The review work list: every open specimen, oldest first, then a page of the signed
+    ones, newest first; each with its number of cells and of flagged cells, counted by the
+    database (no cell is loaded)."""
+    open_rows = list(
+        session.scalars(
+            select(Specimen).where(Specimen.status == "open").order_by(Specimen.created_at)
+        )
+    )
+    signed = select(Specimen).where(Specimen.status != "open")
+    signed_total = session.scalar(select(func.count()).select_from(signed.subquery())) or 0
+    signed_rows = list(
+        session.scalars(
+            signed.order_by(Specimen.id.desc()).limit(SIGNED_PER_PAGE).offset(signed_offset)
+        )
+    )
+    rows = open_rows + signed_rows
+    flagged = case((cast(Cell.review_reasons, String) != "[]", 1), else_=0)
+    counts = {
+        specimen_id: (cells, int(flags or 0))
+        for specimen_id, cells, flags in session.execute(
+            select(Cell.specimen_id, func.count(), func.sum(flagged))
+            .where(Cell.specimen_id.in_([s.id for s in rows]))
+            .group_by(Cell.specimen_id)
+        )
+    }
+    return {
+        "specimens": [
+            {
+                **summary(s),
+                "cells": counts.get(s.id, (0, 0))[0],
+                "flagged": counts.get(s.id, (0, 0))[1],
+            }
+            for s in rows
+        ],
+        "signed_total": signed_total,
+        "signed_offset": signed_offset,
+        "signed_shown": len(signed_rows),
     }
 
 

@@ -128,35 +128,30 @@ def age(created: str | None) -> str:
 
 
 @router.get("/review", response_class=HTMLResponse)
-async def worklist(request: Request) -> Response:
+async def worklist(request: Request, signed_offset: int = 0) -> Response:
     person = await run_in_threadpool(current_person, request)
     if person is None:
         return to_login()
+    offset = min(max(signed_offset, 0), 1_000_000_000)
 
-    def work() -> list[dict[str, Any]]:
+    def work() -> dict[str, Any]:
         with database(request).session() as session:
-            rows = session.query(sp.Specimen).all()
-            out = []
-            for s in rows:
-                out.append(
-                    {
-                        **sp.summary(s),
-                        "cells": len(s.cells),
-                        "flagged": sum(1 for c in s.cells if c.review_reasons),
-                    }
-                )
-            return out
+            return sp.worklist(session, offset)
 
-    rows = await run_in_threadpool(work)
-    rows.sort(
-        key=lambda r: (
-            r["status"] != "open",
-            r["created_at"] if r["status"] == "open" else "~" + str(-r["id"]),
-        )
-    )
-    for r in rows:
+    listing = await run_in_threadpool(work)
+    for r in listing["specimens"]:
         r["age"] = age(r["created_at"])
-    return page(request, "worklist.html", {"person": person, "specimens": rows})
+    end = offset + listing["signed_shown"]
+    return page(
+        request,
+        "worklist.html",
+        {
+            "person": person,
+            **listing,
+            "newer": max(offset - sp.SIGNED_PER_PAGE, 0) if offset > 0 else None,
+            "older": end if end < listing["signed_total"] else None,
+        },
+    )
 
 
 def gallery(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -296,6 +296,35 @@ def test_listing_filters_and_pages(service: TestClient) -> None:
     assert service.get("/specimens?status=odd", headers=MACHINE).status_code == 422
 
 
+def test_the_review_work_list_counts_cells_in_the_database_and_pages_signed_ones(
+    service: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app import specimens as sp
+
+    a = new_specimen(service, "WORK-A", images=3)
+    b = new_specimen(service, "WORK-B", images=2)
+    csrf = sign_in(service)
+    signed = service.post(
+        f"/specimens/{b['id']}/finalise", json={"version": b["version"]}, headers=csrf
+    )
+    assert signed.status_code == 200
+    monkeypatch.setattr(sp, "SIGNED_PER_PAGE", 1)
+    with service.app.state.db.session() as session:  # type: ignore[attr-defined]
+        first = sp.worklist(session)
+        second = sp.worklist(session, signed_offset=1)
+    rows = {r["accession"]: r for r in first["specimens"]}
+    statuses = [r["status"] for r in first["specimens"]]
+    assert statuses == sorted(statuses, key=lambda x: x != "open")  # open ones first
+    cells = service.get(f"/specimens/{a['id']}", headers=MACHINE).json()["cells"]
+    assert rows["WORK-A"]["cells"] == len(cells) == 3
+    assert rows["WORK-A"]["flagged"] == sum(1 for c in cells if c["review_reasons"])
+    # one signed specimen a page: the newest (WORK-B) on the first, an older one next
+    assert [r["accession"] for r in first["specimens"] if r["status"] != "open"] == ["WORK-B"]
+    assert rows["WORK-B"]["cells"] == 2
+    assert first["signed_total"] >= 1 and first["signed_shown"] == 1
+    assert "WORK-B" not in {r["accession"] for r in second["specimens"] if r["status"] != "open"}
+
+
 def test_failed_sign_ins_are_limited_and_deleted_accounts_lose_their_session(
     service: TestClient,
 ) -> None:
@@ -395,3 +424,25 @@ def test_images_over_the_limits_are_refused_and_nothing_is_stored(
     )
     assert r.status_code == 413
     assert service.get(f"/specimens/{sid}", headers=MACHINE).json()["cells"] == []
+
+
+def test_head_is_alembics_head_and_a_current_database_opens_without_alembic(
+    tmp_path: Path,
+) -> None:
+    """Workers check the schema against ``app.db.HEAD`` and import alembic only when a
+    migration is due: HEAD must name the newest migration."""
+    import subprocess
+    import sys
+
+    from app.db import HEAD, head_revision, migrate_embedded
+
+    url = f"sqlite:///{tmp_path / 'wbc.sqlite3'}"
+    assert head_revision(url) == HEAD
+    migrate_embedded(url)  # a new database: migrated
+    check = (
+        "import sys; from app.db import Database, migrate_embedded; "
+        f"migrate_embedded({url!r}); assert Database({url!r}).is_current(); "
+        "assert 'alembic' not in sys.modules, 'alembic imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
