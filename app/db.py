@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -73,12 +73,12 @@ def migrate_embedded(url: str) -> None:
     """The embedded SQLite default is migrated wherever it is opened; one process at a time
     (the workers of one server start together), and alembic is imported only when a
     migration is due."""
-    if not url.startswith("sqlite:///"):
+    if not url.startswith("sqlite"):
         return
     import fcntl
 
-    path = url.removeprefix("sqlite:///")
-    if path in ("", ":memory:"):  # nothing shared: no lock needed
+    path = make_url(url).database
+    if path in (None, "", ":memory:"):  # nothing shared: no lock needed
         upgrade(url)
         return
     with open(Path(path).with_suffix(".migrate-lock"), "a") as lock:

@@ -360,42 +360,29 @@ SIGNED_PER_PAGE = 100  # signed specimens on one page of the review work list
 
 def worklist(session: Session, signed_offset: int = 0) -> dict[str, Any]:
     """The review work list: every open specimen, oldest first, then a page of the signed
-    ones, newest first; each with its number of cells and of flagged cells, counted by the
-    database (no cell is loaded)."""
-    open_rows = list(
-        session.scalars(
-            select(Specimen).where(Specimen.status == "open").order_by(Specimen.created_at)
-        )
+    ones (``listing``'s, newest first); each with its number of cells and of flagged
+    cells, counted by the database (no cell is loaded)."""
+    open_rows = session.scalars(
+        select(Specimen).where(Specimen.status == "open").order_by(Specimen.created_at)
     )
-    signed = select(Specimen).where(Specimen.status != "open")
-    signed_total = session.scalar(select(func.count()).select_from(signed.subquery())) or 0
-    signed_rows = list(
-        session.scalars(
-            signed.order_by(Specimen.id.desc()).limit(SIGNED_PER_PAGE).offset(signed_offset)
-        )
-    )
-    rows = open_rows + signed_rows
+    signed = listing(session, "final", None, SIGNED_PER_PAGE, signed_offset)
+    rows = [summary(s) for s in open_rows] + signed["specimens"]
     flagged = case((cast(Cell.review_reasons, String) != "[]", 1), else_=0)
     counts = {
         specimen_id: (cells, int(flags or 0))
         for specimen_id, cells, flags in session.execute(
             select(Cell.specimen_id, func.count(), func.sum(flagged))
-            .where(Cell.specimen_id.in_([s.id for s in rows]))
+            .where(Cell.specimen_id.in_([r["id"] for r in rows]))
             .group_by(Cell.specimen_id)
         )
     }
+    for r in rows:
+        r["cells"], r["flagged"] = counts.get(r["id"], (0, 0))
     return {
-        "specimens": [
-            {
-                **summary(s),
-                "cells": counts.get(s.id, (0, 0))[0],
-                "flagged": counts.get(s.id, (0, 0))[1],
-            }
-            for s in rows
-        ],
-        "signed_total": signed_total,
+        "specimens": rows,
+        "signed_total": signed["total"],
         "signed_offset": signed_offset,
-        "signed_shown": len(signed_rows),
+        "signed_shown": len(signed["specimens"]),
     }
 
 
