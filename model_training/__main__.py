@@ -173,9 +173,11 @@ def add_site_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--seed", type=int, default=42)
         p.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
         p.add_argument("--max-minutes", type=float, default=None)
-        p.add_argument("--no-grey", action="store_true", help="no grey crops in training")
         p.add_argument(
-            "--grey", type=float, default=None, help="share of crops made grey (default 0.1)"
+            "--grey",
+            type=float,
+            default=None,
+            help="share of crops made grey (default 0.1; 0: none)",
         )
         p.add_argument(
             "--lowres",
@@ -183,6 +185,13 @@ def add_site_commands(sub: argparse._SubParsersAction) -> None:
             default=None,
             help="crops shrunk by up to this factor and enlarged back, half the time "
             "(default 1: off)",
+        )
+        p.add_argument(
+            "--crop-context",
+            type=float,
+            default=None,
+            help="crop side / cell box side for this run (an experiment: the "
+            "service serves models made at localise.CROP_CONTEXT only)",
         )
         p.add_argument(
             "--label-smoothing",
@@ -236,8 +245,6 @@ def run_site_command(args: argparse.Namespace, argv: list[str] | None) -> None:
     from model_training.augment import SiteAugmentation
 
     aug = SiteAugmentation()
-    if args.no_grey:
-        aug = replace(aug, grey=0.0)
     if args.grey is not None:
         aug = replace(aug, grey=args.grey)
     if args.lowres is not None:

@@ -301,7 +301,11 @@ def test_the_review_work_list_counts_cells_in_the_database_and_pages_signed_ones
 ) -> None:
     from app import specimens as sp
 
+    classifier = service.app.state.classifier  # type: ignore[attr-defined]
+    # every cell of WORK-A under a threshold no confidence reaches: flagged ones for certain
+    monkeypatch.setattr(classifier, "review_threshold", 1.01)
     a = new_specimen(service, "WORK-A", images=3)
+    monkeypatch.setattr(classifier, "review_threshold", 0.0)  # flagged only by other guards
     b = new_specimen(service, "WORK-B", images=2)
     csrf = sign_in(service)
     signed = service.post(
@@ -317,7 +321,9 @@ def test_the_review_work_list_counts_cells_in_the_database_and_pages_signed_ones
     assert statuses == sorted(statuses, key=lambda x: x != "open")  # open ones first
     cells = service.get(f"/specimens/{a['id']}", headers=MACHINE).json()["cells"]
     assert rows["WORK-A"]["cells"] == len(cells) == 3
-    assert rows["WORK-A"]["flagged"] == sum(1 for c in cells if c["review_reasons"])
+    assert rows["WORK-A"]["flagged"] == sum(1 for c in cells if c["review_reasons"]) == 3
+    b_cells = service.get(f"/specimens/{b['id']}", headers=MACHINE).json()["cells"]
+    assert rows["WORK-B"]["flagged"] == sum(1 for c in b_cells if c["review_reasons"])
     # one signed specimen a page: the newest (WORK-B) on the first, an older one next
     assert [r["accession"] for r in first["specimens"] if r["status"] != "open"] == ["WORK-B"]
     assert rows["WORK-B"]["cells"] == 2
