@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import ClassifierDep, SettingsDep
+from app.deps import ClassifierDep, SettingsDep, get_app_settings, get_classifier
 from app.errors import ServiceError
 from app.observability import REJECTED
 from app.openapi import ERRORS, image_body
@@ -24,10 +24,13 @@ router = APIRouter(tags=["classification"])
     responses=ERRORS,
     openapi_extra=image_body("file", many=False),
 )
-async def predict(
-    request: Request, classifier: ClassifierDep, settings: SettingsDep
-) -> JSONResponse:
+async def predict(request: Request) -> JSONResponse:
     """Classify one white-cell image (multipart field `file`, or a raw image/* body)."""
+    # The busiest route reads the classifier and settings itself: FastAPI resolves each
+    # declared dependency on every request, a share of the route's framework time
+    # (reports/experiments/performance-history.md).
+    classifier = await get_classifier(request)
+    settings = await get_app_settings(request)
     upload = await read_single(request, settings.max_image_bytes)
     try:
         image = classifier.open(upload.data)  # header only: size known, nothing decoded
