@@ -194,6 +194,12 @@ def add_site_commands(sub: argparse._SubParsersAction) -> None:
             "service serves models made at localise.CROP_CONTEXT only)",
         )
         p.add_argument(
+            "--randconv",
+            type=float,
+            default=None,
+            help="share of crops through a random convolution (RandConv; default 0)",
+        )
+        p.add_argument(
             "--label-smoothing",
             type=float,
             default=0.0,
@@ -249,6 +255,8 @@ def run_site_command(args: argparse.Namespace, argv: list[str] | None) -> None:
         aug = replace(aug, grey=args.grey)
     if args.lowres is not None:
         aug = replace(aug, lowres=args.lowres)
+    if args.randconv is not None:
+        aug = replace(aug, randconv=args.randconv)
     common = {
         "arch": args.arch,
         "epochs": args.epochs,

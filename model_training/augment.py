@@ -11,7 +11,9 @@ drawn at random for every training crop.
   all the network uses);
 - scale and framing: a random zoom of the crop (the cell fills from about 30% to 100% of
   it, as at other magnifications or in a tightly cropped single-cell export) and a shift;
-- orientation: flips and quarter turns (a cell has none).
+- orientation: flips and quarter turns (a cell has none);
+- optionally (``randconv``), a random convolution that changes colour and texture and
+  keeps shape (Xu et al. 2021).
 
 ``site_balanced`` draws the training stream equally from every site, so that the larger
 or more augmented site does not decide what the network learns.
@@ -193,6 +195,7 @@ class SiteAugmentation:
     noise: float = 6.0  # sensor noise sigma up to this (0..255)
     jpeg: tuple[int, int] = (30, 95)  # JPEG quality range, half the time
     grey: float = 0.1  # share of crops made grey
+    randconv: float = 0.0  # share of crops through a random convolution (0: none)
 
     def metadata(self) -> dict[str, object]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -226,6 +229,27 @@ def low_resolution(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
     return tf.image.resize(small, [IMAGE_SIZE, IMAGE_SIZE], method="bilinear")
 
 
+def random_convolution(image: tf.Tensor) -> tf.Tensor:
+    """``image`` [H, W, 3] (float 0..255) mixed with itself through a random convolution
+    (RandConv, Xu et al. 2021, for a model trained on one domain to meet others): a k x k
+    filter (k one of 1, 3, 5, 7) with random weights maps the three channels to three new
+    ones, each rescaled to the mean and spread of the input's channel, then blended with
+    the input at a random weight. Colours, local texture and sharpness change at random;
+    shapes stay, so the network has to learn them."""
+    k = tf.random.uniform([], 0, 4, dtype=tf.int32) * 2 + 1
+    inside = tf.cast(tf.abs(tf.range(-3, 4)) <= (k - 1) // 2, tf.float32)
+    mask = (inside[:, None] * inside[None, :])[:, :, None, None]
+    std = tf.math.rsqrt(tf.cast(3 * k * k, tf.float32))  # He: the output's scale stays
+    kernel = tf.random.normal([7, 7, 3, 3]) * std * mask
+    padded = tf.pad(image[None], [[0, 0], [3, 3], [3, 3], [0, 0]], mode="REFLECT")
+    out = tf.nn.conv2d(padded, kernel, 1, "VALID")[0]
+    mean_out, var_out = tf.nn.moments(out, axes=[0, 1])
+    mean_in, var_in = tf.nn.moments(image, axes=[0, 1])
+    out = (out - mean_out) * tf.sqrt((var_in + 1.0) / (var_out + 1e-6)) + mean_in
+    alpha = tf.random.uniform([])
+    return tf.clip_by_value(alpha * image + (1.0 - alpha) * out, 0.0, 255.0)
+
+
 def zoom_shift(image: tf.Tensor, zoom: tuple[float, float], shift: float) -> tf.Tensor:
     """A random zoom (crop side x a log-uniform factor in ``zoom``) and shift; what falls
     outside the crop is slide-background grey."""
@@ -248,6 +272,12 @@ def augment_image(
         image = hed_jitter(image, aug.hed, aug.hed_shift)
     image, label = augment(image, label, aug.colour, aug.gamma)
     image = zoom_shift(image, aug.zoom, aug.shift)
+    if aug.randconv > 0:
+        image = tf.cond(
+            tf.random.uniform([]) < aug.randconv,
+            lambda: random_convolution(image),
+            lambda: image,
+        )
     if aug.blur > 0:
         sigma = tf.random.uniform([], 0.0, aug.blur)
         image = tf.cond(

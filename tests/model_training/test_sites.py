@@ -201,3 +201,26 @@ def test_low_resolution_keeps_the_crop_size_and_loses_fine_detail() -> None:
     assert out.std() < 0.3 * stripes.std()  # stripes mostly averaged away
     same = low_resolution(tf.constant(stripes), tf.constant(1.0)).numpy()
     np.testing.assert_allclose(same, stripes, atol=1e-3)  # factor 1: untouched
+
+
+def test_random_convolution_changes_colour_and_texture_and_keeps_the_shape() -> None:
+    import tensorflow as tf
+
+    from model_training.augment import random_convolution
+
+    tf.random.set_seed(3)
+    image = np.full((150, 150, 3), 220.0, np.float32)  # background
+    yy, xx = np.mgrid[:150, :150]
+    disc = (yy - 75) ** 2 + (xx - 75) ** 2 < 30**2
+    image[disc] = (90.0, 60.0, 150.0)  # a violet nucleus
+    outs = [random_convolution(tf.constant(image)).numpy() for _ in range(12)]
+    for out in outs:
+        assert out.shape == image.shape and np.isfinite(out).all()
+        assert out.min() >= 0 and out.max() <= 255
+    # the nucleus is still told from its background in most draws: the shape is kept (a
+    # filter that inverts a channel, blended half and half, can cancel it now and then)
+    contrast = [np.abs(o[disc].mean(axis=0) - o[~disc].mean(axis=0)).max() for o in outs]
+    assert sum(c > 20 for c in contrast) >= 9
+    changed = [np.abs(out - image).mean() for out in outs]
+    assert max(changed) > 10  # colours moved in some draws
+    assert len({round(float(c), 1) for c in changed}) > 6  # a new filter every call
