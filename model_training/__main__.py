@@ -207,7 +207,7 @@ def add_site_commands(sub: argparse._SubParsersAction) -> None:
         )
         if name == "train-sites":
             p.add_argument("--out", type=Path, default=Path("models/wbc-classifier"))
-            p.add_argument("--version", type=int, default=2)
+            p.add_argument("--version", type=int, default=3)
             p.add_argument("--report", type=Path, default=Path("reports/model"))
             p.add_argument(
                 "--held-out",

@@ -1,7 +1,7 @@
 """Training on several laboratories at once, and leave-one-lab-out evaluation.
 
     python -m model_training train-sites --data kaggle=../shared/data/kaggle-blood-cells \
-        --data pbc=../shared/data/pbc --version 2 --out models/wbc-classifier \
+        --data pbc=../shared/data/pbc --version 3 --out models/wbc-classifier \
         --report reports/model
     python -m model_training cross-site --data kaggle=... --data pbc=... \
         --out reports/cross-site

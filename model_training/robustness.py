@@ -11,7 +11,7 @@ choices are made on the validation cells (inside TRAIN, grouped by source cell),
 TEST; TEST_SIMPLE is reported beside them, and with ``--bccd`` the original photographs
 of TEST's cells (``source_photographs``: twice the pixels per cell, no re-compression).
 
-    python -m model_training robustness --model models/wbc-classifier/2 \
+    python -m model_training robustness --model models/wbc-classifier/3 \
         --data ../shared/data/kaggle-blood-cells --bccd ../shared/data/bccd \
         --out reports/robustness
 """
