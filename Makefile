@@ -48,7 +48,7 @@ test: lint  ## lint, then the whole pytest suite
 DATA := ../shared/data
 SITES := --data kaggle=$(DATA)/kaggle-blood-cells --data pbc=$(DATA)/pbc
 RECIPE := --epochs 30 --steps-per-epoch 400 --randconv 0.5
-train: $(STAMP)  ## retrain the shipped model on both sites (about 25 min on 2 cores)
+train: $(STAMP)  ## retrain the shipped model on both sites (about 28 min on 2 cores)
 	$(BIN)/python -m model_training train-sites $(SITES) $(RECIPE) --version 3 \
 		--out models/wbc-classifier --report reports/model
 
