@@ -21,7 +21,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
-from app.deps import SettingsDep
+from app.deps import SettingsDep, get_app_settings
 from app.errors import ServiceError, send_error
 
 AUTH_HEADERS = {"WWW-Authenticate": 'Bearer realm="wbc-classifier"'}
@@ -177,7 +177,7 @@ async def require_api_key(
 ) -> None:
     """No keys configured: open. Otherwise a Bearer token or X-API-Key must match one.
     (The settings from the request: one dependency less to resolve on every request.)"""
-    keys = configured_keys(request.app.state.settings)
+    keys = configured_keys(await get_app_settings(request))
     given = [g.encode() for g in (bearer.credentials if bearer else None, header) if g]
     if keys and not matches(given, keys):
         raise Unauthorized(MISSING_KEY)
