@@ -22,7 +22,7 @@ from app.errors import ServiceError, service_error_handler, validation_error_han
 from app.lifecycle import install_reload_signal, load_model, watch_reloads
 from app.middleware import RequestContextMiddleware
 from app.observability import MODEL_READY, configure_logging
-from app.openapi import ADMIN_ERRORS, AUTH_ERRORS, V2_ERRORS
+from app.openapi import ADMIN_ERRORS, AUTH_ERRORS, V2_ERRORS, document_api_key
 from app.routes import (
     admin,
     auth,
@@ -36,7 +36,7 @@ from app.routes import (
     specimens,
     v2,
 )
-from app.security import ApiKeyMiddleware, key_file_problem, require_admin_key, require_api_key
+from app.security import ApiKeyMiddleware, key_file_problem, require_admin_key
 from app.uploads import MULTIPART_OVERHEAD, BodyLimitMiddleware, BodyLimits
 
 BULK_PATHS = ("/predict/batch", "/differential", "/v2/")  # many images per request
@@ -99,20 +99,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served from vendored assets by app.routes.docs
         redoc_url=None,
+        # no OpenTelemetry here (Prometheus at /metrics): FastAPI otherwise asks the
+        # global providers on every request whether anyone configured one
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         description="Classifies white-blood-cell images into eosinophil, lymphocyte,"
         " monocyte and neutrophil, with calibrated probabilities.",
     )
     app.state.settings = settings
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    # The classifying and model routes first (the router tries routes in order), each
+    # guarded by ApiKeyMiddleware (app/security.py)
+    for router in (predict.router, differential.router, explain.router, health.model_router):
+        app.include_router(document_api_key(router), responses=AUTH_ERRORS)
+    app.include_router(document_api_key(v2.router), responses=V2_ERRORS)
     app.include_router(docs.router)
     app.mount("/static", docs.static_files(), name="static")
-    protected = [Depends(require_api_key)]
     app.include_router(health.router)
     app.include_router(v2.health_router)
-    for router in (predict.router, differential.router, explain.router, health.model_router):
-        app.include_router(router, dependencies=protected, responses=AUTH_ERRORS)
-    app.include_router(v2.router, dependencies=protected, responses=V2_ERRORS)
     app.include_router(
         admin.router, dependencies=[Depends(require_admin_key)], responses=ADMIN_ERRORS
     )

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from contextvars import ContextVar
 
 from prometheus_client import (
@@ -140,9 +141,20 @@ _STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mes
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id, extras."""
 
+    _second, _stamp = -1, ""
+
+    def timestamp(self, created: float) -> str:
+        """The record's local time to the second, formatted once a second (a line is
+        logged for every request)."""
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(second))
+        return self._stamp
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "time": self.timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -155,6 +167,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str) -> None:
+    # Nothing logged names its thread, process or source line: the logging module's own
+    # advice for skipping the work of finding them (a third of an access-log line's cost)
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -4,8 +4,9 @@ Two credentials: the API keys (``WBC_API_KEY``, ``WBC_API_KEY_FILE``) for the cl
 and model routes, and an admin key (``WBC_ADMIN_KEY``, ``WBC_ADMIN_KEY_FILE``) for
 ``/admin/*``, which no API key opens. ``ApiKeyMiddleware`` checks them from the headers
 alone, before admission control counts the request and before a byte of its body is
-read: a client without a key holds no upload slot and costs no parsing. The route
-dependencies check again (and give the OpenAPI schema its security).
+read: a client without a key holds no upload slot and costs no parsing. It is the one
+check of the API key (``app.openapi.document_api_key`` names it in the schema); the admin
+routes' dependency checks the admin key again and declares the schemes.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
-from app.deps import SettingsDep, get_app_settings
+from app.deps import SettingsDep
 from app.errors import ServiceError, send_error
 
 AUTH_HEADERS = {"WWW-Authenticate": 'Bearer realm="wbc-classifier"'}
@@ -168,19 +169,6 @@ def _key_file(path: Path, mtime: float) -> list[str]:
 
 _bearer = HTTPBearer(auto_error=False)
 _header = APIKeyHeader(name="X-API-Key", auto_error=False)
-
-
-async def require_api_key(
-    request: Request,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    header: Annotated[str | None, Depends(_header)],
-) -> None:
-    """No keys configured: open. Otherwise a Bearer token or X-API-Key must match one.
-    (The settings from the request: one dependency less to resolve on every request.)"""
-    keys = configured_keys(await get_app_settings(request))
-    given = [g.encode() for g in (bearer.credentials if bearer else None, header) if g]
-    if keys and not matches(given, keys):
-        raise Unauthorized(MISSING_KEY)
 
 
 async def require_admin_key(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,12 +77,14 @@ class BodyLimitMiddleware:
             )
             return
         received = 0
-        deadline = time.monotonic() + self.body_timeout
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
 
         async def limited_receive() -> Message:
             nonlocal received
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                # a deadline on this task, not asyncio.wait_for's new task per message
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
             except TimeoutError as exc:
                 raise RequestTimeout(
                     f"request body not received within {self.body_timeout:g} s"

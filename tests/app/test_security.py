@@ -33,18 +33,18 @@ def test_health_routes_stay_open(locked: TestClient) -> None:
         assert locked.get(path).status_code == 200
 
 
-@pytest.mark.parametrize(
-    "path,method",
-    [
-        ("/predict", "post"),
-        ("/predict/batch", "post"),
-        ("/differential", "post"),
-        ("/explain", "post"),
-        ("/v1/models/wbc-classifier", "get"),
-        ("/v2/models/wbc-classifier", "get"),
-        ("/metrics", "get"),
-    ],
-)
+KEYED_ROUTES = [
+    ("/predict", "post"),
+    ("/predict/batch", "post"),
+    ("/differential", "post"),
+    ("/explain", "post"),
+    ("/v1/models/wbc-classifier", "get"),
+    ("/v2/models/wbc-classifier", "get"),
+    ("/metrics", "get"),
+]
+
+
+@pytest.mark.parametrize("path,method", KEYED_ROUTES)
 def test_everything_else_needs_a_key(locked: TestClient, path: str, method: str) -> None:
     r = getattr(locked, method)(path)
     assert r.status_code == 401
@@ -52,6 +52,31 @@ def test_everything_else_needs_a_key(locked: TestClient, path: str, method: str)
     assert "API key" in body["error" if path.startswith("/v2") else "detail"]
     r = getattr(locked, method)(path, headers={"X-API-Key": "wrong"})
     assert r.status_code == 401
+
+
+def test_schema_names_the_key_where_it_is_checked(locked: TestClient) -> None:
+    """The key is checked by the middleware, not by route dependencies: the schema's
+    security must still name it on the classifying and model routes, and only on routes
+    that refuse a request without it."""
+    schema = locked.get("/openapi.json").json()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["HTTPBearer"] == {"type": "http", "scheme": "bearer"}
+    assert schemes["APIKeyHeader"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    documented = set()
+    for path, operations in schema["paths"].items():
+        concrete = path.replace("{", "").replace("}", "")  # any value for a path parameter
+        for method, operation in operations.items():
+            if operation.get("security") is None:
+                continue
+            assert operation["security"] == [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+            r = getattr(locked, method)(concrete)
+            message = str(r.json())
+            assert (r.status_code, "API key" in message) == (401, True) or (
+                r.status_code == 403 and "admin key" in message  # closed: no admin key set
+            ), (method, path, r.status_code)
+            documented.add((method, path))
+    for path, method in KEYED_ROUTES:
+        assert (method, path) in documented
 
 
 def test_admin_routes_are_closed_to_api_keys(locked: TestClient) -> None:
