@@ -384,6 +384,13 @@ def main(argv: list[str] | None = None) -> None:
                 help="also measure on BCCD's original 640x480 photographs of "
                 "TEST's cells (twice the pixels, whole fields)",
             )
+            mr.add_argument(
+                "--site",
+                default=None,
+                metavar="NAME=PATH",
+                help="also answer a one-tree site's test split (e.g. pbc=../shared/data/pbc) "
+                "under another stain's hue and a small frame the cell fills",
+            )
     cv = sub.add_parser(
         "cv",
         help="cross-validate a recipe over TRAIN's source cells, grouped by cell (TEST not read)",
@@ -529,6 +536,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(calibration))
     elif args.command == "robustness":
         from model_training.robustness import run
+        from model_training.sites import parse_site
 
         record = run(
             args.model,
@@ -537,6 +545,7 @@ def main(argv: list[str] | None = None) -> None:
             args.out,
             "python -m model_training " + shlex.join(argv or sys.argv[1:]),
             args.bccd,
+            parse_site(args.site) if args.site else None,
         )
         print(json.dumps(record["summary"]))
     elif args.command == "cv":

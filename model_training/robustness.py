@@ -11,9 +11,15 @@ choices are made on the validation cells (inside TRAIN, grouped by source cell),
 TEST; TEST_SIMPLE is reported beside them, and with ``--bccd`` the original photographs
 of TEST's cells (``source_photographs``: twice the pixels per cell, no re-compression).
 
+With ``--site NAME=PATH`` a one-tree site's test split (PBC's) is put through another
+laboratory's looks as the service answers them (``site_looks``): a stain of another hue,
+the cell filling a small frame, both; each row gives the accuracy, the share sent to
+review and the share **wrong and released without review**, the figure that matters when
+a laboratory the model has never seen sends its cells.
+
     python -m model_training robustness --model models/wbc-classifier/3 \
         --data ../shared/data/kaggle-blood-cells --bccd ../shared/data/bccd \
-        --out reports/robustness
+        --site pbc=../shared/data/pbc --out reports/robustness
 """
 
 from __future__ import annotations
@@ -28,12 +34,15 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from model_training.bccd import photograph_classes, wbc_boxes
-from model_training.data import CLASSES, Dataset, load_folder
+from model_training.data import CLASSES, Dataset, list_samples, load_folder
 from model_training.export import SavedModelRunner
 from model_training.metrics import classification_report
+from model_training.site_eval import answers, guard_stats
+from model_training.sites import Site, file_key, read_split, split_path
 from wbc_core.cellcheck import CellCheck
 from wbc_core.localise import CellBox, square_crop
-from wbc_core.preprocessing import Prepared, balance_of, decode, prepare
+from wbc_core.ood import OodStats
+from wbc_core.preprocessing import Prepared, balance_of, decode, locate, prepare
 
 Perturb = Callable[[Image.Image], Image.Image]
 PHOTOGRAPHS = "TEST photographs"  # the set of source_photographs(bccd, "TEST")
@@ -129,6 +138,65 @@ PERTURBATIONS: dict[str, Perturb] = {
     "cast magenta": _cast(1.0, 0.85, 1.0),
     "cast green": _cast(0.9, 1.0, 0.9),
 }
+
+
+SMALL_FRAME = 120  # px: a camera and analyser that deliver the cell alone, at low resolution
+OTHER_STAIN = 0.15  # hue turned by this share of the colour circle: another stain's hue
+
+
+def fills_small_frame(image: Image.Image) -> Image.Image:
+    """The cell filling a ``SMALL_FRAME`` square: cut to 1.1 x the box the service's
+    localiser finds on the clean image (a one-tree site has no annotated boxes), resized."""
+    box, _ = locate(image)
+    square = image.crop(square_crop(box, *image.size, context=1.1))
+    return square.resize((SMALL_FRAME, SMALL_FRAME), Image.BILINEAR)
+
+
+def site_looks() -> dict[str, Perturb]:
+    """Another laboratory's looks for a one-tree site's test cells (``site_table``)."""
+    frame = f"cell fills a {SMALL_FRAME}x{SMALL_FRAME} frame"
+    hue_up, hue_down = _hue(OTHER_STAIN), _hue(-OTHER_STAIN)
+    return {
+        "none": PERTURBATIONS["none"],
+        f"stain hue +{OTHER_STAIN:g}": hue_up,
+        f"stain hue -{OTHER_STAIN:g}": hue_down,
+        frame: fills_small_frame,
+        f"{frame}, stain hue +{OTHER_STAIN:g}": lambda im: hue_up(fills_small_frame(im)),
+        f"{frame}, stain hue -{OTHER_STAIN:g}": lambda im: hue_down(fills_small_frame(im)),
+    }
+
+
+def site_test_split(site: Site) -> LabelledImages:
+    """A one-tree site's test split (its committed split file), as source images."""
+    table = read_split(split_path(site.name))
+    kept = [s for s in list_samples(site.root) if table.get(file_key(s.path)) == "test"]
+    return LabelledImages([str(s.path) for s in kept], np.array([s.label for s in kept]))
+
+
+def site_table(model_dir: Path, site: Site) -> dict[str, dict[str, float]]:
+    """Each look of ``site_looks`` on the site's test cells, answered as the service answers
+    (calibrated, with the review flag, the not-a-cell check and the out-of-distribution
+    guard): accuracy, and the shares sent to review and wrong and released."""
+    runner = SavedModelRunner(model_dir)
+    balance = balance_of(runner.metadata)
+    stats = OodStats.load(model_dir)
+    cells = site_test_split(site)
+    images = sources(cells.paths)
+    table = {}
+    for name, look in site_looks().items():
+        crops = np.stack([prepare(look(im), balance).array for im in images])
+        ds = Dataset(crops, cells.y, np.array(cells.paths), cells.paths)
+        a = answers(runner, ds, runner.metadata, stats)
+        guard = guard_stats(a)
+        table[name] = {
+            "n": len(cells.y),
+            "accuracy": 1.0 - guard["wrong_share"],
+            "review_share": 1.0 - guard["released_share"],
+            "wrong_and_released_share": guard["wrong_and_released_share"],
+            "out_of_distribution_share": guard["out_of_distribution_share"],
+            "not_a_cell_share": guard["not_a_cell_share"],
+        }
+    return table
 
 
 def prepared(images: list[Image.Image], name: str, balance: str) -> list[Prepared]:
@@ -269,6 +337,7 @@ def run(
     out: Path | None,
     command: str,
     bccd: Path | None = None,
+    site: Site | None = None,
 ) -> dict:
     from model_training.train import official_splits
 
@@ -300,6 +369,7 @@ def run(
             else {}
         ),
         "summary": {name: summarise(r) for name, r in results.items()},
+        **({"site": {"name": site.name, "looks": site_table(model_dir, site)}} if site else {}),
     }
     if out:
         write(out, record)
@@ -402,6 +472,32 @@ def write(out: Path, record: dict) -> None:
             *[
                 f"| {n} | {r['accuracy']:.3f} | {r['not_a_cell']:.3f} |"
                 for n, r in record["framings"].items()
+            ],
+            "",
+        ]
+    if "site" in record:
+        name = record["site"]["name"]
+        lines += [
+            f"## Another laboratory's looks on site {name}'s test cells",
+            "",
+            f"The {name} test split (its committed split file) with another stain's hue "
+            f"(turned by {OTHER_STAIN:g} of the colour circle), the cell filling a "
+            f"{SMALL_FRAME}x{SMALL_FRAME} frame (1.1 x the box the localiser finds, "
+            "resized), and both, answered as the service answers (`site_looks`, "
+            "`site_table`). *Accuracy* is the network's most probable class; the service "
+            "sends a cell to review when its confidence is under the review threshold, it "
+            "is out of distribution, or it fails the not-a-cell check (then it answers "
+            "`unknown` instead of a class); *wrong and released* are the cells it answers "
+            "wrongly without review.",
+            "",
+            "| look | accuracy | sent to review | not a cell (answered `unknown`) | "
+            "out of distribution | wrong and released |",
+            "|---|---|---|---|---|---|",
+            *[
+                f"| {look} | {r['accuracy']:.3f} | {r['review_share']:.1%} | "
+                f"{r['not_a_cell_share']:.1%} | {r['out_of_distribution_share']:.1%} | "
+                f"{r['wrong_and_released_share']:.1%} |"
+                for look, r in record["site"]["looks"].items()
             ],
             "",
         ]

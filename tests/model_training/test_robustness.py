@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from model_training.robustness import PERTURBATIONS, perturbed, summarise
-from tests.synthetic import field
+from model_training import sites
+from model_training.robustness import (
+    PERTURBATIONS,
+    SMALL_FRAME,
+    fills_small_frame,
+    perturbed,
+    site_looks,
+    site_table,
+    site_test_split,
+    summarise,
+)
+from model_training.sites import make_split, parse_site, read_split, write_split
+from tests.synthetic import field, write_class_tree
 from wbc_core.preprocessing import IMAGE_SIZE, prepare
 
 
@@ -53,3 +66,52 @@ def test_zoom_and_scale_keep_a_round_cell_round(name: str) -> None:
     width, height = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
     assert abs(width - height) <= 1, (width, height)
     assert width == pytest.approx(41 * float(name.split("x")[1]), abs=2)
+
+
+def test_the_small_frame_is_filled_by_the_cell() -> None:
+    """The cell (radius 30 in a 320x240 field) fills the 120 px frame: its violet nucleus
+    covers a share of the frame many times the share it covered of the field."""
+    im = field((320, 240), cells=[(150, 110, 30)]).convert("RGB")
+    small = fills_small_frame(im)
+    assert small.size == (SMALL_FRAME, SMALL_FRAME)
+
+    def nucleus_share(image: Image.Image) -> float:
+        a = np.asarray(image).astype(int)
+        return float((a[..., 2] > a[..., 0] + 50).mean())  # blue well above red: violet
+
+    assert nucleus_share(small) > 0.25
+    assert nucleus_share(small) > 8 * nucleus_share(im)
+
+
+def test_site_looks_change_the_image_except_none() -> None:
+    im = field((320, 240), cells=[(150, 110, 30)]).convert("RGB")
+    looks = site_looks()
+    assert list(looks)[0] == "none" and looks["none"](im) is im
+    stain = [n for n in looks if n.startswith("stain")]
+    assert len(stain) == 2
+    for name in stain:
+        out = looks[name](im)
+        assert out.size == im.size
+        assert np.abs(np.asarray(out).astype(int) - np.asarray(im)).mean() > 5, name
+
+
+def test_site_table_answers_only_the_test_split(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lower = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
+    root = write_class_tree(tmp_path / "lab", per_class=8, groups=8, seed=3, names=lower)
+    write_split(make_split(root, seed=0), tmp_path / "splits" / "lab.csv", seed=0)
+    monkeypatch.setattr(sites, "SPLITS_DIR", tmp_path / "splits")
+    site = parse_site(f"lab={root}")
+    test_files = {k for k, v in read_split(tmp_path / "splits" / "lab.csv").items() if v == "test"}
+    cells = site_test_split(site)
+    assert {f"{Path(p).parent.name}/{Path(p).name}" for p in cells.paths} == test_files
+    table = site_table(tiny_model / "1", site)
+    assert list(table) == list(site_looks())
+    for row in table.values():
+        assert row["n"] == len(test_files)
+        for key in ("accuracy", "review_share", "wrong_and_released_share"):
+            assert 0.0 <= row[key] <= 1.0
+        # wrong and released cannot exceed what is wrong, nor what is released
+        assert row["wrong_and_released_share"] <= 1 - row["accuracy"] + 1e-9
+        assert row["wrong_and_released_share"] <= 1 - row["review_share"] + 1e-9
