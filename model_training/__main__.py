@@ -145,7 +145,7 @@ def recipe_flags(metadata: dict) -> list[str]:
     )
 
 
-SITE_COMMANDS = ("split", "train-sites", "cross-site", "evaluate-sites")
+SITE_COMMANDS = ("split", "train-sites", "cross-site", "evaluate-sites", "refit-cell-check")
 SITE_HELP = "a site, NAME=PATH (repeat for several)"
 
 
@@ -222,6 +222,34 @@ def add_site_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--data", action="append", required=True, help=SITE_HELP)
     ev.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
     ev.add_argument("--out", type=Path, required=True)
+    rc = sub.add_parser(
+        "refit-cell-check",
+        help="fit an exported model's not-a-cell gamut again on its sites' training crops, "
+        "with the current recipe (model_training/postfit.py), in its metadata.json",
+    )
+    rc.add_argument("--model", type=Path, required=True, help="a version folder")
+    rc.add_argument("--data", action="append", required=True, help=SITE_HELP)
+    rc.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
+
+
+def refit_cell_check(model: Path, sites: list, cache: Path, command: str) -> dict:
+    """The model's not-a-cell gamut fitted again on the training crops of the sites it was
+    trained on (the same sites, or an error), written to its ``metadata.json``."""
+    from model_training.data import DataError
+    from model_training.postfit import add_cell_check
+    from model_training.sites import load_site, pooled
+
+    path = model / "metadata.json"
+    metadata = json.loads(path.read_text())
+    trained = sorted(metadata.get("sites", {}))
+    if sorted(s.name for s in sites) != trained:
+        raise DataError(f"{model} was trained on sites {trained}: give exactly those")
+    data = [load_site(s, cache, int(metadata.get("seed", 42))) for s in sites]
+    tests = {f"{d.site.name}/{n}": t for d in data for n, t in d.tests.items()}
+    add_cell_check(metadata, pooled([d.train for d in data]), tests)
+    metadata["cell_check"]["command"] = command
+    path.write_text(json.dumps(metadata, indent=2) + "\n")
+    return {k: v for k, v in metadata["cell_check"].items() if k != "allowed"}
 
 
 def run_site_command(args: argparse.Namespace, argv: list[str] | None) -> None:
@@ -234,6 +262,9 @@ def run_site_command(args: argparse.Namespace, argv: list[str] | None) -> None:
         rows = make_split(site.root, args.seed)
         write_split(rows, path, args.seed)
         print(json.dumps({"file": str(path), "images": len(rows)}))
+        return
+    if args.command == "refit-cell-check":
+        print(json.dumps(refit_cell_check(args.model, parse_sites(args.data), args.cache, command)))
         return
     if args.command == "evaluate-sites":
         from model_training.site_eval import evaluate_model

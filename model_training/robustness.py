@@ -11,13 +11,13 @@ choices are made on the validation cells (inside TRAIN, grouped by source cell),
 TEST; TEST_SIMPLE is reported beside them, and with ``--bccd`` the original photographs
 of TEST's cells (``source_photographs``: twice the pixels per cell, no re-compression).
 
-With ``--site NAME=PATH`` a one-tree site's test split (PBC's) is put through another
-laboratory's looks as the service answers them (``site_looks``): a stain of another hue,
-the cell filling a small frame, both; each row gives the accuracy, the share sent to
-review and the share **wrong and released without review**, the figure that matters when
-a laboratory the model has never seen sends its cells.
+With ``--site NAME=PATH`` a one-tree site's validation and test splits (PBC's) are put
+through another laboratory's looks as the service answers them (``site_looks``): a stain
+of another hue, the cell filling a small frame, both; each row gives the accuracy, the
+share sent to review and the share **wrong and released without review**, the figure
+that matters when a laboratory the model has never seen sends its cells.
 
-    python -m model_training robustness --model models/wbc-classifier/3 \
+    python -m model_training robustness --model models/wbc-classifier/4 \
         --data ../shared/data/kaggle-blood-cells --bccd ../shared/data/bccd \
         --site pbc=../shared/data/pbc --out reports/robustness
 """
@@ -166,21 +166,24 @@ def site_looks() -> dict[str, Perturb]:
     }
 
 
-def site_test_split(site: Site) -> LabelledImages:
-    """A one-tree site's test split (its committed split file), as source images."""
+SITE_SPLITS = {"val": "validation", "test": "test"}  # split file name -> report name
+
+
+def site_split(site: Site, split: str = "test") -> LabelledImages:
+    """One split of a one-tree site (its committed split file), as source images."""
     table = read_split(split_path(site.name))
-    kept = [s for s in list_samples(site.root) if table.get(file_key(s.path)) == "test"]
+    kept = [s for s in list_samples(site.root) if table.get(file_key(s.path)) == split]
     return LabelledImages([str(s.path) for s in kept], np.array([s.label for s in kept]))
 
 
-def site_table(model_dir: Path, site: Site) -> dict[str, dict[str, float]]:
-    """Each look of ``site_looks`` on the site's test cells, answered as the service answers
+def site_table(model_dir: Path, site: Site, split: str = "test") -> dict[str, dict[str, float]]:
+    """Each look of ``site_looks`` on a split of the site, answered as the service answers
     (calibrated, with the review flag, the not-a-cell check and the out-of-distribution
     guard): accuracy, and the shares sent to review and wrong and released."""
     runner = SavedModelRunner(model_dir)
     balance = balance_of(runner.metadata)
     stats = OodStats.load(model_dir)
-    cells = site_test_split(site)
+    cells = site_split(site, split)
     images = sources(cells.paths)
     table = {}
     for name, look in site_looks().items():
@@ -369,7 +372,19 @@ def run(
             else {}
         ),
         "summary": {name: summarise(r) for name, r in results.items()},
-        **({"site": {"name": site.name, "looks": site_table(model_dir, site)}} if site else {}),
+        **(
+            {
+                "site": {
+                    "name": site.name,
+                    "looks": {
+                        shown: site_table(model_dir, site, split)
+                        for split, shown in SITE_SPLITS.items()
+                    },
+                }
+            }
+            if site
+            else {}
+        ),
     }
     if out:
         write(out, record)
@@ -478,26 +493,28 @@ def write(out: Path, record: dict) -> None:
     if "site" in record:
         name = record["site"]["name"]
         lines += [
-            f"## Another laboratory's looks on site {name}'s test cells",
+            f"## Another laboratory's looks on site {name}'s cells",
             "",
-            f"The {name} test split (its committed split file) with another stain's hue "
-            f"(turned by {OTHER_STAIN:g} of the colour circle), the cell filling a "
-            f"{SMALL_FRAME}x{SMALL_FRAME} frame (1.1 x the box the localiser finds, "
+            f"The {name} validation and test splits (its committed split file) with another "
+            f"stain's hue (turned by {OTHER_STAIN:g} of the colour circle), the cell filling "
+            f"a {SMALL_FRAME}x{SMALL_FRAME} frame (1.1 x the box the localiser finds, "
             "resized), and both, answered as the service answers (`site_looks`, "
             "`site_table`). *Accuracy* is the network's most probable class; the service "
             "sends a cell to review when its confidence is under the review threshold, it "
             "is out of distribution, or it fails the not-a-cell check (then it answers "
             "`unknown` instead of a class); *wrong and released* are the cells it answers "
-            "wrongly without review.",
+            "wrongly without review. Validation cells are the ones model choices may use; "
+            "the test split is shown, not used.",
             "",
-            "| look | accuracy | sent to review | not a cell (answered `unknown`) | "
-            "out of distribution | wrong and released |",
-            "|---|---|---|---|---|---|",
+            "| set | look | cells | accuracy | sent to review | not a cell (answered "
+            "`unknown`) | out of distribution | wrong and released |",
+            "|---|---|---|---|---|---|---|---|",
             *[
-                f"| {look} | {r['accuracy']:.3f} | {r['review_share']:.1%} | "
-                f"{r['not_a_cell_share']:.1%} | {r['out_of_distribution_share']:.1%} | "
-                f"{r['wrong_and_released_share']:.1%} |"
-                for look, r in record["site"]["looks"].items()
+                f"| {shown} | {look} | {r['n']} | {r['accuracy']:.3f} | "
+                f"{r['review_share']:.1%} | {r['not_a_cell_share']:.1%} | "
+                f"{r['out_of_distribution_share']:.1%} | {r['wrong_and_released_share']:.1%} |"
+                for shown, table in record["site"]["looks"].items()
+                for look, r in table.items()
             ],
             "",
         ]

@@ -15,8 +15,8 @@ from model_training.robustness import (
     fills_small_frame,
     perturbed,
     site_looks,
+    site_split,
     site_table,
-    site_test_split,
     summarise,
 )
 from model_training.sites import make_split, parse_site, read_split, write_split
@@ -104,7 +104,7 @@ def test_site_table_answers_only_the_test_split(
     monkeypatch.setattr(sites, "SPLITS_DIR", tmp_path / "splits")
     site = parse_site(f"lab={root}")
     test_files = {k for k, v in read_split(tmp_path / "splits" / "lab.csv").items() if v == "test"}
-    cells = site_test_split(site)
+    cells = site_split(site, "test")
     assert {f"{Path(p).parent.name}/{Path(p).name}" for p in cells.paths} == test_files
     table = site_table(tiny_model / "1", site)
     assert list(table) == list(site_looks())
@@ -115,3 +115,30 @@ def test_site_table_answers_only_the_test_split(
         # wrong and released cannot exceed what is wrong, nor what is released
         assert row["wrong_and_released_share"] <= 1 - row["accuracy"] + 1e-9
         assert row["wrong_and_released_share"] <= 1 - row["review_share"] + 1e-9
+
+
+def test_a_network_trained_on_random_convolutions_gets_a_gamut_with_other_hues() -> None:
+    """The not-a-cell gamut of a model trained with random convolutions also admits cells
+    of another stain's hue; without them the gamut turns such a cell away."""
+    from model_training.data import Dataset
+    from model_training.postfit import OTHER_STAIN_HUES, add_cell_check
+    from wbc_core.cellcheck import CellCheck
+
+    crops = np.stack(
+        [prepare(field(cells=[(150, 110, 30)], seed=i), "white").array for i in range(24)]
+    )
+    train = Dataset(crops, np.zeros(24, dtype=np.int64), np.arange(24).astype(str), [""] * 24)
+    turned = np.asarray(PERTURBATIONS["none"](Image.fromarray(crops[0])).convert("HSV")).copy()
+    # a turn the gamut was fitted with (real crops' colours are continuous and fill the
+    # hues between; these synthetic cells have a few flat colours)
+    turned[..., 0] = (turned[..., 0].astype(int) + round(OTHER_STAIN_HUES[-1] * 255)) % 256
+    other_stain = np.asarray(Image.fromarray(turned, "HSV").convert("RGB"))
+    gamuts = {}
+    for randconv in (0.0, 0.5):
+        metadata = {"augmentation": {"randconv": randconv}, "stain_jitter": 0.0}
+        add_cell_check(metadata, train, {})
+        gamuts[randconv] = metadata["cell_check"]
+    assert gamuts[0.0]["hues"] == [] and gamuts[0.5]["hues"] == list(OTHER_STAIN_HUES)
+    assert CellCheck(gamuts[0.5]).is_cell(crops[1], True)  # the site's own cells still pass
+    assert not CellCheck(gamuts[0.0]).is_cell(other_stain, True)
+    assert CellCheck(gamuts[0.5]).is_cell(other_stain, True)

@@ -141,6 +141,17 @@ def test_train_sites_records_sites_and_reports_each(
         for name, rec in again[site].items():
             assert rec["accuracy"] == summary["sites"][site]["sets"][name]["accuracy"]
 
+    # the gamut fitted again by the same recipe is the same gamut, and records its command
+    from model_training.__main__ import refit_cell_check
+
+    before = metadata["cell_check"]
+    refit_cell_check(tmp_path / "models" / "1", specs, None, "refit")
+    after = json.loads((tmp_path / "models" / "1" / "metadata.json").read_text())["cell_check"]
+    assert after["allowed"] == before["allowed"] and after["command"] == "refit"
+    assert after["hues"] == []  # trained without random convolutions: no hue turns
+    with pytest.raises(DataError, match="trained on sites"):
+        refit_cell_check(tmp_path / "models" / "1", specs[:1], None, "refit")
+
 
 def test_cross_site_runs_end_to_end(
     two_sites: dict[str, Path], use_splits: None, tmp_path: Path
