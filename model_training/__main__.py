@@ -232,26 +232,6 @@ def add_site_commands(sub: argparse._SubParsersAction) -> None:
     rc.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
 
 
-def refit_cell_check(model: Path, sites: list, cache: Path, command: str) -> dict:
-    """The model's not-a-cell gamut fitted again on the training crops of the sites it was
-    trained on (the same sites, or an error), written to its ``metadata.json``."""
-    from model_training.data import DataError
-    from model_training.postfit import add_cell_check
-    from model_training.sites import load_site, pooled
-
-    path = model / "metadata.json"
-    metadata = json.loads(path.read_text())
-    trained = sorted(metadata.get("sites", {}))
-    if sorted(s.name for s in sites) != trained:
-        raise DataError(f"{model} was trained on sites {trained}: give exactly those")
-    data = [load_site(s, cache, int(metadata.get("seed", 42))) for s in sites]
-    tests = {f"{d.site.name}/{n}": t for d in data for n, t in d.tests.items()}
-    add_cell_check(metadata, pooled([d.train for d in data]), tests)
-    metadata["cell_check"]["command"] = command
-    path.write_text(json.dumps(metadata, indent=2) + "\n")
-    return {k: v for k, v in metadata["cell_check"].items() if k != "allowed"}
-
-
 def run_site_command(args: argparse.Namespace, argv: list[str] | None) -> None:
     from model_training.sites import make_split, parse_site, parse_sites, split_path, write_split
 
@@ -264,6 +244,8 @@ def run_site_command(args: argparse.Namespace, argv: list[str] | None) -> None:
         print(json.dumps({"file": str(path), "images": len(rows)}))
         return
     if args.command == "refit-cell-check":
+        from model_training.postfit import refit_cell_check
+
         print(json.dumps(refit_cell_check(args.model, parse_sites(args.data), args.cache, command)))
         return
     if args.command == "evaluate-sites":
@@ -419,8 +401,9 @@ def main(argv: list[str] | None = None) -> None:
                 "--site",
                 default=None,
                 metavar="NAME=PATH",
-                help="also answer a one-tree site's test split (e.g. pbc=../shared/data/pbc) "
-                "under another stain's hue and a small frame the cell fills",
+                help="also answer a one-tree site's validation and test splits (e.g. "
+                "pbc=../shared/data/pbc) under another stain's hue and a small frame the "
+                "cell fills",
             )
     cv = sub.add_parser(
         "cv",

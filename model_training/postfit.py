@@ -13,9 +13,10 @@ import tensorflow as tf
 
 from model_training import metrics
 from model_training.augment import augment
-from model_training.data import CLASSES, Dataset
+from model_training.data import CLASSES, DataError, Dataset
 from model_training.export import SavedModelRunner
 from model_training.recipe import Augmentation
+from model_training.sites import load_site, pooled
 from wbc_core import cellcheck, localise, ood
 from wbc_core.preprocessing import balance_of, crop_context_of
 
@@ -202,6 +203,23 @@ def add_cell_check(metadata: dict[str, Any], train_ds: Dataset, tests: dict[str,
         for name, ds in tests.items()
     }
     metadata["cell_check"] = params
+
+
+def refit_cell_check(model: Path, sites: list[Any], cache: Path | None, command: str) -> dict:
+    """The model's not-a-cell gamut fitted again by ``add_cell_check`` on the training crops
+    of the sites it was trained on (the same sites, or an error), written to its
+    ``metadata.json``; returns the gamut's record without its bins."""
+    path = Path(model) / "metadata.json"
+    metadata = json.loads(path.read_text())
+    trained = sorted(metadata.get("sites", {}))
+    if sorted(s.name for s in sites) != trained:
+        raise DataError(f"{model} was trained on sites {trained}: give exactly those")
+    data = [load_site(s, cache, int(metadata.get("seed", 42))) for s in sites]
+    tests = {f"{d.site.name}/{n}": t for d in data for n, t in d.tests.items()}
+    add_cell_check(metadata, pooled([d.train for d in data]), tests)
+    metadata["cell_check"]["command"] = command
+    path.write_text(json.dumps(metadata, indent=2) + "\n")
+    return {k: v for k, v in metadata["cell_check"].items() if k != "allowed"}
 
 
 def add_ood_guard(

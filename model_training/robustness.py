@@ -153,7 +153,7 @@ def fills_small_frame(image: Image.Image) -> Image.Image:
 
 
 def site_looks() -> dict[str, Perturb]:
-    """Another laboratory's looks for a one-tree site's test cells (``site_table``)."""
+    """Another laboratory's looks for a one-tree site's cells (``site_table``)."""
     frame = f"cell fills a {SMALL_FRAME}x{SMALL_FRAME} frame"
     hue_up, hue_down = _hue(OTHER_STAIN), _hue(-OTHER_STAIN)
     return {
@@ -176,13 +176,13 @@ def site_split(site: Site, split: str = "test") -> LabelledImages:
     return LabelledImages([str(s.path) for s in kept], np.array([s.label for s in kept]))
 
 
-def site_table(model_dir: Path, site: Site, split: str = "test") -> dict[str, dict[str, float]]:
+def site_table(
+    runner: SavedModelRunner, stats: OodStats | None, site: Site, split: str = "test"
+) -> dict[str, dict[str, float]]:
     """Each look of ``site_looks`` on a split of the site, answered as the service answers
     (calibrated, with the review flag, the not-a-cell check and the out-of-distribution
-    guard): accuracy, and the shares sent to review and wrong and released."""
-    runner = SavedModelRunner(model_dir)
+    guard ``stats``): accuracy, and the shares sent to review and wrong and released."""
     balance = balance_of(runner.metadata)
-    stats = OodStats.load(model_dir)
     cells = site_split(site, split)
     images = sources(cells.paths)
     table = {}
@@ -377,7 +377,7 @@ def run(
                 "site": {
                     "name": site.name,
                     "looks": {
-                        shown: site_table(model_dir, site, split)
+                        shown: site_table(runner, OodStats.load(model_dir), site, split)
                         for split, shown in SITE_SPLITS.items()
                     },
                 }

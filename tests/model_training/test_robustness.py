@@ -106,7 +106,11 @@ def test_site_table_answers_only_the_test_split(
     test_files = {k for k, v in read_split(tmp_path / "splits" / "lab.csv").items() if v == "test"}
     cells = site_split(site, "test")
     assert {f"{Path(p).parent.name}/{Path(p).name}" for p in cells.paths} == test_files
-    table = site_table(tiny_model / "1", site)
+    from model_training.export import SavedModelRunner
+    from wbc_core.ood import OodStats
+
+    version = tiny_model / "1"
+    table = site_table(SavedModelRunner(version), OodStats.load(version), site)
     assert list(table) == list(site_looks())
     for row in table.values():
         assert row["n"] == len(test_files)

@@ -142,7 +142,7 @@ def test_train_sites_records_sites_and_reports_each(
             assert rec["accuracy"] == summary["sites"][site]["sets"][name]["accuracy"]
 
     # the gamut fitted again by the same recipe is the same gamut, and records its command
-    from model_training.__main__ import refit_cell_check
+    from model_training.postfit import refit_cell_check
 
     before = metadata["cell_check"]
     refit_cell_check(tmp_path / "models" / "1", specs, None, "refit")
