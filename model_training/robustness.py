@@ -372,20 +372,16 @@ def run(
             else {}
         ),
         "summary": {name: summarise(r) for name, r in results.items()},
-        **(
-            {
-                "site": {
-                    "name": site.name,
-                    "looks": {
-                        shown: site_table(runner, OodStats.load(model_dir), site, split)
-                        for split, shown in SITE_SPLITS.items()
-                    },
-                }
-            }
-            if site
-            else {}
-        ),
     }
+    if site:
+        stats = OodStats.load(model_dir)
+        record["site"] = {
+            "name": site.name,
+            "looks": {
+                shown: site_table(runner, stats, site, split)
+                for split, shown in SITE_SPLITS.items()
+            },
+        }
     if out:
         write(out, record)
     return record
