@@ -155,7 +155,24 @@ def postfit(
 # trained to classify cells of any hue. PBC validation cells turned by 0.15: `unknown` for
 # 39-45% without them, 10-16% with; the generated non-cell images of tests/app/test_lab.py
 # are turned away as before, 7 of 8 (reports/experiments/cell-check-hues).
-OTHER_STAIN_HUES = (-0.2, -0.1, 0.1, 0.2)
+OTHER_STAIN_HUES = (-0.2, -0.15, -0.1, -0.05, 0.05, 0.1, 0.15, 0.2)
+
+
+def filled(x: np.ndarray) -> np.ndarray:
+    """The centre of each crop enlarged by ``CROP_CONTEXT`` to the crop's size: the cell box
+    filling the crop, as in an analyser's or another lab's single-cell image."""
+    side = x.shape[1]
+    inner = round(side / localise.CROP_CONTEXT)
+    start = (side - inner) // 2
+    centre = x[:, start : start + inner, start : start + inner]
+    return np.concatenate(
+        [
+            np.round(tf.image.resize(centre[i : i + 256], (side, side)).numpy())
+            .clip(0, 255)
+            .astype(np.uint8)
+            for i in range(0, len(centre), 256)
+        ]
+    )
 
 
 def stain_variants(
@@ -166,36 +183,49 @@ def stain_variants(
     sample: int = 3000,
     gamma: float = 0.0,
     hues: tuple[float, ...] = (),
-) -> np.ndarray:
-    """A sample of training crops, each also as ``copies`` stain- (and gamma-) jittered
-    versions and turned by each of ``hues``: the colours the network was trained to
-    classify."""
+    fill: bool = False,
+) -> list[np.ndarray]:
+    """A sample of training crops (with ``fill``, also their ``filled`` centres) with
+    ``copies`` stain- (and gamma-) jittered versions of each, then the sample turned by each
+    of ``hues``, a group each: the looks the network was trained to classify."""
     picked = x[:: max(1, len(x) // sample)]
+    if fill:
+        picked = np.concatenate([picked, filled(picked)])
     tf.random.set_seed(seed)  # before map: its random ops take their seeds when traced
     data = tf.data.Dataset.from_tensor_slices(picked).repeat(copies)
     data = data.map(lambda im: augment(im, 0, stain, gamma)[0]).batch(256)
     jittered = np.concatenate([np.round(b.numpy()).astype(np.uint8) for b in data])
     turned = [
-        np.round(tf.image.adjust_hue(picked[i : i + 256] / 255.0, h).numpy() * 255).astype(np.uint8)
+        np.concatenate(
+            [
+                np.round(tf.image.adjust_hue(picked[i : i + 256] / 255.0, h).numpy() * 255)
+                .astype(np.uint8)
+                for i in range(0, len(picked), 256)
+            ]
+        )
         for h in hues
-        for i in range(0, len(picked), 256)
     ]
-    return np.concatenate([picked, jittered, *turned])
+    return [np.concatenate([picked, jittered]), *turned]
 
 
 def add_cell_check(metadata: dict[str, Any], train_ds: Dataset, tests: dict[str, Dataset]) -> None:
     """Fit the not-a-cell gamut on the training crops and their stain-jittered versions, so
     that a cell the network was trained to classify under another stain is not turned away
-    (and their hue turns, for a network trained on random convolutions); record false
-    rejections on tests."""
+    (and their hue turns, for a network trained on random convolutions; and the crops'
+    centres the cell fills, for a network whose zoom augmentation reaches that far:
+    reports/experiments/cell-check-filled); record false rejections on tests."""
     stain = float(metadata.get("stain_jitter", 1.0))
     gamma = float(metadata.get("gamma_jitter", 0.0))
     randconv = float((metadata.get("augmentation") or {}).get("randconv", 0.0))
     hues = OTHER_STAIN_HUES if randconv > 0 else ()
+    zoom = (metadata.get("augmentation") or {}).get("zoom") or (1.0, 1.0)
+    fill = max(zoom) >= localise.CROP_CONTEXT  # trained on crops the cell fills
     params = cellcheck.fit(
-        stain_variants(train_ds.x, stain, gamma=gamma, hues=hues), originals=train_ds.x
+        stain_variants(train_ds.x, stain, gamma=gamma, hues=hues, fill=fill),
+        originals=train_ds.x,
     )
     params["hues"] = list(hues)
+    params["filled"] = fill
     check = cellcheck.CellCheck(params)
     # every Kaggle/BCCD field is localised (reports/localisation), so the gamut decides here
     params["false_rejection"] = {

@@ -76,21 +76,42 @@ def test_shipped_model_never_releases_generated_non_cells() -> None:
     without review, and nearly always `unknown`. (The version 2 not-a-cell check, fitted on
     two sites' colours, lets the blue-lined document scan through: it is answered as a
     low-confidence neutrophil and flagged; the Kaggle-only model called it unknown.)"""
-    from tests.app.conftest import encode
     from tests.app.test_lab import not_cells
 
+    unknown = _post_non_cells(not_cells())
+    assert len(unknown) >= len(not_cells()) - 1, unknown
+
+
+def test_shipped_model_never_releases_harder_non_cells() -> None:
+    """Smooth colour fields, scenes, coloured pages and pages in other hues: never a label
+    released without review; most answered `unknown` (a gamut widened for other stains'
+    cells must not open to everything: reports/experiments/cell-check-filled)."""
+    from tests.app.test_lab import more_not_cells
+
+    images = more_not_cells()
+    unknown = _post_non_cells(images)
+    print(f"harder non-cells answered unknown: {len(unknown)} of {len(images)}")
+    assert len(unknown) >= 0.75 * len(images), sorted(set(images) - set(unknown))
+
+
+def _post_non_cells(images: dict[str, Image.Image]) -> list[str]:
+    """Post each image to the shipped model; assert each is sent to review; return the names
+    answered `unknown`."""
+    from tests.app.conftest import encode
+
     app = create_app(Settings(model_dir=SHIPPED))
-    unknown = 0
+    unknown = []
     with TestClient(app) as client:
-        for name, image in not_cells().items():
+        for name, image in images.items():
             r = client.post(
                 "/predict", files={"file": (f"{name}.png", encode(image, "PNG"), "image/png")}
             )
             assert r.status_code == 200
             body = r.json()
             assert body["needs_review"] and body["review_reasons"], (name, body)
-            unknown += body["label"] == "unknown"
-    assert unknown >= len(not_cells()) - 1, unknown
+            if body["label"] == "unknown":
+                unknown.append(name)
+    return unknown
 
 
 @pytest.mark.parametrize(

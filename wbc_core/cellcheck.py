@@ -2,8 +2,9 @@
 
 Stained smears occupy a small part of RGB space (pale background, pink red cells,
 violet nuclei). We keep the 16x16x16 colour bins that hold 99.5% of the pixels of the
-training crops and of their stain-jittered versions (other labs' stains: the network is
-trained to classify those, so the check must not turn them away). An image whose crop
+training crops and of their stain-jittered versions, and as many of each other look the
+network is trained to classify (other labs' stains, hues, a cell filling the frame: the
+check must not turn those away). An image whose crop
 has too few pixels in those bins (noise, a photo, a coloured document), or too few
 stained pixels among them (a white-balanced page of paper looks like slide background,
 and blue ink on it like a nucleus), or in which no violet nucleus was found (a solid
@@ -47,24 +48,32 @@ def _bin_index(arr: np.ndarray) -> np.ndarray:
 
 
 def fit(
-    x: np.ndarray, originals: np.ndarray | None = None, quantile: float = 0.005
+    x: np.ndarray | list[np.ndarray],
+    originals: np.ndarray | None = None,
+    quantile: float = 0.005,
 ) -> dict[str, Any]:
     """Learn the gamut from uint8 crops [N, H, W, 3] (the training crops and their
-    stain-jittered versions); threshold at a low quantile of their own in-gamut fractions,
+    stain-jittered versions), or from a list of such groups (each look the network was
+    trained to classify, e.g. the crops and each hue turn of them): the union of each
+    group's bins holding ``MASS`` of its pixels, so that a look is covered however few
+    of the crops it is. Threshold at a low quantile of the crops' own in-gamut fractions,
     so about 0.5% of them would fail. The stained-share floor comes from ``originals``
-    (the unjittered crops; default ``x``): a washed-out stain jitter must not lower it to
-    where a page of blue ink passes."""
-    counts = np.zeros(BINS**3, dtype=np.int64)
-    for start in range(0, len(x), 512):
-        counts += np.bincount(_bin_index(x[start : start + 512]).ravel(), minlength=BINS**3)
-    order = np.argsort(counts)[::-1]
-    cumulative = np.cumsum(counts[order]) / counts.sum()
-    kept = np.sort(order[: int(np.searchsorted(cumulative, MASS)) + 1])
+    (the unjittered crops; default ``x``'s first group): a washed-out stain jitter must not
+    lower it to where a page of blue ink passes."""
+    groups = [x] if isinstance(x, np.ndarray) else list(x)
     allowed = np.zeros(BINS**3, dtype=bool)
-    allowed[kept] = True
+    for group in groups:
+        counts = np.zeros(BINS**3, dtype=np.int64)
+        for start in range(0, len(group), 512):
+            chunk = _bin_index(group[start : start + 512]).ravel()
+            counts += np.bincount(chunk, minlength=BINS**3)
+        order = np.argsort(counts)[::-1]
+        cumulative = np.cumsum(counts[order]) / counts.sum()
+        allowed[order[: int(np.searchsorted(cumulative, MASS)) + 1]] = True
+    kept = np.flatnonzero(allowed)
     stained = allowed & _stained_bins()
-    originals = x if originals is None else originals
-    fractions = np.array([allowed[_bin_index(img)].mean() for img in x[:: max(1, len(x) // 2000)]])
+    originals = groups[0] if originals is None else originals
+    fractions = np.array([allowed[_bin_index(img)].mean() for img in _every_nth(groups, 2000)])
     stained_fractions = np.array(
         [stained[_bin_index(img)].mean() for img in originals[:: max(1, len(originals) // 2000)]]
     )
@@ -74,6 +83,18 @@ def fit(
         "min_fraction": round(float(np.quantile(fractions, quantile)) * 0.95, 4),
         "min_stained": round(float(np.quantile(stained_fractions, quantile)) * STAINED_MARGIN, 4),
     }
+
+
+def _every_nth(groups: list[np.ndarray], about: int) -> list[np.ndarray]:
+    """Every n-th crop of the groups taken as one sequence, about ``about`` of them (without
+    concatenating them: the groups can take gigabytes)."""
+    total = sum(len(g) for g in groups)
+    step = max(1, total // about)
+    picked, offset = [], 0
+    for group in groups:
+        picked.extend(group[(-offset) % step :: step])
+        offset += len(group)
+    return picked
 
 
 class CellCheck:

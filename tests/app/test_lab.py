@@ -48,6 +48,42 @@ def not_cells() -> dict[str, Image.Image]:
     }
 
 
+def _turned(image: Image.Image, shift: float) -> Image.Image:
+    h, s, v = image.convert("HSV").split()
+    h = h.point(lambda x: (x + round(shift * 255)) % 256)
+    return Image.merge("HSV", (h, s, v)).convert("RGB")
+
+
+def more_not_cells() -> dict[str, Image.Image]:
+    """Harder non-cells: smooth colour fields and scenes (no nucleus-shaped blob, but
+    colours near a smear's), coloured pages, and ``not_cells``' page images in other hues."""
+    rng = np.random.default_rng(11)
+    images: dict[str, Image.Image] = {}
+    for k in range(6):  # low-frequency random colours, as an out-of-focus photograph
+        coarse = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)
+        images[f"smooth_field_{k}"] = Image.fromarray(coarse).resize((320, 240), Image.BICUBIC)
+    sky = np.linspace([90, 140, 230], [200, 220, 250], 120)
+    grass = np.linspace([60, 150, 60], [30, 90, 30], 120)
+    column = np.concatenate([sky, grass]).astype(np.uint8)
+    images["landscape"] = Image.fromarray(np.repeat(column[:, None, :], 320, axis=1))
+    skin = np.full((240, 320, 3), (224, 180, 160), np.float64) + rng.normal(0, 6, (240, 320, 3))
+    images["skin"] = Image.fromarray(np.clip(skin, 0, 255).astype(np.uint8))
+    page = Image.new("RGB", (400, 300), (240, 215, 225))  # violet print on pink paper
+    draw = ImageDraw.Draw(page)
+    for row in range(12):
+        draw.text((10, 10 + 22 * row), "Haematology request form: FBC + film " * 2, fill=(90, 50, 150))
+    images["violet_on_pink_page"] = page
+    stripes = np.zeros((240, 320, 3), np.uint8)
+    for i, colour in enumerate([(220, 60, 60), (240, 240, 240), (60, 60, 200), (250, 200, 80)]):
+        stripes[:, i * 80 : (i + 1) * 80] = colour
+    images["colour_stripes"] = Image.fromarray(stripes)
+    base = not_cells()
+    for name in ("text", "document_scan", "solid_violet"):
+        for shift in (-0.15, 0.15):
+            images[f"{name}_hue{shift:+g}"] = _turned(base[name], shift)
+    return images
+
+
 @pytest.mark.parametrize("name", sorted(not_cells()))
 def test_not_a_cell_is_unknown(client: TestClient, name: str) -> None:
     r = client.post(

@@ -89,6 +89,23 @@ def test_cell_gamut_rejects_noise_and_keeps_training_like_crops() -> None:
     assert not check.is_cell(noise, localised=True)
 
 
+def test_cell_gamut_covers_each_group_of_crops_however_few() -> None:
+    """A look given as a group of its own (a hue turn) keeps its colours in the gamut; pooled
+    with 300 times as many crops of the usual look, its bins fall under the mass cut."""
+    rng = np.random.default_rng(5)
+    base = np.array([[230, 220, 226], [222, 160, 170], [95, 60, 170]], dtype=np.uint8)
+    usual = base[rng.integers(0, 3, (300, 20, 20))]
+    turned = np.array([[230, 220, 226], [160, 222, 170], [60, 170, 95]], dtype=np.uint8)
+    other = turned[rng.integers(0, 3, (1, 20, 20))]
+    pooled = cellcheck.CellCheck(cellcheck.fit(np.concatenate([usual, other])))
+    grouped = cellcheck.CellCheck(cellcheck.fit([usual, other]))
+    assert not pooled.is_cell(other[0], localised=True)
+    assert grouped.is_cell(other[0], localised=True)
+    assert grouped.is_cell(usual[0], localised=True)
+    noise = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    assert not grouped.is_cell(noise, localised=True)
+
+
 def test_cell_check_rejects_a_page_that_is_only_slide_coloured() -> None:
     """White balance makes paper look like slide background: a crop of background grey
     and dark ink has too few stained pixels, though nearly all of it is in the gamut."""

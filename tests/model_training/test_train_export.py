@@ -362,8 +362,11 @@ def test_stain_variants_are_reproducible() -> None:
 
     x = np.random.default_rng(0).integers(0, 256, (12, 150, 150, 3), dtype=np.uint8)
     first, second = stain_variants(x, 2.0), stain_variants(x, 2.0)
-    assert first.shape == (36, 150, 150, 3)
-    np.testing.assert_array_equal(first, second)
+    assert [g.shape for g in first] == [(36, 150, 150, 3)]
+    np.testing.assert_array_equal(first[0], second[0])
+    groups = stain_variants(x, 2.0, hues=(-0.1, 0.1), fill=True)
+    assert [len(g) for g in groups] == [72, 24, 24]  # crops and centres, jittered; 2 turns
+    np.testing.assert_array_equal(groups[0][:12], x)
 
 
 def test_sensor_noise_is_coarse_bounded_and_varies_in_strength() -> None:
