@@ -4,7 +4,8 @@ PBC's images (CellaVision DM96, 360x363) hold one white cell centred in the fiel
 than Kaggle's, with red cells around it, and come with no boxes. The cell counts as found
 when the first box is localised, contains the image centre, and its side is between
 ``MIN_SIDE`` and ``MAX_SIDE`` of the image's (not a lobe, not the whole field). Every
-image is measured, through the service's own preprocessing (white balance first).
+image is measured, through the service's own preprocessing (white balance first), as it
+is and with its colours turned to another stain's hue (``OTHER_STAINS``).
 
     python -m model_training.localise_pbc --data ../shared/data/pbc --out reports/localisation
 """
@@ -15,6 +16,7 @@ import argparse
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +27,15 @@ from wbc_core.classes import CLASSES
 from wbc_core.preprocessing import decode, locate_cells
 
 MIN_SIDE, MAX_SIDE = 0.2, 0.95  # box side / image side of a plausible single white cell
+OTHER_STAINS = (0.15, -0.15, 0.3, -0.3, 0.5)  # hue turns: stains that colour the nucleus
+# other than violet (+0.3: brown-red; 0.5: the opposite hue)
+STAIN_STRIDE = 5  # every fifth image for each turn
 
 
-def measure(path: Path) -> dict:
+def measure(path: Path, look: Callable[[Image.Image], Image.Image] | None = None) -> dict:
     image = decode(path.read_bytes())
+    if look is not None:
+        image = look(image)
     boxes, _ = locate_cells(image)
     box, (w, h) = boxes[0], image.size
     side = max(box.x1 - box.x0, box.y1 - box.y0) / max(w, h)
@@ -42,6 +49,21 @@ def measure(path: Path) -> dict:
         "found": bool(box.localised and centred and MIN_SIDE <= side <= MAX_SIDE),
         "box": box.as_list(),
     }
+
+
+def other_stains(paths: list[Path]) -> dict[str, dict[str, float]]:
+    """Found and localised shares with the images' hue turned by each of ``OTHER_STAINS``."""
+    from model_training.robustness import hue_turn
+
+    table = {}
+    for shift in OTHER_STAINS:
+        rows = [measure(p, hue_turn(shift)) for p in paths]
+        table[f"{shift:+g}"] = {
+            "n": len(rows),
+            "found": float(np.mean([r["found"] for r in rows])),
+            "localised": float(np.mean([r["localised"] for r in rows])),
+        }
+    return table
 
 
 def draw(rows: list[dict], root: Path, out: Path, n: int = 40) -> None:
@@ -66,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/localisation"))
     args = parser.parse_args(argv)
     command = "python -m model_training.localise_pbc " + shlex.join(argv or sys.argv[1:])
-    rows = [measure(s.path) for s in list_samples(args.data)]
+    samples = list_samples(args.data)
+    rows = [measure(s.path) for s in samples]
     by_class = {}
     for c in CLASSES:
         sub = [r for r in rows if r["file"].startswith(c)]
@@ -83,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "by_class": by_class,
         "missed": [r for r in rows if not r["found"]],
+        "other_stains": other_stains([s.path for s in samples[::STAIN_STRIDE]]),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "pbc.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -102,6 +126,16 @@ def main(argv: list[str] | None = None) -> None:
         "| class | images | found |",
         "|---|---|---|",
         *[f"| {c} | {v['n']} | {v['found']:.1%} |" for c, v in by_class.items()],
+        f"\nWith another stain's hue (the colours of every {STAIN_STRIDE}th image turned round "
+        "the hue circle, lightness and saturation kept: `model_training.robustness.hue_turn`). "
+        "When no violet nucleus is credible the localiser searches the darkest pixels instead "
+        "(`wbc_core/localise.py`):\n",
+        "| hue turn | images | found | localised at all |",
+        "|---|---|---|---|",
+        *[
+            f"| {h} | {v['n']} | {v['found']:.1%} | {v['localised']:.1%} |"
+            for h, v in record["other_stains"].items()
+        ],
         "\nEvery miss (red) first, then a random sample (green):\n",
         "![boxes](pbc_boxes.png)\n",
     ]

@@ -49,7 +49,10 @@ PHOTOGRAPHS = "TEST photographs"  # the set of source_photographs(bccd, "TEST")
 FRAMINGS = (1.5, 1.25, 1.1)  # single-cell images: square side over the cell box's longer side
 
 
-def _hue(shift: float) -> Perturb:
+def hue_turn(shift: float) -> Perturb:
+    """Every colour turned by ``shift`` of the hue circle (HSV; lightness and saturation kept):
+    a stain of another hue."""
+
     def apply(im: Image.Image) -> Image.Image:
         h, s, v = im.convert("HSV").split()
         h = h.point(lambda x: (x + round(shift * 255)) % 256)
@@ -116,8 +119,8 @@ def _gamma(g: float) -> Perturb:
 
 PERTURBATIONS: dict[str, Perturb] = {
     "none": lambda im: im,
-    "hue -0.05": _hue(-0.05),
-    "hue +0.05": _hue(0.05),
+    "hue -0.05": hue_turn(-0.05),
+    "hue +0.05": hue_turn(0.05),
     "saturation x0.6": lambda im: ImageEnhance.Color(im).enhance(0.6),
     "saturation x1.5": lambda im: ImageEnhance.Color(im).enhance(1.5),
     "brightness x0.8": lambda im: ImageEnhance.Brightness(im).enhance(0.8),
@@ -155,7 +158,7 @@ def fills_small_frame(image: Image.Image) -> Image.Image:
 def site_looks() -> dict[str, Perturb]:
     """Another laboratory's looks for a one-tree site's cells (``site_table``)."""
     frame = f"cell fills a {SMALL_FRAME}x{SMALL_FRAME} frame"
-    hue_up, hue_down = _hue(OTHER_STAIN), _hue(-OTHER_STAIN)
+    hue_up, hue_down = hue_turn(OTHER_STAIN), hue_turn(-OTHER_STAIN)
     return {
         "none": PERTURBATIONS["none"],
         f"stain hue +{OTHER_STAIN:g}": hue_up,

@@ -7,6 +7,12 @@ each pixel by ``blue - green``, keep the pixels above a threshold, close small g
 (so the lobes of a neutrophil join), take the connected component with the largest
 score mass, and grow its box by a margin that covers the cytoplasm.
 
+A stain that does not colour the nucleus violet (a brown-red rapid stain, a hue far from
+Romanowsky's) gives no credible violet component; the search is then made again on each
+pixel's darkness (the nucleus is the darkest structure a nuclear stain leaves), so that
+such a cell is still found, cropped and judged by the not-a-cell check, not classified as
+a whole field. Images with a violet nucleus never reach that fallback.
+
 Works on a reduced copy of the image (longer side ``WORK_SIDE``) so that it costs
 about a millisecond whatever the upload size. Constants were fitted on the BCCD
 trainval list only (see ``model_training.localise_eval``).
@@ -36,6 +42,8 @@ LEGACY_CROP_CONTEXT = 1.15  # the crop of models that record none (model v5 and 
 OTHER_CELL_REL = 0.3  # another nucleus with this share of the first's score mass is a cell
 MAX_CELLS = 16  # white cells reported per image at most
 CLOSE_ITERATIONS = 2  # closings with a 3x3 square: lobes up to 4 pixels apart join
+DARK_REL = 0.75  # fallback (``darkness_score``): nucleus above this share of the image's
+DARK_MIN = 60  # 99.9th percentile darkness, and above this darkness (0..255)
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,12 @@ def nucleus_threshold(top: float) -> float:
     return max(SCORE_REL * top, SCORE_MIN * min(1.0, top / STAIN_REF), SCORE_FLOOR)
 
 
+def darkness_score(rgb: np.ndarray) -> np.ndarray:
+    """Per-pixel darkness, 255 minus the darkest channel, as int16: the fallback nucleus
+    score for a stain that does not colour the nucleus violet."""
+    return 255 - rgb.min(axis=-1).astype(np.int16)
+
+
 def find_cells(
     image: Image.Image, work: tuple[Image.Image | np.ndarray, float] | None = None
 ) -> list[CellBox]:
@@ -122,25 +136,41 @@ def find_cells(
     image, not localised, if none is credible). ``work``: its ``working_copy`` (image or
     array), when the caller has made (and white-balanced) it.
 
-    The first is the nucleus component with the largest score mass. A further component
-    is another white cell when its mass is at least ``OTHER_CELL_REL`` of the first's, its
-    area is credible, and its centre lies outside the cells already found (a neutrophil
-    lobe the closing did not join lies inside its cell's box); at most ``MAX_CELLS``."""
+    Nuclei are found by ``violet_score`` or, when that finds no credible one, by
+    ``darkness_score`` (``nuclei``)."""
     width, height = image.size
     small, scale = work or working_copy(image)
-    score = violet_score(np.asarray(small))
-    whole = CellBox(0, 0, width, height, localised=False)
-    mask = close(score > nucleus_threshold(percentile(score, 99.9)))
+    pixels = np.asarray(small)
+    score = violet_score(pixels)
+    cells = nuclei(score, nucleus_threshold(percentile(score, 99.9)), scale, width, height)
+    if not cells:
+        dark = darkness_score(pixels)
+        threshold = max(DARK_REL * percentile(dark, 99.9), DARK_MIN)
+        cells = nuclei(dark, threshold, scale, width, height)
+    return cells or [CellBox(0, 0, width, height, localised=False)]
+
+
+def nuclei(
+    score: np.ndarray, threshold: float, scale: float, width: int, height: int
+) -> list[CellBox]:
+    """The cell boxes of the nucleus components of ``score > threshold`` (closed), the
+    most prominent first; none when the first is not credible.
+
+    The first is the component with the largest score mass. A further component is another
+    white cell when its mass is at least ``OTHER_CELL_REL`` of the first's, its area is
+    credible, and its centre lies outside the cells already found (a neutrophil lobe the
+    closing did not join lies inside its cell's box); at most ``MAX_CELLS``."""
+    mask = close(score > threshold)
     found = components.find(mask)  # 4-connected, numbered as SciPy does
     if found.count == 0:
-        return [whole]
+        return []
     objects = found.objects
     mass = found.sums(np.clip(score, 0, None))
     area = found.areas()
     order = np.argsort(-mass[1:], kind="stable") + 1  # the most prominent first
     credible = (MIN_AREA_FRAC * score.size <= area) & (area <= MAX_AREA_FRAC * score.size)
     if not credible[order[0]]:
-        return [whole]
+        return []
     cells = [_cell_box(objects[order[0] - 1], scale, width, height)]
     for label in order[1:]:
         if mass[label] < OTHER_CELL_REL * mass[order[0]] or len(cells) == MAX_CELLS:

@@ -48,15 +48,11 @@ def not_cells() -> dict[str, Image.Image]:
     }
 
 
-def _turned(image: Image.Image, shift: float) -> Image.Image:
-    h, s, v = image.convert("HSV").split()
-    h = h.point(lambda x: (x + round(shift * 255)) % 256)
-    return Image.merge("HSV", (h, s, v)).convert("RGB")
-
-
 def more_not_cells() -> dict[str, Image.Image]:
     """Harder non-cells: smooth colour fields and scenes (no nucleus-shaped blob, but
     colours near a smear's), coloured pages, and ``not_cells``' page images in other hues."""
+    from model_training.robustness import hue_turn
+
     rng = np.random.default_rng(11)
     images: dict[str, Image.Image] = {}
     for k in range(6):  # low-frequency random colours, as an out-of-focus photograph
@@ -80,7 +76,7 @@ def more_not_cells() -> dict[str, Image.Image]:
     base = not_cells()
     for name in ("text", "document_scan", "solid_violet"):
         for shift in (-0.15, 0.15):
-            images[f"{name}_hue{shift:+g}"] = _turned(base[name], shift)
+            images[f"{name}_hue{shift:+g}"] = hue_turn(shift)(base[name])
     return images
 
 

@@ -13,7 +13,16 @@ from PIL import Image
 from scipy import ndimage
 
 from tests.synthetic import BACKGROUND, field
-from wbc_core.localise import close, find_cell, find_cells, percentile, square_crop
+from wbc_core.localise import (
+    close,
+    find_cell,
+    find_cells,
+    nuclei,
+    nucleus_threshold,
+    percentile,
+    square_crop,
+    violet_score,
+)
 from wbc_core.preprocessing import (
     IMAGE_SIZE,
     locate_cells,
@@ -87,6 +96,21 @@ def test_cell_filling_the_frame_keeps_nearly_whole_image() -> None:
     assert box.localised
     x0, y0, x1, y1 = square_crop(box, *image.size)
     assert (x1 - x0) >= 0.9 * 120
+
+
+@pytest.mark.parametrize("shift", [0.3, 0.35, 0.5])
+def test_a_nucleus_stained_in_another_hue_is_found_by_its_darkness(shift: float) -> None:
+    """A stain that leaves the nucleus brown-red or yellow: no violet component at all, and
+    the darkness fallback finds the cell where the violet nucleus would have been."""
+    from model_training.robustness import hue_turn
+
+    cx, cy = 200, 90
+    image = hue_turn(shift)(field(cells=[(cx, cy, 26)], seed=3))
+    score = violet_score(np.asarray(image))
+    assert nuclei(score, nucleus_threshold(percentile(score, 99.9)), 1.0, 320, 240) == []
+    box = find_cell(image)
+    assert box.localised and _inside(box, cx, cy)
+    assert box.x1 - box.x0 <= 2.2 * 26 + 10
 
 
 def test_plain_background_falls_back_to_whole_image() -> None:
