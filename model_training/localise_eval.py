@@ -226,13 +226,17 @@ def main() -> None:
 
 def appearance_perturbations() -> dict[str, Callable[[Image.Image], Image.Image]]:
     """The robustness report's perturbations that change how a field looks, not its
-    geometry (zoom and scale move the true box)."""
-    from model_training.robustness import PERTURBATIONS
+    geometry (zoom and scale move the true box), and a stain that leaves the nucleus
+    brown-red (found by the localiser's darkness fallback)."""
+    from model_training.robustness import FAR_STAIN, PERTURBATIONS, hue_turn
 
     return {
-        n: fn
-        for n, fn in PERTURBATIONS.items()
-        if n != "none" and not n.startswith(("zoom", "scale"))
+        **{
+            n: fn
+            for n, fn in PERTURBATIONS.items()
+            if n != "none" and not n.startswith(("zoom", "scale"))
+        },
+        f"brown-red stain (hue +{FAR_STAIN:g})": hue_turn(FAR_STAIN),
     }
 
 

@@ -17,7 +17,7 @@ of another hue, the cell filling a small frame, both; each row gives the accurac
 share sent to review and the share **wrong and released without review**, the figure
 that matters when a laboratory the model has never seen sends its cells.
 
-    python -m model_training robustness --model models/wbc-classifier/4 \
+    python -m model_training robustness --model models/wbc-classifier/5 \
         --data ../shared/data/kaggle-blood-cells --bccd ../shared/data/bccd \
         --site pbc=../shared/data/pbc --out reports/robustness
 """
@@ -145,6 +145,7 @@ PERTURBATIONS: dict[str, Perturb] = {
 
 SMALL_FRAME = 120  # px: a camera and analyser that deliver the cell alone, at low resolution
 OTHER_STAIN = 0.15  # hue turned by this share of the colour circle: another stain's hue
+FAR_STAIN = 0.3  # a stain that leaves the nucleus brown-red, not violet
 
 
 def fills_small_frame(image: Image.Image) -> Image.Image:
@@ -159,13 +160,16 @@ def site_looks() -> dict[str, Perturb]:
     """Another laboratory's looks for a one-tree site's cells (``site_table``)."""
     frame = f"cell fills a {SMALL_FRAME}x{SMALL_FRAME} frame"
     hue_up, hue_down = hue_turn(OTHER_STAIN), hue_turn(-OTHER_STAIN)
+    far = hue_turn(FAR_STAIN)
     return {
         "none": PERTURBATIONS["none"],
         f"stain hue +{OTHER_STAIN:g}": hue_up,
         f"stain hue -{OTHER_STAIN:g}": hue_down,
+        f"brown-red stain (hue +{FAR_STAIN:g})": far,
         frame: fills_small_frame,
         f"{frame}, stain hue +{OTHER_STAIN:g}": lambda im: hue_up(fills_small_frame(im)),
         f"{frame}, stain hue -{OTHER_STAIN:g}": lambda im: hue_down(fills_small_frame(im)),
+        f"{frame}, brown-red stain (hue +{FAR_STAIN:g})": lambda im: far(fills_small_frame(im)),
     }
 
 
@@ -495,7 +499,8 @@ def write(out: Path, record: dict) -> None:
             f"## Another laboratory's looks on site {name}'s cells",
             "",
             f"The {name} validation and test splits (its committed split file) with another "
-            f"stain's hue (turned by {OTHER_STAIN:g} of the colour circle), the cell filling "
+            f"stain's hue (turned by {OTHER_STAIN:g} of the colour circle), a stain that "
+            f"leaves the nucleus brown-red (turned by {FAR_STAIN:g}), the cell filling "
             f"a {SMALL_FRAME}x{SMALL_FRAME} frame (1.1 x the box the localiser finds, "
             "resized), and both, answered as the service answers (`site_looks`, "
             "`site_table`). *Accuracy* is the network's most probable class; the service "
