@@ -44,6 +44,12 @@ MAX_CELLS = 16  # white cells reported per image at most
 CLOSE_ITERATIONS = 2  # closings with a 3x3 square: lobes up to 4 pixels apart join
 DARK_REL = 0.75  # fallback (``darkness_score``): nucleus above this share of the image's
 DARK_MIN = 60  # 99.9th percentile darkness, and above this darkness (0..255)
+NEUTRAL_SPREAD = 20  # ... and only where its channels differ by this much: grey and black
+# pixels (a rotated view's black border and its blur into the background, ink) are not stain
+DARK_CONTRAST = 1.4  # ... and a nucleus at least this much darker, on average, than the
+# median stained pixel: red cells alone (a field without a white cell) are not. Chosen on
+# Kaggle TRAIN's six fields without a white cell (five below) and its cells and PBC's
+# validation cells turned to a brown-red stain (5% and 1% below).
 
 
 @dataclass(frozen=True)
@@ -124,9 +130,13 @@ def nucleus_threshold(top: float) -> float:
 
 
 def darkness_score(rgb: np.ndarray) -> np.ndarray:
-    """Per-pixel darkness, 255 minus the darkest channel, as int16: the fallback nucleus
-    score for a stain that does not colour the nucleus violet."""
-    return 255 - rgb.min(axis=-1).astype(np.int16)
+    """Per-pixel darkness, 255 minus the darkest channel, as int16, on stained (coloured)
+    pixels only (0 on grey and black): the fallback nucleus score for a stain that does not
+    colour the nucleus violet."""
+    low = rgb.min(axis=-1).astype(np.int16)
+    score = 255 - low
+    score[rgb.max(axis=-1) - low < NEUTRAL_SPREAD] = 0
+    return score
 
 
 def find_cells(
@@ -145,16 +155,25 @@ def find_cells(
     cells = nuclei(score, nucleus_threshold(percentile(score, 99.9)), scale, width, height)
     if not cells:
         dark = darkness_score(pixels)
-        threshold = max(DARK_REL * percentile(dark, 99.9), DARK_MIN)
-        cells = nuclei(dark, threshold, scale, width, height)
+        stained = dark[dark > 0]
+        if stained.size:
+            threshold = max(DARK_REL * percentile(dark, 99.9), DARK_MIN)
+            contrast = DARK_CONTRAST * float(np.median(stained))
+            cells = nuclei(dark, threshold, scale, width, height, contrast)
     return cells or [CellBox(0, 0, width, height, localised=False)]
 
 
 def nuclei(
-    score: np.ndarray, threshold: float, scale: float, width: int, height: int
+    score: np.ndarray,
+    threshold: float,
+    scale: float,
+    width: int,
+    height: int,
+    min_mean: float = 0.0,
 ) -> list[CellBox]:
     """The cell boxes of the nucleus components of ``score > threshold`` (closed), the
-    most prominent first; none when the first is not credible.
+    most prominent first; none when the first is not credible (its area, or its mean score
+    under ``min_mean``).
 
     The first is the component with the largest score mass. A further component is another
     white cell when its mass is at least ``OTHER_CELL_REL`` of the first's, its area is
@@ -169,7 +188,7 @@ def nuclei(
     area = found.areas()
     order = np.argsort(-mass[1:], kind="stable") + 1  # the most prominent first
     credible = (MIN_AREA_FRAC * score.size <= area) & (area <= MAX_AREA_FRAC * score.size)
-    if not credible[order[0]]:
+    if not credible[order[0]] or mass[order[0]] < min_mean * area[order[0]]:
         return []
     cells = [_cell_box(objects[order[0] - 1], scale, width, height)]
     for label in order[1:]:

@@ -113,6 +113,16 @@ def test_a_nucleus_stained_in_another_hue_is_found_by_its_darkness(shift: float)
     assert box.x1 - box.x0 <= 2.2 * 26 + 10
 
 
+@pytest.mark.parametrize("shift", [0.0, 0.3])
+def test_a_field_of_red_cells_alone_is_not_a_white_cell(shift: float) -> None:
+    """Red cells are darker than the background but not than a nucleus: the darkness
+    fallback does not take one for a white cell, in the usual stain or another."""
+    from model_training.robustness import hue_turn
+
+    image = hue_turn(shift)(field(cells=[], seed=8))
+    assert not find_cell(image).localised
+
+
 def test_plain_background_falls_back_to_whole_image() -> None:
     image = Image.new("RGB", (320, 240), BACKGROUND)
     box = find_cell(image)
