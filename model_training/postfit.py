@@ -153,10 +153,11 @@ def postfit(
 # Hue turns (shares of the colour circle) of another stain, for the not-a-cell gamut of a
 # network trained on random convolutions of its crops (random colour mappings): it is
 # trained to classify cells of any hue. Every 0.05 (turns 0.1 apart left the colours between
-# them out) up to 0.2: PBC validation cells turned by 0.15 and filling their frame were
-# answered `unknown` for 44-47% with turns of 0.1 and 0.2, 0.1-1.9% with these; the whole
-# circle let generated noise pass as a cell (reports/experiments/cell-check-filled).
-OTHER_STAIN_HUES = (-0.2, -0.15, -0.1, -0.05, 0.05, 0.1, 0.15, 0.2)
+# them out) up to 0.3, a brown-red stain: PBC validation cells turned by 0.15 and filling
+# their frame were answered `unknown` for 44-47% with turns of 0.1 and 0.2, 0.1-2.2% with
+# these; turned by 0.3, 98-100% with turns up to 0.2, 0.2-0.4% with these; the whole circle
+# let generated noise pass as a cell (reports/experiments/cell-check-filled).
+OTHER_STAIN_HUES = tuple(round(k * 0.05, 2) for k in range(-6, 7) if k)
 
 
 def filled(x: np.ndarray) -> np.ndarray:
