@@ -200,8 +200,9 @@ def stain_variants(
     turned = [
         np.concatenate(
             [
-                np.round(tf.image.adjust_hue(picked[i : i + 256] / 255.0, h).numpy() * 255)
-                .astype(np.uint8)
+                np.round(tf.image.adjust_hue(picked[i : i + 256] / 255.0, h).numpy() * 255).astype(
+                    np.uint8
+                )
                 for i in range(0, len(picked), 256)
             ]
         )

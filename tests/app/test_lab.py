@@ -67,7 +67,9 @@ def more_not_cells() -> dict[str, Image.Image]:
     page = Image.new("RGB", (400, 300), (240, 215, 225))  # violet print on pink paper
     draw = ImageDraw.Draw(page)
     for row in range(12):
-        draw.text((10, 10 + 22 * row), "Haematology request form: FBC + film " * 2, fill=(90, 50, 150))
+        draw.text(
+            (10, 10 + 22 * row), "Haematology request form: FBC + film " * 2, fill=(90, 50, 150)
+        )
     images["violet_on_pink_page"] = page
     stripes = np.zeros((240, 320, 3), np.uint8)
     for i, colour in enumerate([(220, 60, 60), (240, 240, 240), (60, 60, 200), (250, 200, 80)]):
