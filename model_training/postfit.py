@@ -230,7 +230,7 @@ def add_cell_check(metadata: dict[str, Any], train_ds: Dataset, tests: dict[str,
     params["hues"] = list(hues)
     params["filled"] = fill
     check = cellcheck.CellCheck(params)
-    # every Kaggle/BCCD field is localised (reports/localisation), so the gamut decides here
+    # the gamut alone, as on a localised cell: what it turns away of each test set
     params["false_rejection"] = {
         name: float(np.mean([not check.is_cell(x, True) for x in ds.x]))
         for name, ds in tests.items()
