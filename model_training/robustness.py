@@ -42,7 +42,15 @@ from model_training.sites import Site, file_key, read_split, split_path
 from wbc_core.cellcheck import CellCheck
 from wbc_core.localise import CellBox, square_crop
 from wbc_core.ood import OodStats
-from wbc_core.preprocessing import Prepared, balance_of, decode, locate, prepare
+from wbc_core.preprocessing import (
+    BACKGROUND_LEVEL,
+    Prepared,
+    balance_of,
+    decode,
+    locate,
+    prepare,
+    white_balance,
+)
 
 Perturb = Callable[[Image.Image], Image.Image]
 PHOTOGRAPHS = "TEST photographs"  # the set of source_photographs(bccd, "TEST")
@@ -156,20 +164,55 @@ def fills_small_frame(image: Image.Image) -> Image.Image:
     return square.resize((SMALL_FRAME, SMALL_FRAME), Image.BILINEAR)
 
 
+# Dye colours (RGB on a white-balanced image) for ``dye_swap``: the Romanowsky nucleus dye
+# and eosin as they look in these sites' images, and a brown nucleus dye with a red eosin.
+ROMANOWSKY_DYES = ((95, 60, 170), (200, 140, 165))
+BROWN_RED_DYES = ((150, 80, 50), (215, 120, 100))
+
+
+def _dye_matrix(dyes: tuple[tuple[int, int, int], ...]) -> np.ndarray:
+    """Unit optical-density vectors of two dyes and a third orthogonal to both."""
+    rows = [np.log(BACKGROUND_LEVEL / np.asarray(rgb, float)) for rgb in dyes]
+    rows = [r / np.linalg.norm(r) for r in rows]
+    third = np.cross(rows[0], rows[1])
+    return np.stack([*rows, third / np.linalg.norm(third)])
+
+
+def dye_swap(dyes: tuple[tuple[int, int, int], ...] = BROWN_RED_DYES) -> Perturb:
+    """Another stain by optical density, not a hue turn: each pixel of the white-balanced
+    image split into amounts of the two Romanowsky dyes (Beer-Lambert, ``ROMANOWSKY_DYES``)
+    and put back with ``dyes``' colours: the same cell under another stain's dyes."""
+    source = _dye_matrix(ROMANOWSKY_DYES)
+    target = _dye_matrix(dyes)
+    target[2] = source[2]  # what neither dye explains stays as it was
+    mix = np.linalg.inv(source) @ target
+
+    def apply(im: Image.Image) -> Image.Image:
+        a = np.asarray(white_balance(im), np.float64)
+        od = np.log(BACKGROUND_LEVEL / np.clip(a, 1.0, None))
+        out = BACKGROUND_LEVEL * np.exp(-(od.reshape(-1, 3) @ mix))
+        return Image.fromarray(np.clip(out + 0.5, 0, 255).reshape(a.shape).astype(np.uint8))
+
+    return apply
+
+
 def site_looks() -> dict[str, Perturb]:
     """Another laboratory's looks for a one-tree site's cells (``site_table``)."""
     frame = f"cell fills a {SMALL_FRAME}x{SMALL_FRAME} frame"
     hue_up, hue_down = hue_turn(OTHER_STAIN), hue_turn(-OTHER_STAIN)
     far = hue_turn(FAR_STAIN)
+    dyes = dye_swap()
     return {
         "none": PERTURBATIONS["none"],
         f"stain hue +{OTHER_STAIN:g}": hue_up,
         f"stain hue -{OTHER_STAIN:g}": hue_down,
         f"brown-red stain (hue +{FAR_STAIN:g})": far,
+        "brown-red stain (dyes swapped)": dyes,
         frame: fills_small_frame,
         f"{frame}, stain hue +{OTHER_STAIN:g}": lambda im: hue_up(fills_small_frame(im)),
         f"{frame}, stain hue -{OTHER_STAIN:g}": lambda im: hue_down(fills_small_frame(im)),
         f"{frame}, brown-red stain (hue +{FAR_STAIN:g})": lambda im: far(fills_small_frame(im)),
+        f"{frame}, brown-red stain (dyes swapped)": lambda im: dyes(fills_small_frame(im)),
     }
 
 
@@ -188,15 +231,22 @@ def site_table(
 ) -> dict[str, dict[str, float]]:
     """Each look of ``site_looks`` on a split of the site, answered as the service answers
     (calibrated, with the review flag, the not-a-cell check and the out-of-distribution
-    guard ``stats``): accuracy, and the shares sent to review and wrong and released."""
+    guard ``stats``): accuracy, and the shares sent to review and wrong and released. A
+    cell the localiser does not find is answered `unknown` (``cell_not_found``), as by the
+    service, and counted with the not-a-cell share."""
     balance = balance_of(runner.metadata)
     cells = site_split(site, split)
     images = sources(cells.paths)
     table = {}
     for name, look in site_looks().items():
-        crops = np.stack([prepare(look(im), balance).array for im in images])
-        ds = Dataset(crops, cells.y, np.array(cells.paths), cells.paths)
+        crops = [prepare(look(im), balance) for im in images]
+        ds = Dataset(
+            np.stack([p.array for p in crops]), cells.y, np.array(cells.paths), cells.paths
+        )
         a = answers(runner, ds, runner.metadata, stats)
+        lost = np.array([not p.box.localised for p in crops], dtype=bool)
+        a["not_a_cell"] = a["not_a_cell"] | lost
+        a["released"] = a["released"] & ~lost
         guard = guard_stats(a)
         table[name] = {
             "n": len(cells.y),
@@ -500,15 +550,17 @@ def write(out: Path, record: dict) -> None:
             "",
             f"The {name} validation and test splits (its committed split file) with another "
             f"stain's hue (turned by {OTHER_STAIN:g} of the colour circle), a stain that "
-            f"leaves the nucleus brown-red (turned by {FAR_STAIN:g}), the cell filling "
+            f"leaves the nucleus brown-red (turned by {FAR_STAIN:g}; and made by swapping the "
+            "Romanowsky dyes for a brown and a red one in optical density, `dye_swap`), "
+            "the cell filling "
             f"a {SMALL_FRAME}x{SMALL_FRAME} frame (1.1 x the box the localiser finds, "
             "resized), and both, answered as the service answers (`site_looks`, "
             "`site_table`). *Accuracy* is the network's most probable class; the service "
             "sends a cell to review when its confidence is under the review threshold, it "
-            "is out of distribution, or it fails the not-a-cell check (then it answers "
-            "`unknown` instead of a class); *wrong and released* are the cells it answers "
-            "wrongly without review. Validation cells are the ones model choices may use; "
-            "the test split is shown, not used.",
+            "is out of distribution, or it fails the not-a-cell check or finds no cell (then "
+            "it answers `unknown` instead of a class); *wrong and released* are the cells "
+            "it answers wrongly without review. Validation cells are the ones model choices "
+            "may use; the test split is shown, not used.",
             "",
             "| set | look | cells | accuracy | sent to review | not a cell (answered "
             "`unknown`) | out of distribution | wrong and released |",

@@ -95,6 +95,17 @@ def test_site_looks_change_the_image_except_none() -> None:
         assert np.abs(np.asarray(out).astype(int) - np.asarray(im)).mean() > 5, name
 
 
+def test_dye_swap_stains_the_nucleus_brown_red_and_keeps_the_background() -> None:
+    from model_training.robustness import dye_swap
+
+    a = np.full((60, 80, 3), 220, np.uint8)
+    a[20:40, 30:50] = (95, 60, 170)  # the Romanowsky nucleus dye
+    out = np.asarray(dye_swap()(Image.fromarray(a))).astype(int)
+    assert np.abs(out[:10] - 220).max() <= 1  # slide background as it was
+    r, g, b = out[30, 40]
+    assert r > g > b and r - b > 60, (r, g, b)  # brown-red, no longer violet
+
+
 def test_site_table_answers_only_the_test_split(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
