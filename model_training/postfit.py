@@ -160,6 +160,16 @@ def postfit(
 OTHER_STAIN_HUES = tuple(round(k * 0.05, 2) for k in range(-6, 7) if k)
 
 
+def _batched(fn: Any, x: np.ndarray, size: int = 256) -> np.ndarray:
+    """``fn`` (0..255 floats out) over ``x`` in batches of ``size``, rounded to uint8."""
+    return np.concatenate(
+        [
+            np.round(fn(x[i : i + size])).clip(0, 255).astype(np.uint8)
+            for i in range(0, len(x), size)
+        ]
+    )
+
+
 def filled(x: np.ndarray) -> np.ndarray:
     """The centre of each crop enlarged by ``CROP_CONTEXT`` to the crop's size: the cell box
     filling the crop, as in an analyser's or another lab's single-cell image."""
@@ -167,14 +177,7 @@ def filled(x: np.ndarray) -> np.ndarray:
     inner = round(side / localise.CROP_CONTEXT)
     start = (side - inner) // 2
     centre = x[:, start : start + inner, start : start + inner]
-    return np.concatenate(
-        [
-            np.round(tf.image.resize(centre[i : i + 256], (side, side)).numpy())
-            .clip(0, 255)
-            .astype(np.uint8)
-            for i in range(0, len(centre), 256)
-        ]
-    )
+    return _batched(lambda b: tf.image.resize(b, (side, side)).numpy(), centre)
 
 
 def stain_variants(
@@ -198,14 +201,7 @@ def stain_variants(
     data = data.map(lambda im: augment(im, 0, stain, gamma)[0]).batch(256)
     jittered = np.concatenate([np.round(b.numpy()).astype(np.uint8) for b in data])
     turned = [
-        np.concatenate(
-            [
-                np.round(tf.image.adjust_hue(picked[i : i + 256] / 255.0, h).numpy() * 255).astype(
-                    np.uint8
-                )
-                for i in range(0, len(picked), 256)
-            ]
-        )
+        _batched(lambda b, h=h: tf.image.adjust_hue(b / 255.0, h).numpy() * 255, picked)
         for h in hues
     ]
     return [np.concatenate([picked, jittered]), *turned]

@@ -189,30 +189,41 @@ def dye_swap(dyes: tuple[tuple[int, int, int], ...] = BROWN_RED_DYES) -> Perturb
 
     def apply(im: Image.Image) -> Image.Image:
         a = np.asarray(white_balance(im), np.float64)
-        od = np.log(BACKGROUND_LEVEL / np.clip(a, 1.0, None))
+        od = np.log(BACKGROUND_LEVEL / np.clip(a, 1.0, None))  # ``optical_density`` in float64
         out = BACKGROUND_LEVEL * np.exp(-(od.reshape(-1, 3) @ mix))
         return Image.fromarray(np.clip(out + 0.5, 0, 255).reshape(a.shape).astype(np.uint8))
 
     return apply
 
 
-def site_looks() -> dict[str, Perturb]:
-    """Another laboratory's looks for a one-tree site's cells (``site_table``)."""
-    frame = f"cell fills a {SMALL_FRAME}x{SMALL_FRAME} frame"
-    hue_up, hue_down = hue_turn(OTHER_STAIN), hue_turn(-OTHER_STAIN)
-    far = hue_turn(FAR_STAIN)
-    dyes = dye_swap()
+def site_stains() -> dict[str, Perturb]:
+    """Other laboratories' stains for a one-tree site's cells (``site_looks``)."""
     return {
         "none": PERTURBATIONS["none"],
-        f"stain hue +{OTHER_STAIN:g}": hue_up,
-        f"stain hue -{OTHER_STAIN:g}": hue_down,
-        f"brown-red stain (hue +{FAR_STAIN:g})": far,
-        "brown-red stain (dyes swapped)": dyes,
-        frame: fills_small_frame,
-        f"{frame}, stain hue +{OTHER_STAIN:g}": lambda im: hue_up(fills_small_frame(im)),
-        f"{frame}, stain hue -{OTHER_STAIN:g}": lambda im: hue_down(fills_small_frame(im)),
-        f"{frame}, brown-red stain (hue +{FAR_STAIN:g})": lambda im: far(fills_small_frame(im)),
-        f"{frame}, brown-red stain (dyes swapped)": lambda im: dyes(fills_small_frame(im)),
+        f"stain hue +{OTHER_STAIN:g}": hue_turn(OTHER_STAIN),
+        f"stain hue -{OTHER_STAIN:g}": hue_turn(-OTHER_STAIN),
+        f"brown-red stain (hue +{FAR_STAIN:g})": hue_turn(FAR_STAIN),
+        "brown-red stain (dyes swapped)": dye_swap(),
+    }
+
+
+def site_look_parts() -> list[tuple[str, bool, Perturb]]:
+    """Each look of ``site_looks`` as (name, whether the cell is first made to fill a
+    ``SMALL_FRAME`` square, the stain then applied): every stain, as the image is and
+    filling the small frame."""
+    frame = f"cell fills a {SMALL_FRAME}x{SMALL_FRAME} frame"
+    stains = site_stains()
+    return [(name, False, stain) for name, stain in stains.items()] + [
+        (frame if name == "none" else f"{frame}, {name}", True, stain)
+        for name, stain in stains.items()
+    ]
+
+
+def site_looks() -> dict[str, Perturb]:
+    """Another laboratory's looks for a one-tree site's cells (``site_table``)."""
+    return {
+        name: (lambda im, stain=stain: stain(fills_small_frame(im))) if framed else stain
+        for name, framed, stain in site_look_parts()
     }
 
 
@@ -237,17 +248,17 @@ def site_table(
     balance = balance_of(runner.metadata)
     cells = site_split(site, split)
     images = sources(cells.paths)
+    framed: list[Image.Image] = []  # the cells filling the small frame, made once
     table = {}
-    for name, look in site_looks().items():
-        crops = [prepare(look(im), balance) for im in images]
+    for name, fills, stain in site_look_parts():
+        if fills and not framed:
+            framed = [fills_small_frame(im) for im in images]
+        crops = [prepare(stain(im), balance) for im in (framed if fills else images)]
         ds = Dataset(
             np.stack([p.array for p in crops]), cells.y, np.array(cells.paths), cells.paths
         )
-        a = answers(runner, ds, runner.metadata, stats)
-        lost = np.array([not p.box.localised for p in crops], dtype=bool)
-        a["not_a_cell"] = a["not_a_cell"] | lost
-        a["released"] = a["released"] & ~lost
-        guard = guard_stats(a)
+        localised = np.array([p.box.localised for p in crops], dtype=bool)
+        guard = guard_stats(answers(runner, ds, runner.metadata, stats, localised))
         table[name] = {
             "n": len(cells.y),
             "accuracy": 1.0 - guard["wrong_share"],

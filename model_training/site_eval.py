@@ -24,16 +24,25 @@ from wbc_core.ood import OodStats
 
 
 def answers(
-    runner: Any, ds: Dataset, metadata: dict[str, Any], ood: OodStats | None
+    runner: Any,
+    ds: Dataset,
+    metadata: dict[str, Any],
+    ood: OodStats | None,
+    localised: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """What the service would answer for each crop of ``ds``: calibrated probabilities,
-    review flags by reason, and whether the answer is released without review."""
+    review flags by reason, and whether the answer is released without review.
+    ``localised``: whether the localiser found each crop's cell (default: every one); one it
+    did not find is answered `unknown`, as by the service."""
     raw, features = runner.run(ds.x)
     probs = metrics.apply_temperature(raw, float(metadata.get("temperature", 1.0)))
     confidence = probs.max(axis=1)
     low = confidence < float(metadata.get("review_threshold", 0.9))
     check = cellcheck.CellCheck(metadata.get("cell_check"))
-    not_cell = np.array([not check.is_cell(x, True) for x in ds.x], dtype=bool)
+    found = np.ones(len(ds.x), dtype=bool) if localised is None else localised
+    not_cell = np.array(
+        [not check.is_cell(x, bool(f)) for x, f in zip(ds.x, found, strict=True)], dtype=bool
+    )
     scores = (
         ood.score(features) if ood is not None and features is not None else np.zeros(len(ds.y))
     )

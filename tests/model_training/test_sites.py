@@ -235,3 +235,23 @@ def test_random_convolution_changes_colour_and_texture_and_keeps_the_shape() -> 
     changed = [np.abs(out - image).mean() for out in outs]
     assert max(changed) > 10  # colours moved in some draws
     assert len({round(float(c), 1) for c in changed}) > 6  # a new filter every call
+
+
+def test_answers_treat_a_cell_not_found_as_the_service_does() -> None:
+    """A crop whose cell the localiser did not find is answered `unknown`: flagged not a cell
+    and never released, however confident the network."""
+    from model_training.site_eval import answers, guard_stats
+
+    class Confident:
+        def run(self, x: np.ndarray) -> tuple[np.ndarray, None]:
+            return np.tile([0.97, 0.01, 0.01, 0.01], (len(x), 1)), None
+
+    x = np.zeros((3, 8, 8, 3), np.uint8)
+    ds = Dataset(x, np.zeros(3, int), np.array(["a", "b", "c"]), ["a", "b", "c"])
+    meta = {"review_threshold": 0.9}
+    every = answers(Confident(), ds, meta, None)
+    assert every["released"].all() and not every["not_a_cell"].any()
+    some = answers(Confident(), ds, meta, None, np.array([True, False, True]))
+    assert some["not_a_cell"].tolist() == [False, True, False]
+    assert some["released"].tolist() == [True, False, True]
+    assert guard_stats(some)["not_a_cell_share"] == pytest.approx(1 / 3)
