@@ -200,6 +200,18 @@ def add_site_commands(sub: argparse._SubParsersAction) -> None:
             help="share of crops through a random convolution (RandConv; default 0)",
         )
         p.add_argument(
+            "--learning-rate",
+            type=float,
+            default=None,
+            help="where the cosine decay of the learning rate starts (default 2e-3)",
+        )
+        p.add_argument(
+            "--hue-turn",
+            type=float,
+            default=None,
+            help="share of crops whose hue is turned anywhere on the colour circle (default 0)",
+        )
+        p.add_argument(
             "--label-smoothing",
             type=float,
             default=0.0,
@@ -209,6 +221,12 @@ def add_site_commands(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--out", type=Path, default=Path("models/wbc-classifier"))
             p.add_argument("--version", type=int, default=3)
             p.add_argument("--report", type=Path, default=Path("reports/model"))
+            p.add_argument(
+                "--init",
+                type=Path,
+                default=None,
+                help="a version folder whose network to go on training (default: random weights)",
+            )
             p.add_argument(
                 "--held-out",
                 action="append",
@@ -270,6 +288,8 @@ def run_site_command(args: argparse.Namespace, argv: list[str] | None) -> None:
         aug = replace(aug, lowres=args.lowres)
     if args.randconv is not None:
         aug = replace(aug, randconv=args.randconv)
+    if args.hue_turn is not None:
+        aug = replace(aug, hue_turn=args.hue_turn)
     common = {
         "arch": args.arch,
         "epochs": args.epochs,
@@ -282,6 +302,8 @@ def run_site_command(args: argparse.Namespace, argv: list[str] | None) -> None:
         "max_minutes": args.max_minutes,
         "command": command,
     }
+    if args.learning_rate is not None:
+        common["learning_rate"] = args.learning_rate
     if args.command == "train-sites":
         summary = multisite.train_sites(
             parse_sites(args.data),
@@ -289,6 +311,7 @@ def run_site_command(args: argparse.Namespace, argv: list[str] | None) -> None:
             version=args.version,
             report_dir=args.report,
             held_out=parse_sites(args.held_out),
+            init=args.init,
             **common,
         )
     else:

@@ -13,7 +13,8 @@ drawn at random for every training crop.
   it, as at other magnifications or in a tightly cropped single-cell export) and a shift;
 - orientation: flips and quarter turns (a cell has none);
 - optionally (``randconv``), a random convolution that changes colour and texture and
-  keeps shape (Xu et al. 2021).
+  keeps shape (Xu et al. 2021), and (``hue_turn``) a turn of every hue by one random
+  amount anywhere on the colour circle (a stain whose dyes have other colours).
 
 ``site_balanced`` draws the training stream equally from every site, so that the larger
 or more augmented site does not decide what the network learns.
@@ -196,6 +197,8 @@ class SiteAugmentation:
     jpeg: tuple[int, int] = (30, 95)  # JPEG quality range, half the time
     grey: float = 0.1  # share of crops made grey
     randconv: float = 0.0  # share of crops through a random convolution (0: none)
+    hue_turn: float = 0.0  # share of crops whose hue is turned anywhere on the circle: a
+    # stain that colours the nucleus brown-red or blue-green instead of violet (0: none)
 
     def metadata(self) -> dict[str, object]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -250,6 +253,14 @@ def random_convolution(image: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(alpha * image + (1.0 - alpha) * out, 0.0, 255.0)
 
 
+def hue_turn(image: tf.Tensor) -> tf.Tensor:
+    """``image`` [H, W, 3] (float 0..255) with every hue turned by one random amount anywhere
+    on the colour circle: the relations between nucleus, granules, cytoplasm and red cells
+    stay, the colours that carry them do not (another stain's dyes)."""
+    delta = tf.random.uniform([], -0.5, 0.5)
+    return tf.image.adjust_hue(image / 255.0, delta) * 255.0
+
+
 def zoom_shift(image: tf.Tensor, zoom: tuple[float, float], shift: float) -> tf.Tensor:
     """A random zoom (crop side x a log-uniform factor in ``zoom``) and shift; what falls
     outside the crop is slide-background grey."""
@@ -272,6 +283,10 @@ def augment_image(
         image = hed_jitter(image, aug.hed, aug.hed_shift)
     image, label = augment(image, label, aug.colour, aug.gamma)
     image = zoom_shift(image, aug.zoom, aug.shift)
+    if aug.hue_turn > 0:
+        image = tf.cond(
+            tf.random.uniform([]) < aug.hue_turn, lambda: hue_turn(image), lambda: image
+        )
     if aug.randconv > 0:
         image = tf.cond(
             tf.random.uniform([]) < aug.randconv,

@@ -38,7 +38,7 @@ from model_training.export import SavedModelRunner, export_savedmodel, input_con
 from model_training.postfit import add_cell_check, add_ood_guard
 from model_training.report import plot_curves
 from model_training.sites import Site, SiteData, load_site, pooled, split_path
-from model_training.train import TimeBudget, compile_model
+from model_training.train import WBC_LR, TimeBudget, compile_model
 from wbc_core.network import make_model
 
 log = logging.getLogger(__name__)
@@ -71,20 +71,46 @@ def fit_sites(
     steps_per_epoch: int | None,
     callbacks: list[keras.callbacks.Callback],
     label_smoothing: float = 0.0,
+    init: Path | None = None,
+    learning_rate: float = WBC_LR,
 ) -> tuple[keras.Model, dict, int]:
     """Fit one network on the site-balanced stream; returns it, its history and the steps
-    per epoch."""
+    per epoch. ``init``: a version folder whose network's weights it starts from (to
+    go on training a shipped network on a changed stream) instead of random ones."""
     keras.utils.set_random_seed(seed)
     steps = steps_per_epoch or math.ceil(sum(len(d.train.y) for d in data) / batch_size)
     model = make_model(arch)
+    if init is not None:
+        load_weights(model, init)
     compile_model(
-        model, arch, steps * epochs, epochs, validate=False, label_smoothing=label_smoothing
+        model,
+        arch,
+        steps * epochs,
+        epochs,
+        validate=False,
+        label_smoothing=label_smoothing,
+        learning_rate=learning_rate,
     )
     stream = site_balanced([d.train for d in data], batch_size, seed, aug)
     history = model.fit(
         stream, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=2
     )
     return model, history.history, steps
+
+
+def load_weights(model: keras.Model, version_dir: Path) -> None:
+    """Set ``model``'s weights to those of the SavedModel in ``version_dir``, variable by
+    variable in the order the export tracked them (``model.variables``'; layer names carry
+    counters that differ from process to process); an error when the two networks differ
+    in the number or shape of their variables."""
+    saved = tf.saved_model.load(str(version_dir)).variables
+    mine = model.variables
+    if len(saved) != len(mine) or any(
+        tuple(a.shape) != tuple(b.shape) for a, b in zip(saved, mine, strict=True)
+    ):
+        raise ValueError(f"{version_dir} holds another network than {model.name}")
+    for variable, value in zip(mine, saved, strict=True):
+        variable.assign(value.numpy())
 
 
 def calibrate(runner: SavedModelRunner, data: list[SiteData], metadata: dict[str, Any]) -> None:
@@ -123,6 +149,8 @@ def train_sites(
     max_minutes: float | None = None,
     held_out: list[Site] | None = None,
     command: str | None = None,
+    init: Path | None = None,
+    learning_rate: float = WBC_LR,
 ) -> dict[str, Any]:
     """Train on ``sites``, export version ``version`` under ``out`` (SavedModel,
     metadata.json, ood.npz), and write a report per site (and per ``held_out`` site, whose
@@ -138,7 +166,17 @@ def train_sites(
         callbacks.append(budget)
     start = time.perf_counter()
     model, history, steps = fit_sites(
-        data, arch, epochs, batch_size, seed, aug, steps_per_epoch, callbacks, label_smoothing
+        data,
+        arch,
+        epochs,
+        batch_size,
+        seed,
+        aug,
+        steps_per_epoch,
+        callbacks,
+        label_smoothing,
+        init,
+        learning_rate,
     )
     train_seconds = time.perf_counter() - start
     version_dir = Path(out) / str(version)
@@ -155,6 +193,8 @@ def train_sites(
         "seed": seed,
         "augmentation": aug.metadata(),
         "label_smoothing": label_smoothing,
+        "learning_rate": learning_rate,
+        "initial_weights": None if init is None else str(init),
         "sites": {d.site.name: site_record(d) for d in data},
         "train_seconds": round(train_seconds, 1),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -126,6 +126,7 @@ def compile_model(
     weight_decay: float = 0.0,
     robust_loss: float = 0.0,
     label_smoothing: float = LABEL_SMOOTHING,
+    learning_rate: float = WBC_LR,
 ) -> list[keras.callbacks.Callback]:
     """The paper's recipe for ``paper`` (Adam, ReduceLROnPlateau on val accuracy, patience 3,
     factor 0.3; up to ``epochs``, stopping after ``PAPER_PATIENCE`` epochs without progress);
@@ -134,7 +135,8 @@ def compile_model(
     dense kernels (not of biases and batch normalisation). ``robust_loss`` > 0 (not for
     ``paper``): ``GeneralizedCrossEntropy`` with that q instead of cross-entropy.
     ``label_smoothing``: of the cross-entropy's targets (it caps the confidence a network
-    learns, at 0.925 for 0.1: too low for a site the network gets nearly all right)."""
+    learns, at 0.925 for 0.1: too low for a site the network gets nearly all right).
+    ``learning_rate``: where the cosine decay starts (not for ``paper``)."""
     if arch == "paper":
         optimizer = keras.optimizers.Adam(PAPER_LR)
         loss = keras.losses.CategoricalCrossentropy()
@@ -145,7 +147,7 @@ def compile_model(
         ]
     else:
         schedule = keras.optimizers.schedules.CosineDecay(
-            WBC_LR, decay_steps=steps, warmup_target=None
+            learning_rate, decay_steps=steps, warmup_target=None
         )
         if weight_decay > 0:
             optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)

@@ -65,6 +65,12 @@ class Components:
         per_run = np.add.reduceat(flat, bounds)[0::2]
         return np.bincount(self.run_label, weights=per_run, minlength=self.count + 1)
 
+    def pixels(self, label: int, width: int) -> np.ndarray:
+        """The flat indices (row * ``width`` + column) of component ``label``'s pixels."""
+        run = self.run_label == label
+        first = self.rows[run] * width + self.starts[run]
+        return _expand(first, self.ends[run] - self.starts[run])[1]
+
     def areas(self) -> np.ndarray:
         """Pixels of each component, [count + 1] (index 0: nothing)."""
         return np.bincount(

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from PIL import Image
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from tests.synthetic import BACKGROUND, field
+from tests.synthetic import BACKGROUND, CYTOPLASM, NUCLEUS, RED_CELL, field
 from wbc_core.localise import (
     close,
     find_cell,
@@ -111,6 +111,28 @@ def test_a_nucleus_stained_in_another_hue_is_found_by_its_darkness(shift: float)
     box = find_cell(image)
     assert box.localised and _inside(box, cx, cy)
     assert box.x1 - box.x0 <= 2.2 * 26 + 10
+
+
+@pytest.mark.parametrize("stain", ["hue +0.3", "dyes swapped"])
+def test_a_brown_red_cell_filling_its_frame_is_found_by_its_darkness(stain: str) -> None:
+    """A cell that fills a small frame in a brown-red stain: the stained pixels are mostly
+    the cell itself, so the nucleus is measured against the stained pixels outside it
+    (cytoplasm, a red cell), not against all of them."""
+    from model_training.robustness import dye_swap, hue_turn
+
+    look = hue_turn(0.3) if stain == "hue +0.3" else dye_swap()
+    # a lymphocyte: its round nucleus most of the cell, the cell most of the frame
+    image = Image.new("RGB", (120, 120), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((-8, -8, 22, 22), fill=RED_CELL)
+    draw.ellipse((4, 4, 116, 116), fill=CYTOPLASM)
+    draw.ellipse((16, 16, 104, 104), fill=NUCLEUS)
+    noise = np.random.default_rng(4).normal(0, 3, (120, 120, 3))
+    image = look(Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8)))
+    score = violet_score(np.asarray(image))
+    assert nuclei(score, nucleus_threshold(percentile(score, 99.9)), 1.0, 120, 120) == []
+    box = find_cell(image)
+    assert box.localised and _inside(box, 60, 60)
 
 
 @pytest.mark.parametrize("shift", [0.0, 0.3])

@@ -141,6 +141,22 @@ def test_train_sites_records_sites_and_reports_each(
         for name, rec in again[site].items():
             assert rec["accuracy"] == summary["sites"][site]["sets"][name]["accuracy"]
 
+    # a network started from this version's weights is this version's network
+    from model_training.export import SavedModelRunner
+    from model_training.multisite import load_weights
+    from wbc_core.network import make_model
+
+    network = make_model("tiny")
+    load_weights(network, tmp_path / "models" / "1")
+    batch = np.random.default_rng(0).uniform(0, 255, (4, 150, 150, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        network(batch, training=False).numpy(),
+        SavedModelRunner(tmp_path / "models" / "1")(batch),
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="another network"):
+        load_weights(make_model("wbc"), tmp_path / "models" / "1")
+
     # the gamut fitted again by the same recipe is the same gamut, and records its command
     from model_training.postfit import refit_cell_check
 
@@ -235,6 +251,26 @@ def test_random_convolution_changes_colour_and_texture_and_keeps_the_shape() -> 
     changed = [np.abs(out - image).mean() for out in outs]
     assert max(changed) > 10  # colours moved in some draws
     assert len({round(float(c), 1) for c in changed}) > 6  # a new filter every call
+
+
+def test_hue_turn_moves_every_colour_and_keeps_lightness() -> None:
+    import tensorflow as tf
+
+    from model_training.augment import hue_turn
+
+    tf.random.set_seed(5)
+    image = np.full((150, 150, 3), 220.0, np.float32)
+    image[50:100, 50:100] = (90.0, 60.0, 150.0)  # a violet nucleus on the background
+    hues = []
+    for _ in range(8):
+        out = hue_turn(tf.constant(image)).numpy()
+        assert out.shape == image.shape and out.min() >= 0 and out.max() <= 255
+        nucleus = out[75, 75]
+        assert nucleus.max() == pytest.approx(150.0, abs=1) and nucleus.min() == pytest.approx(
+            60.0, abs=1
+        )  # HSV value and saturation kept: the nucleus stays as dark and as coloured
+        hues.append(int(np.argmax(nucleus)) * 3 + int(np.argmin(nucleus)))
+    assert len(set(hues)) > 2  # the violet turns to other colours, a new amount each call
 
 
 def test_answers_treat_a_cell_not_found_as_the_service_does() -> None:
