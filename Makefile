@@ -43,10 +43,10 @@ format: $(STAMP)  ## ruff format and ruff check --fix
 test: lint  ## lint, then the whole pytest suite
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q
 
-# The shipped recipe (models/wbc-classifier/6/metadata.json records the command): one
-# network on both sites, 30 epochs of 400 site-balanced batches; reports per site. (The
-# shipped version 6 is version 5's network, made by this recipe, trained on for 8 epochs
-# with `--hue-turn 0.5 --init models/wbc-classifier/5 --learning-rate 5e-4 --epochs 8 --version 6`.)
+# The base recipe: one network on both sites, 30 epochs of 400 site-balanced batches;
+# reports per site. The shipped version 6 (models/wbc-classifier/6/metadata.json records
+# its command) is version 5, made by this recipe, trained on for 8 epochs with
+# `--init <version 5> --learning-rate 5e-4 --epochs 8 --hue-turn 0.5 --version 6`.
 DATA := ../shared/data
 SITES := --data kaggle=$(DATA)/kaggle-blood-cells --data pbc=$(DATA)/pbc
 RECIPE := --epochs 30 --steps-per-epoch 400 --randconv 0.5

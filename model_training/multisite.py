@@ -175,8 +175,8 @@ def train_sites(
         steps_per_epoch,
         callbacks,
         label_smoothing,
-        init,
-        learning_rate,
+        init=init,
+        learning_rate=learning_rate,
     )
     train_seconds = time.perf_counter() - start
     version_dir = Path(out) / str(version)

@@ -50,7 +50,7 @@ DARK_CONTRAST = 1.4  # ... and a nucleus at least this much darker, on average, 
 # median stained pixel outside it (cytoplasm, red cells): red cells alone (a field without a
 # white cell) are not. Kaggle's 20 images in which the violet search finds no white cell
 # (fields without one) stay unlocalised; PBC validation cells filling a 120x120 frame in a
-# brown-red stain are found 98-100% (reports/localisation/pbc.md).
+# brown-red stain are localised 97.7-99.5% (reports/localisation/pbc.md).
 
 
 @dataclass(frozen=True)
