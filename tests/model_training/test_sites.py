@@ -215,6 +215,33 @@ def test_committed_pbc_split_is_the_seeded_one() -> None:
     assert committed == dict(make_split(root, seed=0))
 
 
+def test_gaussian_blur_is_a_7x7_gaussian_with_mirrored_borders() -> None:
+    """The separable matrix form equals the plain 2-D convolution: every output pixel the
+    Gaussian-weighted sum of its 7x7 neighbours, the border mirrored (numpy's reflect)."""
+    import tensorflow as tf
+
+    from model_training.augment import gaussian_blur
+
+    rng = np.random.default_rng(5)
+    image = rng.uniform(0, 255, (150, 150, 3)).astype(np.float32)
+    for sigma in (0.3, 1.0, 1.5):
+        r = np.arange(-3, 4)
+        k = np.exp(-0.5 * (r / sigma) ** 2)
+        kernel = np.outer(k, k) / k.sum() ** 2
+        padded = np.pad(image, ((3, 3), (3, 3), (0, 0)), mode="reflect")
+        want = sum(
+            kernel[dy, dx] * padded[dy : dy + 150, dx : dx + 150]
+            for dy in range(7)
+            for dx in range(7)
+        )
+        got = gaussian_blur(tf.constant(image), tf.constant(sigma)).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-3)
+    flat = np.full((150, 150, 3), 200.0, np.float32)
+    np.testing.assert_allclose(
+        gaussian_blur(tf.constant(flat), tf.constant(1.5)).numpy(), flat, atol=1e-3
+    )
+
+
 def test_low_resolution_keeps_the_crop_size_and_loses_fine_detail() -> None:
     import tensorflow as tf
 
