@@ -67,7 +67,7 @@ STREAM_AUG = {"randconv": 0.5, "hue_turn": 0.5}  # the shipped model's training 
 
 def stream_steps(repeats: int, calls: int = 30) -> list[tuple[str, float]]:
     """Milliseconds of one call of each step of ``augment.augment_image`` on one 150x150
-    crop, one thread (the fastest of ``repeats`` passes of ``calls`` calls): what the
+    crop, called alone (the fastest of ``repeats`` passes of ``calls`` calls): what the
     stream spends per crop. A step drawn for half the crops costs half its row on average.
     The last two rows are the forms the blur and the random convolution replaced."""
     import numpy as np
@@ -75,7 +75,6 @@ def stream_steps(repeats: int, calls: int = 30) -> list[tuple[str, float]]:
 
     from model_training import augment as a
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
     image = tf.constant(np.random.default_rng(0).uniform(0, 255, (150, 150, 3)), tf.float32)
     sigma = tf.constant(1.0)
 
@@ -235,7 +234,7 @@ def main() -> None:
         f"1 / (1/{stream:.0f} + 1/{wbc:.0f}) = {1 / (1 / stream + 1 / wbc):.0f} images/s, "
         f"{400 * 32 / (1 / (1 / stream + 1 / wbc)):.0f} s an epoch of 400 batches.",
         "",
-        "Each step on one crop, one thread (ms per call; a step drawn for half the crops "
+        "Each step on one crop, called alone (ms per call; a step drawn for half the crops "
         "costs half of it on average):",
         "",
         "| step | ms |",
@@ -265,27 +264,23 @@ def main() -> None:
 ANALYSIS = """## Where the time goes
 
 Images are decoded, localised and resized once and cached as uint8 arrays; the first table
-feeds in-memory batches. For the one-site recipes the network is the cost. The multi-site
-recipe augments every crop with a dozen steps, and the stream takes about as much of the
-two cores as the network does (its table above). The Gaussian blur was the dearest step
-while it ran as a depthwise convolution and is now two matrix products; the random
-convolution ran at 7x7 whatever kernel size it drew and now runs at that size (the
-replaced forms are the table's last rows). What it measures
-depends strongly on the day's CPU. On 2026-11-29 (`--steps 8`, one pass, commit 113f474;
-the CPU was not recorded then) it gave paper at 150 33.3 training images/s, paper at 128
-49.6 (the issue had measured 2.7x between them), `wbc` 95.1: `wbc` trained 2.9x faster per
-image. On the AVX-512 CPU of the table above the paper network trains several times
-faster than that. `wbc`'s lead over it is the ratio printed under the table; the range
-column shows how far this machine drifts within one run. The real runs: the paper
-network's one full run saw 32 images/s (2026-11-29); the `wbc` runs saw 86-253 images/s
-on the CPUs of 2026-11-29 to 2026-12-01 (later reports record the CPU).
+feeds the networks in-memory batches, so it measures the network alone. The multi-site
+recipe also augments every crop with a dozen steps (the stream's table); the stream and
+the network share the cores, and the estimate under the stream's figure is what a training
+run can see. The Gaussian blur was the dearest step while it ran as a depthwise
+convolution and is now two matrix products; the random convolution ran at 7x7 whatever
+kernel size it drew and now runs at that size (the replaced forms are the table's last
+rows; both give the same crops within float rounding).
 
-The architecture keeps training inside the 30-minute budget on either kind of day: the
-`wbc` network averages 2x2 first (the cell crop is upsampled from about 80-100 source
-pixels to 150, so little is lost), uses a stride-2 stem, and pools at the start of each
-residual block so that its separable convolutions run at 38, 19, 10 and 5 pixels, with a
-fifth of the paper network's weights. The shipped model trains in the wall time quoted in
-[official/report.md](official/report.md); its timings name their CPU."""
+What these figures measure moves with the day's CPU, which the heading names. The base
+recipe of the shipped model (30 epochs of 400 batches) trained in 1,648 s on an AVX-512 day
+(`train_seconds` in version 5's metadata.json, commit `a0bde97`); 24 epochs of the same
+stream took 4,908 s on a day without AVX-512
+([hue-turns-scratch](hue-turns-scratch/report/metrics.json)), before the stream's two
+rewrites. The `wbc` network averages 2x2 first (the cell crop is upsampled from about 80-100
+source pixels to 150, so little is lost), uses a stride-2 stem, and pools at the start of
+each residual block so that its separable convolutions run at 38, 19, 10 and 5 pixels, with
+a fifth of the paper network's weights: the ratio under the first table."""
 
 
 if __name__ == "__main__":
