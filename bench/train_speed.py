@@ -276,8 +276,13 @@ What these figures measure moves with the day's CPU, which the heading names. Th
 recipe of the shipped model (30 epochs of 400 batches) trained in 1,648 s on an AVX-512 day
 (`train_seconds` in version 5's metadata.json, commit `a0bde97`); 24 epochs of the same
 stream took 4,908 s on a day without AVX-512
-([hue-turns-scratch](hue-turns-scratch/report/metrics.json)), before the stream's two
-rewrites. The `wbc` network averages 2x2 first (the cell crop is upsampled from about 80-100
+([hue-turns-scratch](hue-turns-scratch/report/metrics.json)), 187-243 s an epoch, before the
+stream's two rewrites; after them, on the same machine on 2026-12-07,
+`python -m model_training train-sites --data kaggle=../shared/data/kaggle-blood-cells
+--data pbc=../shared/data/pbc --epochs 2 --steps-per-epoch 400 --randconv 0.5 --hue-turn 0.5
+--version 1 --out /tmp/speed/m --report /tmp/speed/r` logged 141 and 135 s for its two
+epochs (the estimate under the stream's figure: 143 s); 30 epochs would take about 70
+minutes there. The `wbc` network averages 2x2 first (the cell crop is upsampled from about 80-100
 source pixels to 150, so little is lost), uses a stride-2 stem, and pools at the start of
 each residual block so that its separable convolutions run at 38, 19, 10 and 5 pixels, with
 a fifth of the paper network's weights: the ratio under the first table."""
