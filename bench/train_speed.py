@@ -65,6 +65,36 @@ def speeds(steps: int, repeats: int, batch: int = 32) -> list[dict[str, Any]]:
 STREAM_AUG = {"randconv": 0.5, "hue_turn": 0.5}  # the shipped model's training stream
 
 
+def depthwise_blur(image: Any, sigma: Any) -> Any:
+    """The form ``augment.gaussian_blur`` replaced: a 7x7 depthwise convolution."""
+    import tensorflow as tf
+
+    r = tf.range(-3.0, 4.0)
+    k = tf.exp(-0.5 * tf.square(r / sigma))
+    k = k / tf.reduce_sum(k)
+    kernel = tf.tile((k[:, None] * k[None, :])[:, :, None, None], [1, 1, 3, 1])
+    padded = tf.pad(image[None], [[0, 0], [3, 3], [3, 3], [0, 0]], mode="REFLECT")
+    return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")[0]
+
+
+def masked_random_convolution(image: Any) -> Any:
+    """The form ``augment.random_convolution`` replaced: always a 7x7 kernel, zeros outside
+    its drawn k x k centre (the same random draws, in the same order)."""
+    import tensorflow as tf
+
+    k = tf.random.uniform([], 0, 4, dtype=tf.int32) * 2 + 1
+    inside = tf.cast(tf.abs(tf.range(-3, 4)) <= (k - 1) // 2, tf.float32)
+    mask = (inside[:, None] * inside[None, :])[:, :, None, None]
+    kernel = tf.random.normal([7, 7, 3, 3]) * tf.math.rsqrt(tf.cast(3 * k * k, tf.float32))
+    padded = tf.pad(image[None], [[0, 0], [3, 3], [3, 3], [0, 0]], mode="REFLECT")
+    out = tf.nn.conv2d(padded, kernel * mask, 1, "VALID")[0]
+    mean_out, var_out = tf.nn.moments(out, axes=[0, 1])
+    mean_in, var_in = tf.nn.moments(image, axes=[0, 1])
+    out = (out - mean_out) * tf.sqrt((var_in + 1.0) / (var_out + 1e-6)) + mean_in
+    alpha = tf.random.uniform([])
+    return tf.clip_by_value(alpha * image + (1.0 - alpha) * out, 0.0, 255.0)
+
+
 def stream_steps(repeats: int, calls: int = 30) -> list[tuple[str, float]]:
     """Milliseconds of one call of each step of ``augment.augment_image`` on one 150x150
     crop, called alone (the fastest of ``repeats`` passes of ``calls`` calls): what the
@@ -78,27 +108,6 @@ def stream_steps(repeats: int, calls: int = 30) -> list[tuple[str, float]]:
     image = tf.constant(np.random.default_rng(0).uniform(0, 255, (150, 150, 3)), tf.float32)
     sigma = tf.constant(1.0)
 
-    def depthwise_blur() -> tf.Tensor:
-        r = tf.range(-3.0, 4.0)
-        k = tf.exp(-0.5 * tf.square(r / sigma))
-        k = k / tf.reduce_sum(k)
-        kernel = tf.tile((k[:, None] * k[None, :])[:, :, None, None], [1, 1, 3, 1])
-        padded = tf.pad(image[None], [[0, 0], [3, 3], [3, 3], [0, 0]], mode="REFLECT")
-        return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")[0]
-
-    def masked_randconv() -> tf.Tensor:
-        k = tf.random.uniform([], 0, 4, dtype=tf.int32) * 2 + 1
-        inside = tf.cast(tf.abs(tf.range(-3, 4)) <= (k - 1) // 2, tf.float32)
-        mask = (inside[:, None] * inside[None, :])[:, :, None, None]
-        kernel = tf.random.normal([7, 7, 3, 3]) * tf.math.rsqrt(tf.cast(3 * k * k, tf.float32))
-        padded = tf.pad(image[None], [[0, 0], [3, 3], [3, 3], [0, 0]], mode="REFLECT")
-        out = tf.nn.conv2d(padded, kernel * mask, 1, "VALID")[0]
-        mean_out, var_out = tf.nn.moments(out, axes=[0, 1])
-        mean_in, var_in = tf.nn.moments(image, axes=[0, 1])
-        out = (out - mean_out) * tf.sqrt((var_in + 1.0) / (var_out + 1e-6)) + mean_in
-        alpha = tf.random.uniform([])
-        return tf.clip_by_value(alpha * image + (1.0 - alpha) * out, 0.0, 255.0)
-
     steps = {
         "orientation, hue, saturation, brightness, contrast, gamma": lambda: a.augment(
             image, 0, 2.0, 0.5
@@ -111,8 +120,10 @@ def stream_steps(repeats: int, calls: int = 30) -> list[tuple[str, float]]:
         "lower resolution": lambda: a.low_resolution(image, tf.constant(1.5)),
         "JPEG": lambda: tf.image.random_jpeg_quality(image / 255.0, 30, 95),
         "grey": lambda: tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image)),
-        "Gaussian blur as a depthwise convolution (replaced)": depthwise_blur,
-        "random convolution always 7x7, zeros outside k x k (replaced)": masked_randconv,
+        "Gaussian blur as a depthwise convolution (replaced)": lambda: depthwise_blur(image, sigma),
+        "random convolution always 7x7, zeros outside k x k (replaced)": lambda: (
+            masked_random_convolution(image)
+        ),
     }
     out = []
     for name, step in steps.items():
