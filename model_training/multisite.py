@@ -276,8 +276,8 @@ def write_cross_site_index(out: Path, results: dict[str, Any]) -> None:
     lines = [
         "# Leave one lab out\n",
         f"Produced by:\n\n    {next(iter(results.values()))['command']}\n",
-        "Each row: a model trained on the other site(s) only (same recipe as the shipped "
-        "model, fewer epochs), tested on this site's test sets. The nearest measure here of "
+        "Each row: a model trained on the other site(s) only, by the recipe of the command "
+        "above, tested on this site's test sets. The nearest measure here of "
         "how the model does in a laboratory it has never seen. Each direction's folder has "
         "the held-out site's report (confusion matrices, reliability, risk-coverage).\n",
         "| held-out site | trained on | set | images | accuracy | macro-F1 | ECE | released "
