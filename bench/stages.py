@@ -78,3 +78,28 @@ def profile(images: list[bytes], version_dir: Path, repeats: int = 3) -> dict[st
     out = {k: float(np.median(v)) for k, v in stages.items()}
     out["sum"] = sum(out.values())
     return out
+
+
+def main() -> None:
+    """``python -m bench.stages``: the stage table alone, on the images ``bench.run`` uses."""
+    import argparse
+
+    from app.predictor import resolve_version_dir
+    from bench.run import PROJECT, real_images
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=PROJECT / "models" / "wbc-classifier",
+        help="model folder (default: the shipped one, its newest version)",
+    )
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    stages = profile(real_images()[: args.images], resolve_version_dir(args.model), args.repeats)
+    print(json.dumps({k: round(v, 3) for k, v in stages.items()}))
+
+
+if __name__ == "__main__":
+    main()
