@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.images import real_image_paths
 from bench.lis import Lis
-from bench.run import real_image_paths
 from bench.server import PROJECT, Server, add_reviewer, free_port
 from model_training import machine
 

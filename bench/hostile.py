@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.run import real_images
+from bench.images import real_images
 from bench.server import PROJECT, Server
 
 KEY = "bench-api-key"

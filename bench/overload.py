@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.images import real_image_paths
 from bench.load import run_wrk
-from bench.run import real_image_paths
 from bench.server import PROJECT, Server
 
 # name: (server environment, clients wait the Retry-After of a 503)

@@ -30,8 +30,8 @@ import httpx
 
 from app.predictor import resolve_version_dir
 from bench import hostile
+from bench.images import real_images
 from bench.load import run_load
-from bench.run import real_images
 from bench.server import PROJECT, Server
 
 MODEL = PROJECT / "models" / "wbc-classifier"

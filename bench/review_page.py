@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from bench.browser import chrome, wait_for
-from bench.run import real_image_paths
+from bench.images import real_image_paths
 from bench.server import PROJECT, Server, add_reviewer
 from model_training import machine
 

@@ -26,22 +26,10 @@ import numpy as np
 from app.config import Settings
 from app.predictor import resolve_version_dir
 from bench import ceiling
+from bench.images import real_image_paths, real_images
 from bench.load import run_load, run_wrk
 from bench.server import PROJECT, Server
 from model_training import machine
-
-DATA = Path(os.environ.get("WBC_DATA_DIR", PROJECT.parent / "shared/data/kaggle-blood-cells"))
-
-
-def real_image_paths(limit: int = 200) -> list[Path]:
-    files = sorted((DATA / "TEST").glob("*/*"))[::7][:limit]
-    if not files:
-        raise SystemExit(f"no images under {DATA / 'TEST'} (set WBC_DATA_DIR)")
-    return files
-
-
-def real_images(limit: int = 200) -> list[bytes]:
-    return [f.read_bytes() for f in real_image_paths(limit)]
 
 
 def plot(rows: list[dict], path: Path) -> None:

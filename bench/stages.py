@@ -81,11 +81,12 @@ def profile(images: list[bytes], version_dir: Path, repeats: int = 3) -> dict[st
 
 
 def main() -> None:
-    """``python -m bench.stages``: the stage table alone, on the images ``bench.run`` uses."""
+    """``python -m bench.stages``: the stage table alone, on ``bench.run``'s images."""
     import argparse
 
     from app.predictor import resolve_version_dir
-    from bench.run import PROJECT, real_images
+    from bench.images import real_images
+    from bench.server import PROJECT
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
