@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    stages = profile(real_images()[: args.images], resolve_version_dir(args.model), args.repeats)
+    stages = profile(real_images(args.images), resolve_version_dir(args.model), args.repeats)
     print(json.dumps({k: round(v, 3) for k, v in stages.items()}))
 
 

@@ -10,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
+from tests.conftest import PROJECT
+
 STAGES = ("decode", "balance_localise", "crop_resize", "inference_b1", "guards", "json")
 
 
