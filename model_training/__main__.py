@@ -217,6 +217,11 @@ def add_site_commands(sub: argparse._SubParsersAction) -> None:
             default=0.0,
             help="of the cross-entropy's targets; it caps what confidence the network learns",
         )
+        p.add_argument(
+            "--stain-balance",
+            action="store_true",
+            help="stain balance in the preprocessing (see train --stain-balance)",
+        )
         if name == "train-sites":
             p.add_argument("--out", type=Path, default=Path("models/wbc-classifier"))
             p.add_argument("--version", type=int, default=3)
@@ -301,6 +306,7 @@ def run_site_command(args: argparse.Namespace, argv: list[str] | None) -> None:
         "label_smoothing": args.label_smoothing,
         "max_minutes": args.max_minutes,
         "command": command,
+        "balance": balance(args),
     }
     if args.learning_rate is not None:
         common["learning_rate"] = args.learning_rate

@@ -151,13 +151,16 @@ def train_sites(
     command: str | None = None,
     init: Path | None = None,
     learning_rate: float = WBC_LR,
+    balance: str = "white",
 ) -> dict[str, Any]:
     """Train on ``sites``, export version ``version`` under ``out`` (SavedModel,
     metadata.json, ood.npz), and write a report per site (and per ``held_out`` site, whose
-    test sets only are read) into ``report_dir``."""
+    test sets only are read) into ``report_dir``. ``balance``: the preprocessing's balance
+    (``preprocessing.BALANCES``; ``"stain"`` adds the stain balance), recorded in the model's
+    input contract so that the service prepares images the same way."""
     command = command or ("python -m model_training " + shlex.join(sys.argv[1:]))
     tf.config.experimental.enable_op_determinism()
-    data = [load_site(s, cache, seed) for s in sites]
+    data = [load_site(s, cache, seed, balance) for s in sites]
     for d in data:
         log.info("site %s: %s", d.site.name, d.counts())
     callbacks: list[keras.callbacks.Callback] = []
@@ -184,7 +187,7 @@ def train_sites(
         "name": "wbc-classifier",
         "version": str(version),
         "classes": list(CLASSES),
-        "input": input_contract("white"),
+        "input": input_contract(balance),
         "protocol": "sites",
         "arch": arch,
         "epochs": len(history.get("loss", [])),
@@ -211,7 +214,7 @@ def train_sites(
     stats = add_ood_guard(
         metadata, version_dir, runner, [d.train for d in data], [d.val for d in data]
     )
-    others = [load_site(s, cache, seed) for s in held_out or []]
+    others = [load_site(s, cache, seed, balance) for s in held_out or []]
     summary: dict[str, Any] = {
         "command": command,
         "train_seconds": round(train_seconds, 1),

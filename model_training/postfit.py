@@ -243,7 +243,8 @@ def refit_cell_check(model: Path, sites: list[Any], cache: Path | None, command:
     trained = sorted(metadata.get("sites", {}))
     if sorted(s.name for s in sites) != trained:
         raise DataError(f"{model} was trained on sites {trained}: give exactly those")
-    data = [load_site(s, cache, int(metadata.get("seed", 42))) for s in sites]
+    seed = int(metadata.get("seed", 42))
+    data = [load_site(s, cache, seed, balance_of(metadata)) for s in sites]
     tests = {f"{d.site.name}/{n}": t for d in data for n, t in d.tests.items()}
     add_cell_check(metadata, pooled([d.train for d in data]), tests)
     metadata["cell_check"]["command"] = command

@@ -21,6 +21,7 @@ from model_training.data import Dataset
 from model_training.report import plot_confusion, table
 from wbc_core import cellcheck
 from wbc_core.ood import OodStats
+from wbc_core.preprocessing import balance_of
 
 
 def answers(
@@ -246,11 +247,18 @@ def evaluate_model(
     runner = SavedModelRunner(Path(model_dir))
     stats = OodStats.load(Path(model_dir))
     seed = int(runner.metadata.get("seed", 42))
+    balance = balance_of(runner.metadata)
     results = {}
     for site in sites:
         role = "trained on" if site.name in runner.metadata.get("sites", {}) else "held out"
         records = report_site(
-            runner, runner.metadata, load_site(site, cache, seed), role, stats, out, command
+            runner,
+            runner.metadata,
+            load_site(site, cache, seed, balance),
+            role,
+            stats,
+            out,
+            command,
         )
         results[site.name] = {
             n: {k: r[k] for k in ("accuracy", "macro_f1", "n", "ece", "guard")}

@@ -206,6 +206,54 @@ def test_cross_site_runs_end_to_end(
     assert "| [alpha](without-alpha/alpha.md) | beta | TEST |" in index
 
 
+def test_train_sites_with_stain_balance_prepares_every_site_so(
+    two_sites: dict[str, Path], use_splits: None, tmp_path: Path
+) -> None:
+    """``--stain-balance`` reaches the model's input contract (the service prepares images
+    by it) and every crop the run reads: training, its held-out site, and a later
+    evaluation of the exported model, which gives the same figures."""
+    from model_training.__main__ import main
+    from model_training.site_eval import evaluate_model
+
+    cache = tmp_path / "cache"
+    main(
+        [
+            "train-sites",
+            "--data",
+            f"beta={two_sites['beta']}",
+            "--held-out",
+            f"alpha={two_sites['alpha']}",
+            "--stain-balance",
+            "--arch",
+            "tiny",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--batch-size",
+            "8",
+            "--cache",
+            str(cache),
+            "--out",
+            str(tmp_path / "models"),
+            "--version",
+            "1",
+            "--report",
+            str(tmp_path / "report"),
+        ]
+    )
+    metadata = json.loads((tmp_path / "models" / "1" / "metadata.json").read_text())
+    assert metadata["input"]["stain_balance"] is True
+    cached = sorted(p.name for p in cache.iterdir())
+    assert cached and all("-stain" in name for name in cached), cached
+    specs = [parse_site(f"beta={two_sites['beta']}"), parse_site(f"alpha={two_sites['alpha']}")]
+    again = evaluate_model(tmp_path / "models" / "1", specs, cache, tmp_path / "again", "test")
+    summary = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    for site in ("alpha", "beta"):
+        for name, rec in again[site].items():
+            assert rec["accuracy"] == summary["sites"][site]["sets"][name]["accuracy"]
+
+
 def test_committed_pbc_split_is_the_seeded_one() -> None:
     """The committed PBC split is what its command makes (it is never edited by hand)."""
     from tests.conftest import real_data
