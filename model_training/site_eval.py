@@ -251,15 +251,8 @@ def evaluate_model(
     results = {}
     for site in sites:
         role = "trained on" if site.name in runner.metadata.get("sites", {}) else "held out"
-        records = report_site(
-            runner,
-            runner.metadata,
-            load_site(site, cache, seed, balance),
-            role,
-            stats,
-            out,
-            command,
-        )
+        data = load_site(site, cache, seed, balance)
+        records = report_site(runner, runner.metadata, data, role, stats, out, command)
         results[site.name] = {
             n: {k: r[k] for k in ("accuracy", "macro_f1", "n", "ece", "guard")}
             for n, r in records.items()
