@@ -169,6 +169,10 @@ def test_train_sites_records_sites_and_reports_each(
         refit_cell_check(tmp_path / "models" / "1", specs[:1], None, "refit")
 
 
+# A run of the multi-site commands small enough for a test: the tiny network, two batches.
+TINY_RUN = ["--arch", "tiny", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8"]
+
+
 def test_cross_site_runs_end_to_end(
     two_sites: dict[str, Path], use_splits: None, tmp_path: Path
 ) -> None:
@@ -181,14 +185,7 @@ def test_cross_site_runs_end_to_end(
             f"alpha={two_sites['alpha']}",
             "--data",
             f"beta={two_sites['beta']}",
-            "--arch",
-            "tiny",
-            "--epochs",
-            "1",
-            "--steps-per-epoch",
-            "2",
-            "--batch-size",
-            "8",
+            *TINY_RUN,
             "--cache",
             str(tmp_path / "cache"),
             "--out",
@@ -224,14 +221,7 @@ def test_train_sites_with_stain_balance_prepares_every_site_so(
             "--held-out",
             f"alpha={two_sites['alpha']}",
             "--stain-balance",
-            "--arch",
-            "tiny",
-            "--epochs",
-            "1",
-            "--steps-per-epoch",
-            "2",
-            "--batch-size",
-            "8",
+            *TINY_RUN,
             "--cache",
             str(cache),
             "--out",
