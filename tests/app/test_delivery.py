@@ -132,6 +132,9 @@ def test_a_report_signed_just_before_sigkill_is_delivered_after_the_restart(
         "WBC_HL7_MLLP_ADDRESS": f"127.0.0.1:{port}",
         "WBC_DELIVERY_BACKOFF_S": "0.2",
         "WBC_DELIVERY_POLL_S": "0.05",
+        # SIGKILL may land between a claim and its outcome: the claim then holds its lease,
+        # and only its expiry frees the message for the restarted worker.
+        "WBC_DELIVERY_LEASE_S": "1",
     }
     add_reviewer(env, "dana", PASSWORD)
     with Server(env=env) as server:
