@@ -50,7 +50,7 @@ DATA := ../shared/data
 SITES := --data kaggle=$(DATA)/kaggle-blood-cells --data pbc=$(DATA)/pbc
 RECIPE := --epochs 30 --steps-per-epoch 400 --randconv 0.5
 BASE := .cache/base-model
-train: $(STAMP)  ## retrain the shipped model on both sites (about 45-90 min on 2 cores, by CPU)
+train: $(STAMP)  ## retrain the shipped model on both sites (about 40-90 min on 2 cores, by CPU)
 	$(BIN)/python -m model_training train-sites $(SITES) $(RECIPE) --version 5 \
 		--out $(BASE)/wbc-classifier --report $(BASE)/report
 	$(BIN)/python -m model_training train-sites $(SITES) --init $(BASE)/wbc-classifier/5 \

@@ -17,14 +17,14 @@ HERE = Path(__file__).resolve().parent
 RUNS = {  # recipe -> seed -> (PBC-only report, Kaggle-only report); None: not run
     "--randconv 0.5 (version 3's recipe)": {
         42: ("cross-site/without-kaggle", "cross-site/without-pbc"),
-        43: ("experiments/cross-site-seed/without-kaggle", HERE.name + "/without-pbc"),
+        43: ("experiments/cross-site-seed/without-kaggle", HERE.name + "/randconv05-without-pbc"),
     },
     "--randconv 0.8": {
         42: (
             "experiments/cross-site-randconv08/without-kaggle",
             "experiments/cross-site-randconv08/without-pbc",
         ),
-        43: (HERE.name + "/without-kaggle", None),
+        43: (HERE.name + "/randconv08-without-kaggle", None),
     },
 }
 FIGURES = (  # (title, report index, site, set)
