@@ -14,17 +14,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 REPORTS = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+OWN = "experiments/" + HERE.name
 RUNS = {  # recipe -> seed -> (PBC-only report, Kaggle-only report); None: not run
     "--randconv 0.5 (version 3's recipe)": {
         42: ("cross-site/without-kaggle", "cross-site/without-pbc"),
-        43: ("experiments/cross-site-seed/without-kaggle", HERE.name + "/randconv05-without-pbc"),
+        43: ("experiments/cross-site-seed/without-kaggle", OWN + "/randconv05-without-pbc"),
     },
     "--randconv 0.8": {
         42: (
             "experiments/cross-site-randconv08/without-kaggle",
             "experiments/cross-site-randconv08/without-pbc",
         ),
-        43: (HERE.name + "/randconv08-without-kaggle", None),
+        43: (OWN + "/randconv08-without-kaggle", None),
     },
 }
 FIGURES = (  # (title, report index, site, set)
@@ -37,12 +38,9 @@ FIGURES = (  # (title, report index, site, set)
 def accuracy(report: str | None, site: str, split: str) -> float | None:
     if report is None:
         return None
-    path = REPORTS / report / "metrics.json"
-    if not path.exists():
-        path = REPORTS / "experiments" / report / "metrics.json"
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())["sites"][site]["sets"][split]["accuracy"]
+    return json.loads((REPORTS / report / "metrics.json").read_text())["sites"][site]["sets"][
+        split
+    ]["accuracy"]
 
 
 def main() -> None:
