@@ -25,7 +25,7 @@ RUNS = {  # recipe -> seed -> (PBC-only report, Kaggle-only report); None: not r
             "experiments/cross-site-randconv08/without-kaggle",
             "experiments/cross-site-randconv08/without-pbc",
         ),
-        43: (OWN + "/randconv08-without-kaggle", None),
+        43: (OWN + "/randconv08-without-kaggle", OWN + "/randconv08-without-pbc"),
     },
 }
 FIGURES = (  # (title, report index, site, set)
