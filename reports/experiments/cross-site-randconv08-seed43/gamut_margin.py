@@ -1,0 +1,43 @@
+"""Which part of the not-a-cell check turns away a held-out site's test cells, and by how
+much: ``python reports/experiments/cross-site-randconv08-seed43/gamut_margin.py
+--site pbc=../shared/data/pbc MODEL_VERSION_DIR ...`` (from the repository root) prints,
+for each model's fitted gamut, the share of the site's test crops below the in-gamut floor
+and below the stained-share floor, and the quantiles of their in-gamut share."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from model_training.sites import load_site, parse_site
+from wbc_core import cellcheck
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--site", required=True, help="name=folder of the held-out site")
+    parser.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
+    parser.add_argument("models", nargs="+", type=Path, help="exported model version folders")
+    args = parser.parse_args()
+    crops = load_site(parse_site(args.site), args.cache).tests["test"].x
+    for model in args.models:
+        params = json.loads((model / "metadata.json").read_text())["cell_check"]
+        check = cellcheck.CellCheck(params)
+        shares = np.array([check.fractions(crop) for crop in crops])
+        below_gamut = shares[:, 0] < check.min_fraction
+        below_stained = shares[:, 1] < check.min_stained
+        q05, q25, q50, q75 = np.quantile(shares[:, 0], [0.05, 0.25, 0.5, 0.75])
+        print(
+            f"{model}: in-gamut floor {check.min_fraction:.3f}, stained floor "
+            f"{check.min_stained:.3f}; of {len(crops)} test crops below the in-gamut floor "
+            f"{below_gamut.mean():.1%}, below the stained floor {below_stained.mean():.1%}, "
+            f"either {(below_gamut | below_stained).mean():.1%}; in-gamut share quantiles "
+            f"0.05 {q05:.3f}, 0.25 {q25:.3f}, median {q50:.3f}, 0.75 {q75:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
