@@ -11,6 +11,7 @@ in the database (so every replica sees them) and refused beyond
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import re
@@ -29,8 +30,14 @@ COOKIE = "wbc_session"
 ROLES = ("reviewer", "admin")
 NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 HASHER = PasswordHasher()
-# verified when the account does not exist, so that the time taken does not tell
-_DUMMY_HASH = HASHER.hash("not a password of anyone")
+
+
+@functools.cache
+def dummy_hash() -> str:
+    """Verified when the account does not exist, so that the time taken does not tell.
+    Made at the first sign-in, not at import: an Argon2 hash takes 0.1 s of CPU, which every
+    worker would otherwise spend before it is ready."""
+    return HASHER.hash("not a password of anyone")
 
 
 class Unauthenticated(ServiceError):
@@ -119,7 +126,7 @@ def sign_in(
         )
     user = session.scalar(select(User).where(User.name == name, User.deleted_at.is_(None)))
     try:
-        ok = HASHER.verify(user.password_hash if user else _DUMMY_HASH, password) and user
+        ok = HASHER.verify(user.password_hash if user else dummy_hash(), password) and user
     except (VerificationError, InvalidHashError):
         ok = False
     if not ok:  # the caller records the failure (this transaction is rolled back)
