@@ -36,7 +36,8 @@ HASHER = PasswordHasher()
 def dummy_hash() -> str:
     """Verified when the account does not exist, so that the time taken does not tell.
     Made at the first sign-in, not at import: an Argon2 hash takes 0.1 s of CPU, which every
-    worker would otherwise spend before it is ready."""
+    worker would otherwise spend before it is ready (so a worker's first sign-in naming no
+    account takes one hash longer than the rest)."""
     return HASHER.hash("not a password of anyone")
 
 

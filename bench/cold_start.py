@@ -1,4 +1,4 @@
-"""Start to ready, and resident memory once ready, of the real service: this checkout
+"""Start to ready, its CPU time and resident memory once ready, of the real service: this checkout
 against another commit, alternating, so that both meet the machine in the same state.
 
 Each round starts ``python -m app`` with 1 worker and then with ``--workers``, waits until
@@ -8,7 +8,7 @@ memory (no request served yet), and stops it; then the same
 for the commit ``--baseline-ref`` (a worktree of it: its own code and model folder, the
 same interpreter). Prints every measure and the medians as JSON.
 
-    python -m bench.cold_start --baseline-ref 3ff7d1d --rounds 7 --workers 2
+    python -m bench.cold_start --baseline-ref 3ff7d1d --rounds 9 --workers 2
 """
 
 from __future__ import annotations
