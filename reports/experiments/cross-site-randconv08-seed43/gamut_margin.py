@@ -2,18 +2,25 @@
 much: ``python reports/experiments/cross-site-randconv08-seed43/gamut_margin.py
 --site pbc=../shared/data/pbc MODEL_VERSION_DIR ...`` (from the repository root) prints,
 for each model's fitted gamut, the share of the site's test crops below the in-gamut floor
-and below the stained-share floor, and the quantiles of their in-gamut share."""
+and below the stained-share floor, and the quantiles of their in-gamut share; then the same
+shares of the generated non-cell images of ``tests/test_shipped_model.py`` that the
+localiser finds a cell in (those it does not are answered `unknown` before the gamut)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository: tests/
 from model_training.sites import load_site, parse_site
+from tests.app.conftest import encode
+from tests.app.test_lab import more_not_cells, not_cells
 from wbc_core import cellcheck
+from wbc_core.preprocessing import balance_of, preprocess_bytes
 
 
 def main() -> None:
@@ -37,6 +44,14 @@ def main() -> None:
             f"either {(below_gamut | below_stained).mean():.1%}; in-gamut share quantiles "
             f"0.05 {q05:.3f}, 0.25 {q25:.3f}, median {q50:.3f}, 0.75 {q75:.3f}"
         )
+        balance = balance_of(json.loads((model / "metadata.json").read_text()))
+        for name, image in {**not_cells(), **more_not_cells()}.items():
+            crop = preprocess_bytes(encode(image, "PNG"), balance=balance)
+            if not crop.box.localised:
+                continue
+            gamut, stained = check.fractions(crop.array)
+            verdict = "passes" if check.is_cell(crop.array, True) else "turned away"
+            print(f"  non-cell {name}: in-gamut {gamut:.3f}, stained {stained:.3f}: {verdict}")
 
 
 if __name__ == "__main__":
