@@ -361,7 +361,10 @@ def test_failed_sign_ins_are_limited_and_deleted_accounts_lose_their_session(
 
 
 def test_an_unknown_user_name_is_refused_as_a_wrong_password_is(service: TestClient) -> None:
+    from sqlalchemy import delete
+
     from app import accounts
+    from app.records import LoginFailure
 
     accounts.dummy_hash.cache_clear()  # the first sign-in makes the hash it verifies against
     for _ in range(2):
@@ -369,10 +372,6 @@ def test_an_unknown_user_name_is_refused_as_a_wrong_password_is(service: TestCli
         assert r.status_code == 401 and "wrong user name or password" in r.json()["detail"]
     assert accounts.dummy_hash.cache_info().currsize == 1
     assert accounts.HASHER.verify(accounts.dummy_hash(), "not a password of anyone")
-    from sqlalchemy import delete
-
-    from app.records import LoginFailure
-
     with service.app.state.db.session() as session:  # the failures count for no later test
         session.execute(delete(LoginFailure))
 

@@ -11,7 +11,6 @@ from the training classes) against its threshold and the test cells' quantiles."
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -34,9 +33,12 @@ def main() -> None:
     parser.add_argument("models", nargs="+", type=Path, help="exported model version folders")
     args = parser.parse_args()
     crops = load_site(parse_site(args.site), args.cache).tests["test"].x
+    non_cells = {
+        name: encode(image, "PNG") for name, image in {**not_cells(), **more_not_cells()}.items()
+    }
     for model in args.models:
-        params = json.loads((model / "metadata.json").read_text())["cell_check"]
-        check = cellcheck.CellCheck(params)
+        runner, ood = SavedModelRunner(model), OodStats.load(model)
+        check = cellcheck.CellCheck(runner.metadata["cell_check"])
         shares = np.array([check.fractions(crop) for crop in crops])
         below_gamut = shares[:, 0] < check.min_fraction
         below_stained = shares[:, 1] < check.min_stained
@@ -48,7 +50,6 @@ def main() -> None:
             f"either {(below_gamut | below_stained).mean():.1%}; in-gamut share quantiles "
             f"0.05 {q05:.3f}, 0.25 {q25:.3f}, median {q50:.3f}, 0.75 {q75:.3f}"
         )
-        runner, ood = SavedModelRunner(model), OodStats.load(model)
         scores = ood.score(runner.run(crops)[1])
         q50, q95, q99 = np.quantile(scores, [0.5, 0.95, 0.99])
         print(
@@ -57,8 +58,8 @@ def main() -> None:
             f"0.95 {q95:.1f}, 0.99 {q99:.1f}"
         )
         balance = balance_of(runner.metadata)
-        for name, image in {**not_cells(), **more_not_cells()}.items():
-            crop = preprocess_bytes(encode(image, "PNG"), balance=balance)
+        for name, data in non_cells.items():
+            crop = preprocess_bytes(data, balance=balance)
             if not crop.box.localised:
                 continue
             gamut, stained = check.fractions(crop.array)
