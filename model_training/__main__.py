@@ -145,7 +145,14 @@ def recipe_flags(metadata: dict) -> list[str]:
     )
 
 
-SITE_COMMANDS = ("split", "train-sites", "cross-site", "evaluate-sites", "refit-cell-check")
+SITE_COMMANDS = (
+    "split",
+    "train-sites",
+    "cross-site",
+    "evaluate-sites",
+    "refit-cell-check",
+    "blend-sites",
+)
 SITE_HELP = "a site, NAME=PATH (repeat for several)"
 
 
@@ -253,6 +260,20 @@ def add_site_commands(sub: argparse._SubParsersAction) -> None:
     rc.add_argument("--model", type=Path, required=True, help="a version folder")
     rc.add_argument("--data", action="append", required=True, help=SITE_HELP)
     rc.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
+    bl = sub.add_parser(
+        "blend-sites",
+        help="a network between a trained version and the one it was trained on from "
+        "(each weight (1 - alpha) x --start + alpha x --end), exported and reported as "
+        "train-sites exports and reports a trained one",
+    )
+    bl.add_argument("--data", action="append", required=True, help=SITE_HELP)
+    bl.add_argument("--start", type=Path, required=True, help="the version trained on from")
+    bl.add_argument("--end", type=Path, required=True, help="the version trained from it")
+    bl.add_argument("--alpha", type=float, required=True, help="0: --start, 1: --end")
+    bl.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
+    bl.add_argument("--out", type=Path, default=Path("models/wbc-classifier"))
+    bl.add_argument("--version", type=int, required=True)
+    bl.add_argument("--report", type=Path, default=Path("reports/model"))
 
 
 def run_site_command(args: argparse.Namespace, argv: list[str] | None) -> None:
@@ -284,6 +305,21 @@ def run_site_command(args: argparse.Namespace, argv: list[str] | None) -> None:
     from dataclasses import replace
 
     from model_training import multisite
+
+    if args.command == "blend-sites":
+        summary = multisite.blend_sites(
+            parse_sites(args.data),
+            args.out,
+            args.start,
+            args.end,
+            args.alpha,
+            version=args.version,
+            cache=args.cache,
+            report_dir=args.report,
+            command=command,
+        )
+        print(json.dumps(summary, default=float)[:4000])
+        return
     from model_training.augment import SiteAugmentation
 
     aug = SiteAugmentation()

@@ -39,6 +39,7 @@ from model_training.postfit import add_cell_check, add_ood_guard
 from model_training.report import plot_curves
 from model_training.sites import Site, SiteData, load_site, pooled, split_path
 from model_training.train import WBC_LR, TimeBudget, compile_model
+from wbc_core.preprocessing import balance_of
 from wbc_core.network import make_model
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,6 @@ def train_sites(
         learning_rate=learning_rate,
     )
     train_seconds = time.perf_counter() - start
-    version_dir = Path(out) / str(version)
     metadata: dict[str, Any] = {
         "name": "wbc-classifier",
         "version": str(version),
@@ -203,6 +203,26 @@ def train_sites(
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command,
     }
+    others = [load_site(s, cache, seed, balance) for s in held_out or []]
+    summary = finish(model, metadata, Path(out) / str(version), data, others, report_dir)
+    if report_dir:
+        plot_curves(history, Path(report_dir) / "curves")
+    return summary
+
+
+def finish(
+    model: keras.Model,
+    metadata: dict[str, Any],
+    version_dir: Path,
+    data: list[SiteData],
+    others: list[SiteData],
+    report_dir: Path | None,
+) -> dict[str, Any]:
+    """Export a trained network to ``version_dir`` with ``metadata``, fit what every
+    version carries (temperature and review threshold, the not-a-cell gamut, the
+    out-of-distribution guard) on ``data``'s sites, report each site (``others``: held out,
+    their test sets only) into ``report_dir``; returns the summary."""
+    command = metadata["command"]
     export_savedmodel(model, version_dir, metadata)
     runner = SavedModelRunner(version_dir)
     calibrate(runner, data, metadata)
@@ -214,12 +234,11 @@ def train_sites(
     stats = add_ood_guard(
         metadata, version_dir, runner, [d.train for d in data], [d.val for d in data]
     )
-    others = [load_site(s, cache, seed, balance) for s in held_out or []]
     summary: dict[str, Any] = {
         "command": command,
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": metadata["train_seconds"],
         "machine": machine.describe(),
-        "steps_per_epoch": steps,
+        "steps_per_epoch": metadata["steps_per_epoch"],
         "epochs_run": metadata["epochs"],
         "sites": {},
     }
@@ -238,15 +257,76 @@ def train_sites(
         }
     (version_dir / "metadata.json").write_text(json.dumps(metadata, indent=2, default=float) + "\n")
     if report_dir:
-        plot_curves(history, Path(report_dir) / "curves")
         site_eval.dump(Path(report_dir) / "metrics.json", summary)
         site_eval.write_index(
             Path(report_dir),
-            f"Model trained on {', '.join(s.name for s in sites)}",
+            f"Model trained on {', '.join(d.site.name for d in data)}",
             summary["sites"],
             command,
         )
     return summary
+
+
+def blend_sites(
+    sites: list[Site],
+    out: Path,
+    start: Path,
+    end: Path,
+    alpha: float,
+    *,
+    version: int,
+    cache: Path | None = Path(".cache/arrays"),
+    report_dir: Path | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """A network whose every variable is ``(1 - alpha)`` x ``start``'s + ``alpha`` x
+    ``end``'s, where ``end`` was trained on from ``start`` (weight-space ensembling of a
+    fine-tuned network with the one it started from, WiSE-FT: Wortsman et al. 2022):
+    exported as version ``version`` under ``out`` and finished as ``train_sites`` finishes
+    a trained one (``finish``) on ``sites``, which must be ``end``'s. Its recipe
+    (architecture, seed, augmentation, balance) is ``end``'s; nothing is trained."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], not {alpha}")
+    command = command or ("python -m model_training " + shlex.join(sys.argv[1:]))
+    recipe = json.loads((Path(end) / "metadata.json").read_text())
+    trained = sorted(recipe.get("sites", {}))
+    if sorted(s.name for s in sites) != trained:
+        raise ValueError(f"{end} was trained on sites {trained}: give exactly those")
+    balance = balance_of(recipe)
+    seed = int(recipe["seed"])
+    data = [load_site(s, cache, seed, balance) for s in sites]
+    model = make_model(recipe["arch"])
+    load_weights(model, start)
+    first = [v.numpy() for v in model.variables]
+    load_weights(model, end)
+    for variable, a in zip(model.variables, first, strict=True):
+        variable.assign((1.0 - alpha) * a + alpha * variable.numpy())
+    metadata: dict[str, Any] = {
+        key: recipe[key]
+        for key in (
+            "name",
+            "classes",
+            "input",
+            "protocol",
+            "arch",
+            "epochs",
+            "steps_per_epoch",
+            "batch_size",
+            "seed",
+            "augmentation",
+            "label_smoothing",
+            "learning_rate",
+            "initial_weights",
+        )
+    } | {
+        "version": str(version),
+        "blend": {"start": str(start), "end": str(end), "alpha": alpha},
+        "sites": {d.site.name: site_record(d) for d in data},
+        "train_seconds": 0.0,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": command,
+    }
+    return finish(model, metadata, Path(out) / str(version), data, [], report_dir)
 
 
 def cross_site(sites: list[Site], out: Path, **kwargs: Any) -> dict[str, Any]:

@@ -169,6 +169,70 @@ def test_train_sites_records_sites_and_reports_each(
         refit_cell_check(tmp_path / "models" / "1", specs[:1], None, "refit")
 
 
+def test_blend_sites_exports_the_weighted_mean_of_two_versions(
+    two_sites: dict[str, Path], use_splits: None, tmp_path: Path
+) -> None:
+    """A version trained on from another, blended with it: every variable is the weighted
+    mean of the two; the result is exported, calibrated and reported as a trained one."""
+    import tensorflow as tf
+
+    from model_training.export import SavedModelRunner
+    from model_training.multisite import blend_sites, train_sites
+
+    specs = [parse_site(f"alpha={two_sites['alpha']}"), parse_site(f"beta={two_sites['beta']}")]
+    run = {"arch": "tiny", "epochs": 1, "batch_size": 8, "steps_per_epoch": 3, "cache": None}
+    train_sites(specs, tmp_path / "m", version=1, command="start", **run)
+    train_sites(specs, tmp_path / "m", version=2, init=tmp_path / "m" / "1", command="end", **run)
+    summary = blend_sites(
+        specs,
+        tmp_path / "m",
+        tmp_path / "m" / "1",
+        tmp_path / "m" / "2",
+        0.25,
+        version=3,
+        cache=None,
+        report_dir=tmp_path / "report",
+        command="blend",
+    )
+    start, end, blend = (
+        tf.saved_model.load(str(tmp_path / "m" / v)).variables for v in ("1", "2", "3")
+    )
+    assert len(blend) == len(start) > 0
+    moved = 0
+    for a, b, c in zip(start, end, blend, strict=True):
+        np.testing.assert_allclose(c.numpy(), 0.75 * a.numpy() + 0.25 * b.numpy(), atol=1e-6)
+        moved += not np.allclose(a.numpy(), b.numpy())
+    assert moved > 0  # the two ends differ, so the blend is neither
+    metadata = json.loads((tmp_path / "m" / "3" / "metadata.json").read_text())
+    assert metadata["blend"]["alpha"] == 0.25 and metadata["blend"]["end"].endswith("2")
+    assert metadata["command"] == "blend" and metadata["version"] == "3"
+    assert {"temperature", "cell_check", "ood", "test_metrics"} <= set(metadata)
+    assert set(summary["sites"]) == {"alpha", "beta"}
+    assert "| [beta](beta.md) |" in (tmp_path / "report" / "README.md").read_text()
+    batch = np.random.default_rng(1).uniform(0, 255, (2, 150, 150, 3)).astype(np.float32)
+    assert SavedModelRunner(tmp_path / "m" / "3")(batch).shape == (2, 4)
+    with pytest.raises(ValueError, match="trained on sites"):
+        blend_sites(
+            specs[:1],
+            tmp_path / "m",
+            tmp_path / "m" / "1",
+            tmp_path / "m" / "2",
+            0.5,
+            version=4,
+            cache=None,
+        )
+    with pytest.raises(ValueError, match="alpha"):
+        blend_sites(
+            specs,
+            tmp_path / "m",
+            tmp_path / "m" / "1",
+            tmp_path / "m" / "2",
+            1.5,
+            version=4,
+            cache=None,
+        )
+
+
 # A run of the multi-site commands small enough for a test: the tiny network, two batches.
 TINY_RUN = ["--arch", "tiny", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8"]
 
