@@ -39,8 +39,8 @@ from model_training.postfit import add_cell_check, add_ood_guard
 from model_training.report import plot_curves
 from model_training.sites import Site, SiteData, load_site, pooled, split_path
 from model_training.train import WBC_LR, TimeBudget, compile_model
-from wbc_core.preprocessing import balance_of
 from wbc_core.network import make_model
+from wbc_core.preprocessing import balance_of
 
 log = logging.getLogger(__name__)
 SUMMARY_KEYS = ("accuracy", "macro_f1", "n", "ece", "guard", "risk_coverage_area", "per_class")
