@@ -151,6 +151,7 @@ SITE_COMMANDS = (
     "cross-site",
     "evaluate-sites",
     "refit-cell-check",
+    "refit-ood",
     "blend-sites",
 )
 SITE_HELP = "a site, NAME=PATH (repeat for several)"
@@ -260,6 +261,15 @@ def add_site_commands(sub: argparse._SubParsersAction) -> None:
     rc.add_argument("--model", type=Path, required=True, help="a version folder")
     rc.add_argument("--data", action="append", required=True, help=SITE_HELP)
     rc.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
+    ro = sub.add_parser(
+        "refit-ood",
+        help="fit an exported model's out-of-distribution guard again on its sites' "
+        "training crops, with the current recipe (model_training/postfit.py): its ood.npz "
+        "and metadata.json",
+    )
+    ro.add_argument("--model", type=Path, required=True, help="a version folder")
+    ro.add_argument("--data", action="append", required=True, help=SITE_HELP)
+    ro.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
     bl = sub.add_parser(
         "blend-sites",
         help="a network between a trained version and the one it was trained on from "
@@ -291,6 +301,12 @@ def run_site_command(args: argparse.Namespace, argv: list[str] | None) -> None:
         from model_training.postfit import refit_cell_check
 
         print(json.dumps(refit_cell_check(args.model, parse_sites(args.data), args.cache, command)))
+        return
+    if args.command == "refit-ood":
+        from model_training.postfit import refit_ood_guard
+
+        record = refit_ood_guard(args.model, parse_sites(args.data), args.cache, command)
+        print(json.dumps(record, default=float))
         return
     if args.command == "evaluate-sites":
         from model_training.site_eval import evaluate_model

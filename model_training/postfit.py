@@ -207,6 +207,14 @@ def stain_variants(
     return [np.concatenate([picked, jittered]), *turned]
 
 
+def trained_on_filled(metadata: dict[str, Any]) -> bool:
+    """Whether the network's zoom augmentation reaches crops the cell box fills (an
+    analyser's or another lab's single-cell image): such crops are then a look it was
+    trained to classify, for the not-a-cell gamut and the out-of-distribution guard."""
+    zoom = (metadata.get("augmentation") or {}).get("zoom") or (1.0, 1.0)
+    return max(zoom) >= localise.CROP_CONTEXT
+
+
 def add_cell_check(metadata: dict[str, Any], train_ds: Dataset, tests: dict[str, Dataset]) -> None:
     """Fit the not-a-cell gamut on the training crops and their stain-jittered versions, so
     that a cell the network was trained to classify under another stain is not turned away
@@ -217,8 +225,7 @@ def add_cell_check(metadata: dict[str, Any], train_ds: Dataset, tests: dict[str,
     gamma = float(metadata.get("gamma_jitter", 0.0))
     randconv = float((metadata.get("augmentation") or {}).get("randconv", 0.0))
     hues = OTHER_STAIN_HUES if randconv > 0 else ()
-    zoom = (metadata.get("augmentation") or {}).get("zoom") or (1.0, 1.0)
-    fill = max(zoom) >= localise.CROP_CONTEXT  # trained on crops the cell fills
+    fill = trained_on_filled(metadata)
     params = cellcheck.fit(
         stain_variants(train_ds.x, stain, gamma=gamma, hues=hues, fill=fill),
         originals=train_ds.x,
@@ -259,13 +266,17 @@ def add_ood_guard(
     train_sets: list[Dataset],
     val_sets: list[Dataset],
 ) -> ood.OodStats | None:
-    """Fit the out-of-distribution guard (``ood``) on the training crops' features, its
-    threshold on each of ``val_sets`` (one per site), write ``ood.npz`` and record it in
-    ``metadata``. None (and nothing written) for a model that exports no features."""
+    """Fit the out-of-distribution guard (``ood``) on the training crops' features (and on
+    their centres the cell fills, ``filled``, for a network trained on such crops:
+    ``trained_on_filled``), its threshold on each of ``val_sets`` (one per site, as they
+    are), write ``ood.npz`` and record it in ``metadata``. None (and nothing written) for a
+    model that exports no features."""
     if not runner.has_features:
         return None
-    features = np.concatenate([runner.run(ds.x)[1] for ds in train_sets])
-    labels = np.concatenate([ds.y for ds in train_sets])
+    fill = trained_on_filled(metadata)
+    crops = [ds.x for ds in train_sets] + ([filled(ds.x) for ds in train_sets] if fill else [])
+    features = np.concatenate([runner.run(x)[1] for x in crops])
+    labels = np.concatenate([ds.y for ds in train_sets] * (2 if fill else 1))
     stats = ood.fit(features, labels, len(CLASSES))
     stats = ood.with_threshold(stats, [stats.score(runner.run(ds.x)[1]) for ds in val_sets])
     metadata["ood"] = {
@@ -274,8 +285,31 @@ def add_ood_guard(
         "threshold": stats.threshold,
         "method": "Mahalanobis distance of the penultimate features to the nearest class "
         "mean, one covariance shared by the classes",
-        "fitted_on": "the training crops",
+        "fitted_on": "the training crops"
+        + (" and their centres the cell fills (enlarged to the crop)" if fill else ""),
         "threshold_from": f"the {ood.VAL_QUANTILE:g} quantile of each validation set's "
         "distances, the largest",
     }
     return stats
+
+
+def refit_ood_guard(model: Path, sites: list[Any], cache: Path | None, command: str) -> dict:
+    """The model's out-of-distribution guard fitted again by ``add_ood_guard`` on the
+    training crops of the sites it was trained on (the same sites, or an error): its
+    ``ood.npz`` and ``metadata.json`` rewritten; returns the guard's record."""
+    path = Path(model) / "metadata.json"
+    metadata = json.loads(path.read_text())
+    trained = sorted(metadata.get("sites", {}))
+    if sorted(s.name for s in sites) != trained:
+        raise DataError(f"{model} was trained on sites {trained}: give exactly those")
+    seed = int(metadata.get("seed", 42))
+    data = [load_site(s, cache, seed, balance_of(metadata)) for s in sites]
+    runner = SavedModelRunner(Path(model))
+    if (
+        add_ood_guard(metadata, Path(model), runner, [d.train for d in data], [d.val for d in data])
+        is None
+    ):
+        raise DataError(f"{model} exports no features: it has no guard to fit")
+    metadata["ood"]["command"] = command
+    path.write_text(json.dumps(metadata, indent=2, default=float) + "\n")
+    return metadata["ood"]
