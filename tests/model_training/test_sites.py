@@ -168,6 +168,21 @@ def test_train_sites_records_sites_and_reports_each(
     with pytest.raises(DataError, match="trained on sites"):
         refit_cell_check(tmp_path / "models" / "1", specs[:1], None, "refit")
 
+    # the guard fitted again: on the crops and their centres the cell fills (the default
+    # zoom reaches them), written to ood.npz and metadata.json with its command
+    from model_training.postfit import refit_ood_guard, trained_on_filled
+    from wbc_core.ood import OodStats
+
+    record = refit_ood_guard(tmp_path / "models" / "1", specs, None, "refit-ood")
+    assert record["command"] == "refit-ood" and "cell fills" in record["fitted_on"]
+    saved = json.loads((tmp_path / "models" / "1" / "metadata.json").read_text())["ood"]
+    assert saved == record
+    assert OodStats.load(tmp_path / "models" / "1").threshold == pytest.approx(record["threshold"])
+    assert not trained_on_filled({"augmentation": {"zoom": [0.8, 1.2]}})
+    assert not trained_on_filled({})  # the Kaggle-only recipes recorded no zoom
+    with pytest.raises(DataError, match="trained on sites"):
+        refit_ood_guard(tmp_path / "models" / "1", specs[:1], None, "refit-ood")
+
 
 def test_blend_sites_exports_the_weighted_mean_of_two_versions(
     two_sites: dict[str, Path], use_splits: None, tmp_path: Path
