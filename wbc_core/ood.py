@@ -1,6 +1,7 @@
 """How unlike the training data a cell image is: the Mahalanobis distance of the network's
 penultimate features to the nearest class (Lee et al. 2018), with one covariance shared by
-the classes. Fitted on the training crops' features when a model is exported, stored in
+the classes. Fitted on the training crops' features (and their centres the cell fills, for a
+network trained on such zooms) when a model is exported, stored in
 the version folder as ``ood.npz``, read by the service. NumPy only.
 
 A cell from a laboratory, stain or scale the network never saw lands away from every class
