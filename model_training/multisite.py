@@ -11,6 +11,8 @@ scratch on a stream that draws every site equally often (``augment.site_balanced
 the augmentation of ``augment.SiteAugmentation``. Temperature and review threshold are
 fitted on the validation cells of every site; the out-of-distribution guard (``ood``) on
 the training crops' features, its threshold on every site's validation cells.
+``blend-sites`` makes a version between two trained ones (weight-space ensembling) and
+finishes it the same way.
 """
 
 from __future__ import annotations
