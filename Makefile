@@ -45,8 +45,8 @@ test: lint  ## lint, then the whole pytest suite
 
 # The shipped model in two steps: the base recipe (one network on both sites, 30 epochs of
 # 400 site-balanced batches; version 5, kept out of models/), then 8 epochs more from its
-# weights with half the crops' hues turned (version 6's network, with the guard of version 7,
-# what ships: its out-of-distribution guard fitted on crops the cell fills too). Reports per site.
+# weights with half the crops' hues turned, its guards fitted on crops the cell fills too
+# (version 7, what ships: version 6's network with that guard). Reports per site.
 DATA := ../shared/data
 SITES := --data kaggle=$(DATA)/kaggle-blood-cells --data pbc=$(DATA)/pbc
 RECIPE := --epochs 30 --steps-per-epoch 400 --randconv 0.5

@@ -253,23 +253,18 @@ def add_site_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--data", action="append", required=True, help=SITE_HELP)
     ev.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
     ev.add_argument("--out", type=Path, required=True)
-    rc = sub.add_parser(
-        "refit-cell-check",
-        help="fit an exported model's not-a-cell gamut again on its sites' training crops, "
-        "with the current recipe (model_training/postfit.py), in its metadata.json",
-    )
-    rc.add_argument("--model", type=Path, required=True, help="a version folder")
-    rc.add_argument("--data", action="append", required=True, help=SITE_HELP)
-    rc.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
-    ro = sub.add_parser(
-        "refit-ood",
-        help="fit an exported model's out-of-distribution guard again on its sites' "
-        "training crops, with the current recipe (model_training/postfit.py): its ood.npz "
-        "and metadata.json",
-    )
-    ro.add_argument("--model", type=Path, required=True, help="a version folder")
-    ro.add_argument("--data", action="append", required=True, help=SITE_HELP)
-    ro.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
+    for name, what, files in (
+        ("refit-cell-check", "not-a-cell gamut", "metadata.json"),
+        ("refit-ood", "out-of-distribution guard", "ood.npz and metadata.json"),
+    ):
+        rc = sub.add_parser(
+            name,
+            help=f"fit an exported model's {what} again on its sites' training crops, with "
+            f"the current recipe (model_training/postfit.py), in its {files}",
+        )
+        rc.add_argument("--model", type=Path, required=True, help="a version folder")
+        rc.add_argument("--data", action="append", required=True, help=SITE_HELP)
+        rc.add_argument("--cache", type=Path, default=Path(".cache/arrays"))
     bl = sub.add_parser(
         "blend-sites",
         help="a network between a trained version and the one it was trained on from "

@@ -241,21 +241,26 @@ def add_cell_check(metadata: dict[str, Any], train_ds: Dataset, tests: dict[str,
     metadata["cell_check"] = params
 
 
-def refit_cell_check(model: Path, sites: list[Any], cache: Path | None, command: str) -> dict:
-    """The model's not-a-cell gamut fitted again by ``add_cell_check`` on the training crops
-    of the sites it was trained on (the same sites, or an error), written to its
-    ``metadata.json``; returns the gamut's record without its bins."""
-    path = Path(model) / "metadata.json"
-    metadata = json.loads(path.read_text())
+def trained_sites(model: Path, sites: list[Any], cache: Path | None) -> tuple[dict, list]:
+    """A version folder's metadata and the data of the sites it was trained on, loaded as
+    it was trained (its seed and balance); an error unless ``sites`` are exactly those."""
+    metadata = json.loads((Path(model) / "metadata.json").read_text())
     trained = sorted(metadata.get("sites", {}))
     if sorted(s.name for s in sites) != trained:
         raise DataError(f"{model} was trained on sites {trained}: give exactly those")
     seed = int(metadata.get("seed", 42))
-    data = [load_site(s, cache, seed, balance_of(metadata)) for s in sites]
+    return metadata, [load_site(s, cache, seed, balance_of(metadata)) for s in sites]
+
+
+def refit_cell_check(model: Path, sites: list[Any], cache: Path | None, command: str) -> dict:
+    """The model's not-a-cell gamut fitted again by ``add_cell_check`` on the training crops
+    of the sites it was trained on (the same sites, or an error), written to its
+    ``metadata.json``; returns the gamut's record without its bins."""
+    metadata, data = trained_sites(model, sites, cache)
     tests = {f"{d.site.name}/{n}": t for d in data for n, t in d.tests.items()}
     add_cell_check(metadata, pooled([d.train for d in data]), tests)
     metadata["cell_check"]["command"] = command
-    path.write_text(json.dumps(metadata, indent=2) + "\n")
+    (Path(model) / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     return {k: v for k, v in metadata["cell_check"].items() if k != "allowed"}
 
 
@@ -297,19 +302,11 @@ def refit_ood_guard(model: Path, sites: list[Any], cache: Path | None, command: 
     """The model's out-of-distribution guard fitted again by ``add_ood_guard`` on the
     training crops of the sites it was trained on (the same sites, or an error): its
     ``ood.npz`` and ``metadata.json`` rewritten; returns the guard's record."""
-    path = Path(model) / "metadata.json"
-    metadata = json.loads(path.read_text())
-    trained = sorted(metadata.get("sites", {}))
-    if sorted(s.name for s in sites) != trained:
-        raise DataError(f"{model} was trained on sites {trained}: give exactly those")
-    seed = int(metadata.get("seed", 42))
-    data = [load_site(s, cache, seed, balance_of(metadata)) for s in sites]
+    metadata, data = trained_sites(model, sites, cache)
     runner = SavedModelRunner(Path(model))
-    if (
-        add_ood_guard(metadata, Path(model), runner, [d.train for d in data], [d.val for d in data])
-        is None
-    ):
+    train, val = [d.train for d in data], [d.val for d in data]
+    if add_ood_guard(metadata, Path(model), runner, train, val) is None:
         raise DataError(f"{model} exports no features: it has no guard to fit")
     metadata["ood"]["command"] = command
-    path.write_text(json.dumps(metadata, indent=2, default=float) + "\n")
+    (Path(model) / "metadata.json").write_text(json.dumps(metadata, indent=2, default=float) + "\n")
     return metadata["ood"]
