@@ -180,6 +180,21 @@ def test_train_sites_records_sites_and_reports_each(
     assert OodStats.load(tmp_path / "models" / "1").threshold == pytest.approx(record["threshold"])
     assert not trained_on_filled({"augmentation": {"zoom": [0.8, 1.2]}})
     assert not trained_on_filled({})  # the Kaggle-only recipes recorded no zoom
+    # the filled centres are part of the fit: a guard fitted on the crops alone differs
+    from model_training.export import SavedModelRunner
+    from model_training.postfit import add_ood_guard, trained_sites
+
+    _, data = trained_sites(tmp_path / "models" / "1", specs, None)
+    (tmp_path / "plain").mkdir()
+    plain = add_ood_guard(
+        {},  # no zoom recorded: the crops alone
+        tmp_path / "plain",
+        SavedModelRunner(tmp_path / "models" / "1"),
+        [d.train for d in data],
+        [d.val for d in data],
+    )
+    assert plain is not None
+    assert not np.allclose(plain.means, OodStats.load(tmp_path / "models" / "1").means)
     with pytest.raises(DataError, match="trained on sites"):
         refit_ood_guard(tmp_path / "models" / "1", specs[:1], None, "refit-ood")
 
