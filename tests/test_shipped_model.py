@@ -119,14 +119,17 @@ def test_shipped_model_never_releases_generated_non_cells() -> None:
 
 def test_shipped_model_never_releases_harder_non_cells() -> None:
     """Smooth colour fields, scenes, coloured pages and pages in other hues: never a label
-    released without review; most answered `unknown` (a gamut widened for other stains'
-    cells must not open to everything: reports/experiments/cell-check-filled)."""
+    released without review; all but one answered `unknown` (a gamut widened for other
+    stains' cells must not open to everything: reports/experiments/cell-check-filled; a
+    ruled page in another hue passes the gamut, and the localiser finds no nucleus in it:
+    reports/experiments/straight-edged-nucleus). The violet-printed pink page is the one
+    named, flagged for review."""
     from tests.app.test_lab import more_not_cells
 
     images = more_not_cells()
     unknown = _post_non_cells(images)
     print(f"harder non-cells answered unknown: {len(unknown)} of {len(images)}")
-    assert len(unknown) >= 0.75 * len(images), sorted(set(images) - set(unknown))
+    assert len(unknown) >= len(images) - 1, sorted(set(images) - set(unknown))
 
 
 def _post_non_cells(images: dict[str, Image.Image]) -> list[str]:

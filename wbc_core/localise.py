@@ -35,6 +35,10 @@ STAIN_REF = 100  # a top score below this is a paler stain: SCORE_MIN shrinks in
 SCORE_FLOOR = 25  # ... but no pixel below this is nucleus, however pale the stain
 MIN_AREA_FRAC = 0.002  # a nucleus smaller than this share of the image is not credible
 MAX_AREA_FRAC = 0.6  # ... nor one larger than this (a violet page, a solid colour)
+MAX_BOX_FILL = 0.97  # ... nor one filling this share of its bounding box: a straight-edged
+# bar (ruled lines, stripes, a horizon), not a nucleus. The first nucleus found fills at
+# most 0.939 of its box on every Kaggle, PBC and BCCD image, ruled lines 0.99-1.0
+# (reports/experiments/straight-edged-nucleus)
 CELL_MARGIN = 1.35  # cell box side / nucleus box side (cytoplasm around the nucleus)
 CELL_PAD_FRAC = 0.0  # plus this share of the image's longer side on every side
 CROP_CONTEXT = 1.5  # the network sees the cell box and its neighbours (size against red cells)
@@ -176,7 +180,8 @@ def nuclei(
     > 0) outside it. That reference is the cytoplasm and the red cells whether the cell
     fills the frame or sits among many red cells.
 
-    The first is the component with the largest score mass. A further component is another
+    The first is the component with the largest score mass, credible also only when it
+    fills less than ``MAX_BOX_FILL`` of its bounding box. A further component is another
     white cell when its mass is at least ``OTHER_CELL_REL`` of the first's, its area is
     credible, and its centre lies outside the cells already found (a neutrophil lobe the
     closing did not join lies inside its cell's box); at most ``MAX_CELLS``."""
@@ -189,7 +194,9 @@ def nuclei(
     area = found.areas()
     order = np.argsort(-mass[1:], kind="stable") + 1  # the most prominent first
     credible = (MIN_AREA_FRAC * score.size <= area) & (area <= MAX_AREA_FRAC * score.size)
-    if not credible[order[0]]:
+    rows, cols = objects[order[0] - 1]
+    box_area = (rows.stop - rows.start) * (cols.stop - cols.start)
+    if not credible[order[0]] or area[order[0]] >= MAX_BOX_FILL * box_area:
         return []
     if contrast > 0:
         stained = score.ravel() > 0

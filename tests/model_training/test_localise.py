@@ -145,6 +145,25 @@ def test_a_field_of_red_cells_alone_is_not_a_white_cell(shift: float) -> None:
     assert not find_cell(image).localised
 
 
+@pytest.mark.parametrize("width", [3, 6])
+def test_ruled_lines_or_a_violet_band_are_not_a_nucleus(width: int) -> None:
+    """A straight-edged component (ruled lines closed into a block, a band of violet ink)
+    fills its box as no nucleus does (MAX_BOX_FILL): no cell, whether it is the violet
+    search or the darkness fallback that meets it; a round nucleus of the same colour is
+    still found."""
+    page = Image.new("RGB", (300, 400), (245, 243, 236))
+    draw = ImageDraw.Draw(page)
+    for row in range(20):
+        draw.line((20, 20 + 18 * row, 280, 20 + 18 * row), fill=(30, 30, 120), width=width)
+    assert not find_cell(page).localised
+    band = Image.new("RGB", (320, 240), BACKGROUND)
+    ImageDraw.Draw(band).rectangle((40, 100, 280, 130), fill=NUCLEUS)
+    assert not find_cell(band).localised
+    round_one = Image.new("RGB", (320, 240), BACKGROUND)
+    ImageDraw.Draw(round_one).ellipse((130, 90, 190, 150), fill=NUCLEUS)
+    assert find_cell(round_one).localised
+
+
 def test_plain_background_falls_back_to_whole_image() -> None:
     image = Image.new("RGB", (320, 240), BACKGROUND)
     box = find_cell(image)
