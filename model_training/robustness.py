@@ -17,7 +17,7 @@ of another hue, the cell filling a small frame, both; each row gives the accurac
 share sent to review and the share **wrong and released without review**, the figure
 that matters when a laboratory the model has never seen sends its cells.
 
-    python -m model_training robustness --model models/wbc-classifier/7 \
+    python -m model_training robustness --model models/wbc-classifier/8 \
         --data ../shared/data/kaggle-blood-cells --bccd ../shared/data/bccd \
         --site pbc=../shared/data/pbc --out reports/robustness
 """

@@ -3,7 +3,7 @@ macro-F1, per-class table, confusion matrix, calibration (ECE, reliability diagr
 review flag and the out-of-distribution guard (what is released, and how often it is
 wrong), and the risk-coverage curve. No figure ever pools two sites.
 
-    python -m model_training evaluate-sites --model models/wbc-classifier/7 \
+    python -m model_training evaluate-sites --model models/wbc-classifier/8 \
         --data kaggle=../shared/data/kaggle-blood-cells --data pbc=../shared/data/pbc \
         --out reports/model
 """
