@@ -4,8 +4,8 @@ looks, smear fields with two cells, BCCD's original photographs, single-cell cut
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -73,7 +73,7 @@ def test_shipped_model_on_the_pbc_test_split() -> None:
 
 
 def framed_pbc_flags(
-    model_dir: Path, every: int = 5, stain: Any = None
+    model_dir: Path, every: int = 5, stain: Callable[[Image.Image], Image.Image] | None = None
 ) -> tuple[int, int, int, int]:
     """Every ``every``-th PBC test cell cut to fill a 120x120 frame (as an analyser delivers
     a cell, ``robustness.fills_small_frame``), then ``stain``ed if given, posted to the
